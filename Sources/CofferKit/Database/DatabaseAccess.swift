@@ -1,0 +1,62 @@
+import Foundation
+import GRDB
+
+/// Opens the pipeline's database the way the pipeline itself does.
+///
+/// Every connection gets the seed's PRAGMAs (foreign keys on, WAL, synchronous NORMAL,
+/// cache_size -10000, temp_store MEMORY) and a busy timeout, so a run started by cron while the
+/// pipeline writes waits for its turn instead of failing with "database is locked".
+/// Read-only work opens the file read-only: it can neither change nor create it.
+public enum DatabaseAccess {
+    /// How long a connection waits on a lock held by the pipeline before giving up.
+    public static let busyTimeout: TimeInterval = 30
+
+    public static func configuration(readOnly: Bool) -> GRDB.Configuration {
+        var config = GRDB.Configuration()
+        config.readonly = readOnly
+        config.foreignKeysEnabled = true
+        config.busyMode = .timeout(busyTimeout)
+        config.journalMode = readOnly ? .default : .wal
+        config.label = readOnly ? "coffer.read" : "coffer.write"
+        config.prepareDatabase { db in
+            if !readOnly { try db.execute(sql: "PRAGMA synchronous = NORMAL") }
+            try db.execute(sql: "PRAGMA cache_size = -10000; PRAGMA temp_store = MEMORY")
+        }
+        return config
+    }
+
+    /// Opens an existing database. Fails with exit 2 when `path` is missing, is not a regular
+    /// file, or is not a SQLite database; never creates a file.
+    public static func openExisting(_ path: String, readOnly: Bool) throws -> DatabaseQueue {
+        switch FileSystem.status(path) {
+        case .failure(let errno):
+            throw CofferError(.failed, operation: "open database", subject: path, cause: errno.description,
+                              hint: "check DB_PATH (or --db); `coffer config` shows where it came from")
+        case .success(let info) where info.kind != .regular:
+            throw CofferError(.failed, operation: "open database", subject: path, cause: "not a regular file")
+        case .success:
+            break
+        }
+        do {
+            let queue = try DatabaseQueue(path: path, configuration: configuration(readOnly: readOnly))
+            // Reading the schema fails fast on a file that is not a database.
+            try queue.read { db in _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master") }
+            return queue
+        } catch let error as DatabaseError {
+            throw databaseFailure("open database", path, error)
+        }
+    }
+
+    /// A database error as a Coffer error (exit 2), with a hint for the usual causes.
+    static func databaseFailure(_ operation: String, _ path: String, _ error: DatabaseError) -> CofferError {
+        var hint: String?
+        switch error.resultCode {
+        case .SQLITE_NOTADB: hint = "the file is not a SQLite database: check DB_PATH, or restore it from a snapshot"
+        case .SQLITE_CORRUPT: hint = "run `coffer verify --full` for details, then restore from a snapshot"
+        case .SQLITE_BUSY, .SQLITE_LOCKED: hint = "the pipeline held a lock for more than \(Int(busyTimeout)) s; try again"
+        case .SQLITE_CANTOPEN, .SQLITE_PERM, .SQLITE_READONLY: hint = "check that this user may read the database and write its directory"
+        default: break
+        }
+        return CofferError(.failed, operation: operation, subject: path, cause: error.message ?? "\(error.resultCode)", hint: hint)
+    }
+}

@@ -1,0 +1,48 @@
+import Foundation
+
+/// An error Coffer reports to the operator.
+///
+/// It names the operation, the thing it was done to and the cause, and, when there is a next
+/// step, a hint naming it. Its ``status`` is the exit code the process ends with.
+/// Rendered as `error: operation path: cause` followed by `hint: ...`.
+public struct CofferError: Error, LocalizedError, Equatable, Sendable {
+    public var status: ExitStatus
+    /// What Coffer was doing, lowercase: "open database", "read config file".
+    public var operation: String
+    /// The file, directory or setting concerned, when there is one.
+    public var subject: String?
+    /// Why it failed.
+    public var cause: String
+    /// What the operator can do next.
+    public var hint: String?
+
+    public init(_ status: ExitStatus, operation: String, subject: String? = nil, cause: String, hint: String? = nil) {
+        self.status = status
+        self.operation = operation
+        self.subject = subject
+        self.cause = cause
+        self.hint = hint
+    }
+
+    public var errorDescription: String? { message }
+
+    /// `operation subject: cause`.
+    public var message: String {
+        if let subject { return "\(operation) \(subject): \(cause)" }
+        return "\(operation): \(cause)"
+    }
+
+    /// A usage error (exit 64) about one configuration variable.
+    public static func badSetting(_ name: String, _ value: String, _ cause: String, hint: String? = nil) -> CofferError {
+        CofferError(.usage, operation: "read setting", subject: name, cause: "\(cause) (got \(quoted(value)))", hint: hint)
+    }
+
+    /// A failure (exit 2) from a POSIX call.
+    public static func system(_ operation: String, _ path: String, errno code: Int32, hint: String? = nil) -> CofferError {
+        CofferError(.failed, operation: operation, subject: path, cause: String(cString: strerror(code)), hint: hint)
+    }
+
+    static func quoted(_ value: String) -> String {
+        "\"" + value.replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The few facts Coffer reads about a file, from `lstat` (links are not followed).
+public struct FileInfo: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable { case regular, directory, symlink, other }
+    public var kind: Kind
+    public var size: Int64
+    public var mode: UInt32
+    /// Seconds since the epoch.
+    public var modified: Double
+    public var inode: UInt64
+
+    init(_ st: stat) {
+        switch st.st_mode & S_IFMT {
+        case S_IFREG: kind = .regular
+        case S_IFDIR: kind = .directory
+        case S_IFLNK: kind = .symlink
+        default: kind = .other
+        }
+        size = Int64(st.st_size)
+        mode = UInt32(st.st_mode)
+        #if canImport(Glibc)
+        modified = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
+        #else
+        modified = Double(st.st_mtimespec.tv_sec) + Double(st.st_mtimespec.tv_nsec) / 1e9
+        #endif
+        inode = UInt64(st.st_ino)
+    }
+}
+
+/// Thin POSIX helpers on byte paths. Errors carry `errno`; EINTR is retried here.
+public enum FileSystem {
+    /// `lstat(path)` (or `stat` with `followLinks`): the file's facts, or the errno.
+    public static func status(_ path: PathBytes, followLinks: Bool = false) -> Result<FileInfo, Errno> {
+        var st = stat()
+        let rc = path.withCPath { followLinks ? stat($0, &st) : lstat($0, &st) }
+        return rc == 0 ? .success(FileInfo(st)) : .failure(Errno(rawValue: errno))
+    }
+
+    public static func status(_ path: String) -> Result<FileInfo, Errno> { status(Array(path.utf8)) }
+
+    /// The bytes of free space available to an unprivileged user on the filesystem of `path`.
+    public static func freeSpace(_ path: String) -> Result<DiskSpace, Errno> {
+        var st = statvfs()
+        let rc = statvfs(path, &st)
+        guard rc == 0 else { return .failure(Errno(rawValue: errno)) }
+        let unit = UInt64(st.f_frsize)
+        return .success(DiskSpace(available: UInt64(st.f_bavail) * unit, total: UInt64(st.f_blocks) * unit))
+    }
+
+    /// Creates a directory with exactly `mode`, whatever the umask; an existing directory is fine.
+    public static func makeDirectory(_ path: String, mode: mode_t) throws {
+        if mkdir(path, mode) != 0 {
+            let code = errno
+            guard code == EEXIST, case .success(let info) = status(path), info.kind == .directory else {
+                throw CofferError.system("create directory", path, errno: code)
+            }
+        }
+        if chmod(path, mode) != 0 {
+            throw CofferError.system("set permissions of", path, errno: errno)
+        }
+    }
+
+    /// Creates the directory and its missing parents (parents get 0755).
+    public static func makeDirectories(_ path: String, mode: mode_t) throws {
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty, parent != path, case .failure = status(parent) {
+            try makeDirectories(parent, mode: 0o755)
+        }
+        try makeDirectory(path, mode: mode)
+    }
+
+    /// Flushes a directory's entries to disk (after a rename or create inside it).
+    public static func syncDirectory(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw CofferError.system("open directory", path, errno: errno) }
+        defer { close(fd) }
+        if fsync(fd) != 0 { throw CofferError.system("sync directory", path, errno: errno) }
+    }
+}
+
+public struct DiskSpace: Sendable, Equatable {
+    public var available: UInt64
+    public var total: UInt64
+}
+

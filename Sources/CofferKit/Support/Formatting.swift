@@ -1,0 +1,40 @@
+import Foundation
+
+/// Numbers as an operator reads them.
+public enum Formatting {
+    /// `1.5 GiB`, `12.0 MiB`, `512 B`.
+    public static func bytes(_ count: some BinaryInteger) -> String {
+        let value = Double(count)
+        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+        var scaled = value
+        var unit = 0
+        while scaled >= 1024, unit < units.count - 1 { scaled /= 1024; unit += 1 }
+        return unit == 0 ? "\(count) B" : String(format: "%.1f %@", scaled, units[unit])
+    }
+
+    /// `45 s`, `12 min`, `3 h 5 min`, `4 d 2 h`.
+    public static func age(seconds: Double) -> String {
+        let s = Int(max(0, seconds.rounded()))
+        switch s {
+        case ..<60: return "\(s) s"
+        case ..<3600: return "\(s / 60) min"
+        case ..<86400: return "\(s / 3600) h \(s % 3600 / 60) min"
+        default: return "\(s / 86400) d \(s % 86400 / 3600) h"
+        }
+    }
+
+    /// A gigabyte threshold as given: `10`, `2.5`.
+    public static func gigabytes(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : String(value)
+    }
+
+    /// Seconds with millisecond precision, for timings.
+    public static func seconds(_ value: Double) -> String { String(format: "%.2f s", value) }
+
+    /// A JSON document, keys sorted, for `--json`.
+    public static func json(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+
+/// File names on Linux are bytes, not text. Coffer keeps them as bytes from `readdir` and the
+/// database all the way to the system call, and turns them into text only to show them.
+public typealias PathBytes = [UInt8]
+
+public enum PathText {
+    /// A printable, single-line rendering of a path: valid UTF-8 is kept, control characters are
+    /// escaped (`\n`, `\t`, `\r`, `\xNN`), a backslash is doubled, and every byte that is not
+    /// valid UTF-8 becomes `\xNN`. Two different paths never render the same.
+    public static func display(_ bytes: some Collection<UInt8>) -> String {
+        var out = ""
+        out.reserveCapacity(bytes.count)
+        var index = bytes.startIndex
+        while index != bytes.endIndex {
+            let byte = bytes[index]
+            if byte < 0x80 {
+                switch byte {
+                case 0x5C: out += "\\\\"
+                case 0x0A: out += "\\n"
+                case 0x09: out += "\\t"
+                case 0x0D: out += "\\r"
+                case 0..<0x20, 0x7F: out += hex(byte)
+                default: out.unicodeScalars.append(Unicode.Scalar(byte))
+                }
+                index = bytes.index(after: index)
+                continue
+            }
+            let length = byte >= 0xF0 ? 4 : byte >= 0xE0 ? 3 : byte >= 0xC0 ? 2 : 1
+            let end = bytes.index(index, offsetBy: length, limitedBy: bytes.endIndex) ?? bytes.endIndex
+            let candidate = Array(bytes[index..<end])
+            if length > 1, candidate.count == length,
+               let decoded = String(validating: candidate, as: UTF8.self), decoded.unicodeScalars.count == 1 {
+                out += decoded
+                index = end
+            } else {
+                out += hex(byte)
+                index = bytes.index(after: index)
+            }
+        }
+        return out
+    }
+
+    public static func display(_ string: String) -> String { display(Array(string.utf8)) }
+
+    /// The bytes are valid UTF-8.
+    public static func isUTF8(_ bytes: some Collection<UInt8>) -> Bool {
+        String(validating: Array(bytes), as: UTF8.self) != nil
+    }
+
+    private static func hex(_ byte: UInt8) -> String {
+        "\\x" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int, with pad: Character = "0") -> String {
+        count >= width ? self : String(repeating: pad, count: width - count) + self
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Joins two path pieces with one `/`.
+    func appendingComponent(_ name: some Collection<UInt8>) -> PathBytes {
+        var result = self
+        if result.last != UInt8(ascii: "/") { result.append(UInt8(ascii: "/")) }
+        result.append(contentsOf: name)
+        return result
+    }
+
+    /// Calls `body` with a NUL-terminated copy, for system calls.
+    func withCPath<T>(_ body: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
+        var copy = self
+        copy.append(0)
+        return try copy.withUnsafeBufferPointer { buffer in
+            try buffer.withMemoryRebound(to: CChar.self) { try body($0.baseAddress!) }
+        }
+    }
+}

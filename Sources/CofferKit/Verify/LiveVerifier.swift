@@ -1,0 +1,312 @@
+import Foundation
+import GRDB
+import Logging
+
+/// `coffer verify` on a live volume: the database and the media tree it describes.
+///
+/// Read-only: the database is opened read-only and files are only `stat`ed and listed, never
+/// read. All database reads happen in one read transaction, a consistent view while the
+/// pipeline goes on writing. Memory grows with the number of referenced library paths (one
+/// set of byte strings), not with file sizes, and the library is walked one directory at a time.
+///
+/// It throws (exit 2) only when it cannot run at all: the database is missing or not a
+/// database. Damage found on the way (a corrupt page, a failed query) becomes a finding.
+public struct LiveVerifier {
+    public var layout: VolumeLayout
+    public var minFreeSpaceBytes: UInt64
+    public var alertFreeSpaceBytes: UInt64
+    /// `integrity_check` instead of `quick_check`.
+    public var full = false
+    public var now = Date()
+    public var logger = Logger(label: "coffer.verify")
+
+    /// Retention of temp directories after a job finished (the pipeline's cleanup rules).
+    public static let completedRetention: TimeInterval = 24 * 3600
+    public static let failedRetention: TimeInterval = 7 * 24 * 3600
+    /// At most this many lines of `integrity_check` output become findings.
+    static let integrityLineLimit = 100
+
+    public init(configuration: CofferConfiguration) {
+        layout = configuration.layout
+        minFreeSpaceBytes = configuration.minFreeSpaceBytes
+        alertFreeSpaceBytes = configuration.alertFreeSpaceBytes
+    }
+
+    public func run() throws -> VerifyReport {
+        let started = Date()
+        var report = VerifyReport(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot,
+                                  databaseCheck: full ? "integrity_check" : "quick_check")
+        let queue = try DatabaseAccess.openExisting(layout.dbPath, readOnly: true)
+        var referenced = Set<PathBytes>()
+        do {
+            try queue.read { db in
+                try checkDatabase(db, into: &report)
+                guard try isReconcilable(db, report: &report) else { return }
+                try attempt("count rows", into: &report) { try count(db, into: &$0.counts) }
+                try attempt("reconcile media rows", into: &report) {
+                    referenced = try reconcileMediaRows(db, into: &$0)
+                }
+                try attempt("check COMPLETE jobs", into: &report) { try checkCompleteJobs(db, into: &$0) }
+                try attempt("check temp directories", into: &report) { try checkTempDirectories(db, into: &$0) }
+            }
+        } catch let error as DatabaseError {
+            throw DatabaseAccess.databaseFailure("verify database", layout.dbPath, error)
+        }
+        try? queue.close()
+        try findOrphans(referenced: referenced, into: &report)
+        checkDiskSpace(into: &report)
+        report.durationSeconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    /// Runs one step; a damaged database (SQLITE_CORRUPT, IOERR...) becomes a finding and the
+    /// other steps go on. A file that is not a database at all stops the run.
+    func attempt(_ step: String, into report: inout VerifyReport, _ body: (inout VerifyReport) throws -> Void) throws {
+        do {
+            try body(&report)
+        } catch let error as DatabaseError where error.resultCode != .SQLITE_NOTADB {
+            report.findings.append(Finding(.databaseUnreadable, path: PathText.display(layout.dbPath),
+                                           actual: error.message ?? "\(error.resultCode)",
+                                           message: "\(step) failed; restore the database from a snapshot"))
+        }
+    }
+
+    // MARK: Database
+
+    func checkDatabase(_ db: Database, into report: inout VerifyReport) throws {
+        let pragma = full ? "integrity_check" : "quick_check"
+        try attempt(pragma, into: &report) { report in
+            let lines = try String.fetchAll(db, sql: "PRAGMA \(pragma)(\(Self.integrityLineLimit))")
+            if lines != ["ok"] {
+                for line in lines {
+                    report.findings.append(Finding(.integrity, path: PathText.display(layout.dbPath),
+                                                   expected: "ok", actual: line, message: "\(pragma) reported a problem"))
+                }
+            }
+        }
+        try attempt("foreign_key_check", into: &report) { report in
+            let rows = try Row.fetchAll(db, sql: "PRAGMA foreign_key_check")
+            for row in rows {
+                let table: String = row["table"], parent: String = row["parent"]
+                let rowID: Int64? = row["rowid"]
+                var jobID: String?
+                if SeedSchema.tables.contains(table), table != "jobs", let rowID {
+                    jobID = try? String.fetchOne(db, sql: "SELECT job_id FROM \(table.quotedDatabaseIdentifier) WHERE rowid = ?", arguments: [rowID])
+                }
+                report.findings.append(Finding(
+                    .foreignKey, jobID: jobID, expected: "a row in \(parent)", actual: "none",
+                    message: "\(table) row \(rowID.map(String.init) ?? "?") refers to a missing \(parent) row"))
+            }
+        }
+        try attempt("read schema", into: &report) { report in
+            let schema = try SchemaInspector.inspect(db)
+            report.schema = schema
+            for difference in schema.differences {
+                report.findings.append(Finding(.schema, expected: "schema version \(SchemaMigrations.latestVersion) or older",
+                                               actual: difference, message: "schema not recognized"))
+            }
+        }
+    }
+
+    /// The columns reconciliation reads exist (they may not, on an unknown schema).
+    func isReconcilable(_ db: Database, report: inout VerifyReport) throws -> Bool {
+        var ok = false
+        try attempt("read schema", into: &report) { _ in
+            let needed: [String: [String]] = [
+                "jobs": ["id", "status", "created_at", "completed_at"],
+                "media": ["job_id", "video_path", "audio_original_path", "audio_dubbed_path", "file_size_bytes"],
+            ]
+            ok = try needed.allSatisfy { table, columns in
+                guard try db.tableExists(table) else { return false }
+                let present = Set(try db.columns(in: table).map(\.name))
+                return columns.allSatisfy(present.contains)
+            }
+        }
+        if !ok {
+            report.findings.append(Finding(.schema, expected: "tables jobs and media with the seed's columns",
+                                           actual: "missing", message: "reconciliation skipped"))
+        }
+        return ok
+    }
+
+    func count(_ db: Database, into counts: inout VerifyReport.Counts) throws {
+        for row in try Row.fetchAll(db, sql: "SELECT status, count(*) AS n FROM jobs GROUP BY status") {
+            let status: String = row["status"] ?? "NULL", n: Int = row["n"]
+            counts.jobsByStatus[status] = n
+            counts.jobs += n
+        }
+        counts.mediaRows = try Int.fetchOne(db, sql: "SELECT count(*) FROM media") ?? 0
+        if try db.tableExists("job_events") {
+            counts.events = try Int.fetchOne(db, sql: "SELECT count(*) FROM job_events") ?? 0
+        }
+    }
+
+    // MARK: Files the database refers to
+
+    /// Checks every path a media row holds; returns the referenced paths under the library.
+    func reconcileMediaRows(_ db: Database, into report: inout VerifyReport) throws -> Set<PathBytes> {
+        var referenced = Set<PathBytes>()
+        let libraryPrefix = PathBytes(layout.libraryRoot.utf8) + [UInt8(ascii: "/")]
+        let mediaRoot = PathBytes(layout.mediaRoot.utf8)
+        let columns = ["video_path", "audio_original_path", "audio_dubbed_path"]
+        let cursor = try Row.fetchCursor(db, sql: """
+            SELECT job_id, video_path, audio_original_path, audio_dubbed_path, file_size_bytes FROM media
+            """)
+        while let row = try cursor.next() {
+            let jobID: String? = row["job_id"]
+            let recordedSize: Int64? = row["file_size_bytes"]
+            for (offset, column) in columns.enumerated() {
+                // Raw bytes: a path stored as a BLOB (or TEXT that is not UTF-8) is kept exact.
+                guard let stored = try row.withUnsafeData(atIndex: offset + 1, { $0.map(PathBytes.init) }),
+                      !stored.isEmpty else { continue }
+                let path = PathNormalizer.absolute(stored, under: mediaRoot)
+                report.counts.referencedFiles += 1
+                if path.starts(with: libraryPrefix) { referenced.insert(path) }
+                let shown = PathText.display(path)
+                switch FileSystem.status(path, followLinks: true) {
+                case .failure(let errno):
+                    report.findings.append(Finding(.missingFile, jobID: jobID, path: shown, expected: "a file",
+                                                   actual: errno == .noSuchFileOrDirectory ? "missing" : errno.description,
+                                                   message: "\(column) does not exist"))
+                case .success(let info) where info.kind != .regular:
+                    report.findings.append(Finding(.notAFile, jobID: jobID, path: shown, expected: "a regular file",
+                                                   actual: "\(info.kind)", message: "\(column) is not a regular file"))
+                case .success(let info):
+                    if column == "video_path", let recordedSize, recordedSize != info.size {
+                        report.findings.append(Finding(.sizeMismatch, jobID: jobID, path: shown,
+                                                       expected: "\(recordedSize) bytes", actual: "\(info.size) bytes",
+                                                       message: "video size differs from media.file_size_bytes"))
+                    }
+                }
+            }
+        }
+        return referenced
+    }
+
+    func checkCompleteJobs(_ db: Database, into report: inout VerifyReport) throws {
+        let cursor = try Row.fetchCursor(db, sql: """
+            SELECT j.id, m.id IS NULL AS no_row FROM jobs j LEFT JOIN media m ON m.job_id = j.id
+            WHERE j.status = 'COMPLETE' AND (m.id IS NULL OR m.video_path IS NULL OR m.video_path = '')
+            """)
+        while let row = try cursor.next() {
+            let noRow: Bool = row["no_row"]
+            report.findings.append(Finding(.completeWithoutMedia, jobID: row["id"],
+                                           expected: "a media row with a video_path",
+                                           actual: noRow ? "no media row" : "no video_path",
+                                           message: "COMPLETE job without its video"))
+        }
+    }
+
+    // MARK: Temp directories
+
+    func checkTempDirectories(_ db: Database, into report: inout VerifyReport) throws {
+        let root = layout.tempRoot
+        let lookup = try db.makeStatement(sql: """
+            SELECT status, CAST(strftime('%s', completed_at) AS REAL) AS finished FROM jobs WHERE id = ?
+            """)
+        do {
+            try DirectoryWalker(root: root).list { entry in
+                guard entry.kind == .directory else { return }
+                report.counts.tempDirectories += 1
+                let path = PathBytes(root.utf8).appendingComponent(entry.relativePath)
+                let shown = PathText.display(path)
+                guard let jobID = layout.jobID(forTempDirectoryName: entry.relativePath),
+                      let row = try Row.fetchOne(lookup, arguments: [jobID]) else {
+                    report.findings.append(Finding(.unknownTempDirectory, path: shown, expected: "a job in the database",
+                                                   actual: "no such job", message: "temp directory of an unknown job"))
+                    return
+                }
+                let status: String = row["status"]
+                let retention: TimeInterval
+                switch status {
+                case "COMPLETE": retention = Self.completedRetention
+                case "FAILED", "CANCELED": retention = Self.failedRetention
+                default: return // the pipeline is still working on it
+                }
+                // When the job did not record its end, the directory's last change stands in.
+                let finished: Double? = row["finished"]
+                guard let end = finished ?? (try? FileSystem.status(path).get().modified) else { return }
+                let age = now.timeIntervalSince1970 - end
+                if age > retention {
+                    report.findings.append(Finding(
+                        .expiredTempDirectory, jobID: jobID, path: shown,
+                        expected: "removed \(Formatting.age(seconds: retention)) after \(status)",
+                        actual: "\(status) \(Formatting.age(seconds: age)) ago",
+                        message: "temp directory kept past retention (`coffer cleanup` removes it)"))
+                }
+            }
+        } catch let error as CofferError {
+            if case .failure(let errno) = FileSystem.status(root), errno == .noSuchFileOrDirectory {
+                report.findings.append(Finding(.missingFile, path: PathText.display(root), expected: "a directory",
+                                               actual: "missing", message: "temp root does not exist"))
+            } else {
+                report.findings.append(Finding(.unreadableDirectory, path: PathText.display(root), actual: error.cause,
+                                               message: "temp root cannot be read"))
+            }
+        }
+    }
+
+    // MARK: Library
+
+    func findOrphans(referenced: Set<PathBytes>, into report: inout VerifyReport) throws {
+        let root = layout.libraryRoot
+        let rootBytes = PathBytes(root.utf8)
+        do {
+            try DirectoryWalker(root: root).walk(problem: { problem in
+                if case .cannotOpen(let relative, let errno) = problem {
+                    report.findings.append(Finding(.unreadableDirectory, path: PathText.display(rootBytes.appendingComponent(relative)),
+                                                   actual: errno.description, message: "library directory cannot be read"))
+                }
+            }) { entry in
+                guard entry.kind != .directory else { return }
+                report.counts.libraryFiles += 1
+                let path = rootBytes.appendingComponent(entry.relativePath)
+                if !referenced.contains(path) {
+                    let size = (try? FileSystem.status(path).get().size).map { "\($0) bytes" }
+                    report.findings.append(Finding(.orphanFile, path: PathText.display(path), expected: "a media row",
+                                                   actual: size.map { "none (file of \($0))" } ?? "none",
+                                                   message: "file no media row refers to"))
+                }
+            }
+        } catch let error as CofferError {
+            if case .failure(let errno) = FileSystem.status(root), errno == .noSuchFileOrDirectory {
+                report.findings.append(Finding(.missingFile, path: PathText.display(root), expected: "a directory",
+                                               actual: "missing", message: "library root does not exist"))
+            } else {
+                report.findings.append(Finding(.unreadableDirectory, path: PathText.display(root), actual: error.cause,
+                                               message: "library root cannot be read"))
+            }
+        }
+    }
+
+    // MARK: Disk space
+
+    func checkDiskSpace(into report: inout VerifyReport) {
+        switch FileSystem.freeSpace(layout.mediaRoot) {
+        case .failure(let errno):
+            report.findings.append(Finding(.diskSpaceLow, path: PathText.display(layout.mediaRoot),
+                                           actual: errno.description, message: "free space cannot be read"))
+        case .success(let space):
+            report.freeSpaceBytes = space.available
+            if let finding = DiskSpaceCheck.finding(available: space.available, minimum: minFreeSpaceBytes,
+                                                     alert: alertFreeSpaceBytes, path: layout.mediaRoot) {
+                report.findings.append(finding)
+            }
+        }
+    }
+}
+
+/// Free space against the two thresholds.
+public enum DiskSpaceCheck {
+    public static func finding(available: UInt64, minimum: UInt64, alert: UInt64, path: String) -> Finding? {
+        if available < minimum {
+            return Finding(.diskSpaceLow, path: PathText.display(path), expected: "at least \(Formatting.bytes(minimum)) (MIN_FREE_SPACE_GB)",
+                           actual: Formatting.bytes(available), message: "free space below the minimum: the pipeline stops taking jobs")
+        }
+        if available < alert {
+            return Finding(.diskSpaceAlert, path: PathText.display(path), expected: "at least \(Formatting.bytes(alert)) (ALERT_FREE_SPACE_GB)",
+                           actual: Formatting.bytes(available), message: "free space below the alert threshold")
+        }
+        return nil
+    }
+}

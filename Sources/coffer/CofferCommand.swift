@@ -1,0 +1,19 @@
+import ArgumentParser
+import CofferKit
+
+@main
+struct CofferCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coffer",
+        abstract: "Back up, verify and restore the media pipeline's database and media tree.",
+        discussion: """
+            Settings come from flags, then the environment, then --config FILE, then defaults;
+            `coffer config` shows each value and its source.
+
+            Exit codes: 0 done / nothing found, 1 findings, 2 failed (nothing half-done),
+            3 locked by another run, 64 usage or configuration error, 130 interrupted.
+            """,
+        version: CofferVersion.description,
+        subcommands: [Init.self, ConfigCommand.self, Verify.self, Status.self]
+    )
+}

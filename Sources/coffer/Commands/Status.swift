@@ -1,0 +1,19 @@
+import ArgumentParser
+import CofferKit
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Free space, database and WAL size, jobs by status, the oldest unfinished job.",
+        discussion: "Exit codes: 0 fine, 1 free space below MIN_FREE_SPACE_GB, 2 could not read the volume.")
+
+    @OptionGroup var options: GlobalOptions
+
+    func run() throws {
+        try CofferCLI.run(options) { output in
+            let status = try VolumeStatus.read(try options.configuration())
+            try output.json(status)
+            output.text(status.text())
+            return status.status
+        }
+    }
+}
