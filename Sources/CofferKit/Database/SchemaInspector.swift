@@ -37,10 +37,21 @@ public enum SchemaInspector {
                           differences: differences + ["no migration applied"])
         }
         let expected = try expectedFingerprint(version: claimed)
-        differences += expected.subtracting(actual).sorted().map { "missing \($0)" }
-        differences += actual.subtracting(expected).sorted().map { "unexpected \($0)" }
+        differences += summarized(expected.subtracting(actual)).map { "missing \($0)" }
+        differences += summarized(actual.subtracting(expected)).map { "unexpected \($0)" }
         return Report(version: differences.isEmpty ? claimed : nil, hasHistory: hasHistory,
                       appliedMigrations: applied, differences: differences)
+    }
+
+    /// Differences, sorted, without the columns, keys and indexes of a table that is itself
+    /// missing or unexpected: naming the table says it all.
+    static func summarized(_ items: Set<String>) -> [String] {
+        let tables = items.filter { $0.hasPrefix("table ") }.map { String($0.dropFirst(6)) }
+        return items.filter { item in
+            !tables.contains { table in
+                item.hasPrefix("column \(table).") || item.hasPrefix("foreign key \(table).") || item.contains(" on \(table)(")
+            }
+        }.sorted()
     }
 
     /// The structure Coffer's migrations 1...version produce.

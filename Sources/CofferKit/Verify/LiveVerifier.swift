@@ -39,7 +39,12 @@ public struct LiveVerifier {
         let queue = try DatabaseAccess.openExisting(layout.dbPath, readOnly: true)
         var referenced = Set<PathBytes>()
         do {
-            try queue.read { db in
+            try queue.inDatabase { db in
+                // One read transaction: a consistent view while the pipeline writes. It is
+                // rolled back, not committed: on a damaged file, COMMIT itself can report the
+                // damage the checks already recorded.
+                try db.execute(sql: "BEGIN DEFERRED")
+                defer { try? db.execute(sql: "ROLLBACK") }
                 try checkDatabase(db, into: &report)
                 guard try isReconcilable(db, report: &report) else { return }
                 try attempt("count rows", into: &report) { try count(db, into: &$0.counts) }
@@ -230,7 +235,7 @@ public struct LiveVerifier {
                 if age > retention {
                     report.findings.append(Finding(
                         .expiredTempDirectory, jobID: jobID, path: shown,
-                        expected: "removed \(Formatting.age(seconds: retention)) after \(status)",
+                        expected: "removed \(retention == Self.completedRetention ? "24 h" : "7 days") after \(status)",
                         actual: "\(status) \(Formatting.age(seconds: age)) ago",
                         message: "temp directory kept past retention (`coffer cleanup` removes it)"))
                 }

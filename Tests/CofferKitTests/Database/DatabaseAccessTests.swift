@@ -1,0 +1,84 @@
+import CofferKit
+import Foundation
+import GRDB
+import Testing
+
+@Suite struct DatabaseAccessTests {
+    func freshDatabase() throws -> (TemporaryDirectory, String) {
+        let dir = try TemporaryDirectory()
+        let configuration = try CofferConfiguration.resolve(flags: [.dbPath: dir.child("db.sqlite"), .mediaRoot: dir.child("media")], environment: [:])
+        _ = try VolumeInitializer.initialize(configuration.layout)
+        return (dir, dir.child("db.sqlite"))
+    }
+
+    @Test func everyConnectionGetsTheSeedPragmas() throws {
+        let (dir, path) = try freshDatabase()
+        defer { withExtendedLifetime(dir) {} }
+        func pragmas(_ queue: DatabaseQueue) throws -> [String: String] {
+            try queue.read { db in
+                var values: [String: String] = [:]
+                for name in ["foreign_keys", "journal_mode", "synchronous", "cache_size", "temp_store", "busy_timeout"] {
+                    values[name] = try String.fetchOne(db, sql: "PRAGMA \(name)")
+                }
+                return values
+            }
+        }
+        let written = try pragmas(try DatabaseAccess.openExisting(path, readOnly: false))
+        #expect(written == [
+            "foreign_keys": "1", "journal_mode": "wal", "synchronous": "1", // NORMAL
+            "cache_size": "-10000", "temp_store": "2", // MEMORY
+            "busy_timeout": String(Int(DatabaseAccess.busyTimeout * 1000)),
+        ])
+        let read = try pragmas(try DatabaseAccess.openExisting(path, readOnly: true))
+        #expect(read["foreign_keys"] == "1")
+        #expect(read["cache_size"] == "-10000")
+        #expect(read["busy_timeout"] == written["busy_timeout"])
+    }
+
+    @Test func readOnlyConnectionCannotWrite() throws {
+        let (dir, path) = try freshDatabase()
+        defer { withExtendedLifetime(dir) {} }
+        let queue = try DatabaseAccess.openExisting(path, readOnly: true)
+        #expect(throws: DatabaseError.self) {
+            try queue.writeWithoutTransaction { db in
+                try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES ('a', 'u', 'QUEUED')")
+            }
+        }
+    }
+
+    @Test func aWriterWaitsForTheLockInsteadOfFailing() throws {
+        let (dir, path) = try freshDatabase()
+        defer { withExtendedLifetime(dir) {} }
+        // Another process-like connection holds the write lock for a moment.
+        let holder = try DatabaseQueue(path: path)
+        let locked = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            do { try holder.inDatabase { db in
+                try db.execute(sql: "BEGIN IMMEDIATE")
+                locked.signal()
+                Thread.sleep(forTimeInterval: 0.8)
+                try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES ('held', 'u', 'QUEUED'); COMMIT")
+            } } catch { print("HOLDER", error); locked.signal() }
+        }
+        thread.start()
+        locked.wait()
+        let started = Date()
+        let queue = try DatabaseAccess.openExisting(path, readOnly: false)
+        try queue.write { db in try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES ('mine', 'u', 'QUEUED')") }
+        #expect(Date().timeIntervalSince(started) > 0.3)
+        #expect(try queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM jobs") } == 2)
+    }
+
+    @Test func missingOrForeignFilesFailWithoutCreatingAnything() throws {
+        let dir = try TemporaryDirectory()
+        let missing = #expect(throws: CofferError.self) { try DatabaseAccess.openExisting(dir.child("none.sqlite"), readOnly: true) }
+        #expect(missing?.status == .failed)
+        #expect(!FileManager.default.fileExists(atPath: dir.child("none.sqlite")))
+
+        try "not a database at all, just text that is long enough to fill a header.....".write(
+            toFile: dir.child("text.sqlite"), atomically: true, encoding: .utf8)
+        let notADatabase = #expect(throws: CofferError.self) { try DatabaseAccess.openExisting(dir.child("text.sqlite"), readOnly: true) }
+        #expect(notADatabase?.status == .failed)
+        #expect(notADatabase?.hint?.contains("not a SQLite database") == true)
+    }
+}

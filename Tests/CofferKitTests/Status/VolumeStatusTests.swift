@@ -1,0 +1,45 @@
+import CofferFixtures
+import CofferKit
+import Foundation
+import GRDB
+import Testing
+
+@Suite struct VolumeStatusTests {
+    @Test func reportsJobsSizesAndTheOldestUnfinishedJob() throws {
+        let volume = try TestVolume(jobs: 30, hostile: false)
+        let now = Date()
+        try DatabaseQueue(path: volume.dbPath).write { db in
+            try db.execute(sql: "INSERT INTO jobs (id, url, status, created_at) VALUES ('stuck', 'u', 'DUBBING', ?)",
+                           arguments: [VolumeGenerator.timestamp(now.timeIntervalSince1970 - 3 * 86400)])
+        }
+        let status = try VolumeStatus.read(try volume.configuration(), now: now)
+        #expect(status.jobsByStatus.values.reduce(0, +) == volume.generated.jobs + 1)
+        #expect(status.jobsByStatus["DUBBING"] == (volume.generated.jobsByStatus["DUBBING"] ?? 0) + 1)
+        #expect(status.oldestUnfinishedJob?.id == "stuck")
+        #expect(abs((status.oldestUnfinishedJob?.ageSeconds ?? 0) - 3 * 86400) < 2)
+        #expect(status.dbBytes > 0)
+        #expect(status.status == .ok)
+        #expect(status.text().contains("stuck DUBBING, 3 d 0 h old"))
+    }
+
+    @Test func exitsWithFindingsOnlyBelowTheMinimum() throws {
+        let volume = try TestVolume(jobs: 5, hostile: false)
+        let alert = try VolumeStatus.read(try volume.configuration([.alertFreeSpaceGB: "900000000"]))
+        #expect(alert.findings.map(\.kind) == [.diskSpaceAlert])
+        #expect(alert.status == .ok)
+        let low = try VolumeStatus.read(try volume.configuration([.minFreeSpaceGB: "900000000", .alertFreeSpaceGB: "900000000"]))
+        #expect(low.status == .findings)
+    }
+
+    @Test func walSizeIsShownWhileAWriterHasUncheckpointedPages() throws {
+        let volume = try TestVolume(jobs: 5, hostile: false)
+        let writer = try DatabaseQueue(path: volume.dbPath)
+        try writer.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES ('w', 'u', 'QUEUED')")
+        }
+        let status = try VolumeStatus.read(try volume.configuration())
+        #expect(status.walBytes > 0)
+        try writer.close()
+    }
+}

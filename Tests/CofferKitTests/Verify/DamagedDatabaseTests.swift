@@ -1,0 +1,72 @@
+import CofferFixtures
+import CofferKit
+import Foundation
+import GRDB
+import Testing
+
+/// A damaged database is reported (exit 1, or 2 when it cannot be read at all), never a crash.
+@Suite struct DamagedDatabaseTests {
+    /// Overwrites `count` bytes at `offset` with a pattern.
+    func scribble(_ path: String, at offset: UInt64, count: Int) throws {
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: offset)
+        handle.write(Data((0..<count).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }))
+    }
+
+    func pageSize(_ path: String) throws -> Int {
+        try DatabaseQueue(path: path).read { try Int.fetchOne($0, sql: "PRAGMA page_size")! }
+    }
+
+    /// The root page of an index or table.
+    func rootPage(_ path: String, _ name: String) throws -> Int {
+        try DatabaseQueue(path: path).read { try Int.fetchOne($0, sql: "SELECT rootpage FROM sqlite_master WHERE name = ?", arguments: [name])! }
+    }
+
+    @Test func aCorruptedTablePageIsFound() throws {
+        let volume = try TestVolume(jobs: 200, hostile: false)
+        let size = try pageSize(volume.dbPath)
+        let page = try rootPage(volume.dbPath, "job_events")
+        // Keep the page header's first bytes, scramble the cell pointers and content.
+        try scribble(volume.dbPath, at: UInt64((page - 1) * size + 8), count: size - 8)
+        for full in [false, true] {
+            do {
+                let report = try volume.verify(full: full)
+                #expect(report.status == .findings)
+                #expect(report.findings.contains { $0.kind == .integrity || $0.kind == .databaseUnreadable }, "\(report.findingList)")
+            } catch let error as CofferError {
+                #expect(error.status == .failed)
+            }
+        }
+    }
+
+    @Test func aCorruptedIndexIsFoundByTheFullCheck() throws {
+        let volume = try TestVolume(jobs: 300, hostile: false)
+        let size = try pageSize(volume.dbPath)
+        let page = try rootPage(volume.dbPath, "idx_jobs_status")
+        // The cells sit at the end of the page: scramble the second half, keep the structure.
+        try scribble(volume.dbPath, at: UInt64((page - 1) * size + size / 2), count: size / 2)
+        let report = try volume.verify(full: true)
+        #expect(report.status == .findings)
+        #expect(report.findings.contains { $0.kind == .integrity || $0.kind == .databaseUnreadable }, "\(report.findingList)")
+    }
+
+    @Test func aDestroyedHeaderCannotBeVerified() throws {
+        let volume = try TestVolume(jobs: 5, hostile: false)
+        try scribble(volume.dbPath, at: 0, count: 100)
+        let error = #expect(throws: CofferError.self) { try volume.verify() }
+        #expect(error?.status == .failed)
+    }
+
+    @Test func aTruncatedDatabaseIsReported() throws {
+        let volume = try TestVolume(jobs: 300, hostile: false)
+        let size = try FileSystem.status(volume.dbPath).get().size
+        #expect(truncate(volume.dbPath, off_t(size / 2)) == 0)
+        do {
+            let report = try volume.verify()
+            #expect(report.status == .findings, "\(report.findingList)")
+        } catch let error as CofferError {
+            #expect(error.status == .failed)
+        }
+    }
+}
