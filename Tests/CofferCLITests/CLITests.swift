@@ -1,0 +1,179 @@
+import CofferFixtures
+import CofferKit
+import Foundation
+import Testing
+
+@Suite struct CLITests {
+    /// A generated volume and the flags that point at it (thresholds 0: the machine's free
+    /// space must not decide these tests).
+    func volume(_ scratch: Scratch, problems: Bool = false) throws -> [String] {
+        var spec = VolumeSpec()
+        spec.jobs = 40
+        let generated = try VolumeGenerator.generate(spec, dbPath: scratch.child("db.sqlite"), mediaRoot: scratch.child("media"))
+        if problems { _ = try ProblemPlanter.plantAll(in: generated) }
+        return ["--db", generated.dbPath, "--media-root", generated.mediaRoot, "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+    }
+
+    func json(_ text: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    @Test func versionNamesTheLibraries() throws {
+        let result = try CofferBinary.run(["--version"])
+        #expect(result.status == 0)
+        #expect(result.stdout.hasPrefix("coffer \(CofferVersion.coffer) (SQLite 3."))
+        #expect(result.stdout.contains("libarchive 3."))
+    }
+
+    @Test func helpListsTheCommandsAndExitCodes() throws {
+        let result = try CofferBinary.run(["--help"])
+        #expect(result.status == 0)
+        for command in ["init", "config", "verify", "status"] { #expect(result.stdout.contains("  \(command)")) }
+        #expect(result.stdout.contains("64 usage"))
+        let verify = try CofferBinary.run(["help", "verify"])
+        #expect(verify.stdout.contains("Exit codes: 0 nothing found, 1 findings, 2 could not run"))
+    }
+
+    @Test func configShowsEachValueAndItsSource() throws {
+        let scratch = try Scratch()
+        let file = scratch.child("coffer.env")
+        try "MEDIA_ROOT=/from/file\nMIN_FREE_SPACE_GB=4\nALERT_FREE_SPACE_GB=8\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let result = try CofferBinary.run(["config", "--config", file, "--db", "/from/flag.sqlite", "--json"],
+                                          environment: ["DB_PATH": "/from/env.sqlite", "MIN_FREE_SPACE_GB": "5"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let settings = try #require(try json(result.stdout)["settings"] as? [[String: Any]])
+        func find(_ key: String) -> (String?, String?) {
+            let s = settings.first { $0["key"] as? String == key }
+            return (s?["value"] as? String, s?["source"] as? String)
+        }
+        #expect(find("DB_PATH") == ("/from/flag.sqlite", "flag"))
+        #expect(find("MIN_FREE_SPACE_GB") == ("5", "environment"))
+        #expect(find("MEDIA_ROOT") == ("/from/file", "config file"))
+        #expect(find("ALERT_FREE_SPACE_GB") == ("8", "config file"))
+        #expect(find("TEMP_DIR_TEMPLATE") == ("{MEDIA_ROOT}/tmp/{jobId}", "default"))
+
+        let text = try CofferBinary.run(["config", "--config", file], environment: ["DB_PATH": "/from/env.sqlite"])
+        #expect(text.stdout.contains("DB_PATH                /from/env.sqlite  [environment]"))
+        #expect(text.stdout.contains("MEDIA_ROOT             /from/file  [config file \(file):1]"))
+    }
+
+    @Test(arguments: [
+        (["config"], ["MIN_FREE_SPACE_GB": "abc"], "MIN_FREE_SPACE_GB"),
+        (["verify"], ["LIBRARY_PATH_TEMPLATE": "{MEDIA_ROOT}/{uploder}/{title}"], "LIBRARY_PATH_TEMPLATE"),
+        (["status", "--alert-free-space-gb", "ten"], [:], "ALERT_FREE_SPACE_GB"),
+        (["init", "--config", "/nonexistent/coffer.env"], [:], "/nonexistent/coffer.env"),
+    ] as [([String], [String: String], String)])
+    func badConfigurationExits64NamingIt(arguments: [String], environment: [String: String], name: String) throws {
+        let result = try CofferBinary.run(arguments, environment: environment)
+        #expect(result.status == 64)
+        #expect(result.stderr.hasPrefix("error: "))
+        #expect(result.stderr.contains(name))
+        #expect(result.stdout.isEmpty)
+    }
+
+    @Test func usageErrorsExit64() throws {
+        #expect(try CofferBinary.run(["verify", "--no-such-flag"]).status == 64)
+        #expect(try CofferBinary.run(["status", "--quiet", "--verbose"]).status == 64)
+    }
+
+    @Test func initMakesAVolumeAndRefusesToRedoIt() throws {
+        let scratch = try Scratch()
+        let args = ["--db", scratch.child("data/db.sqlite"), "--media-root", scratch.child("media")]
+        let first = try CofferBinary.run(["init"] + args)
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("schema version 1"))
+        let before = try Data(contentsOf: URL(fileURLWithPath: scratch.child("data/db.sqlite")))
+        let second = try CofferBinary.run(["init"] + args)
+        #expect(second.status == 2)
+        #expect(second.stderr.contains("error: create database \(scratch.child("data/db.sqlite")): a database already exists"))
+        #expect(second.stderr.contains("hint: "))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: scratch.child("data/db.sqlite"))) == before)
+        let verify = try CofferBinary.run(["verify"] + args + ["--min-free-space-gb", "0", "--alert-free-space-gb", "0"])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+    }
+
+    @Test func verifyOfACleanVolumeExitsZero() throws {
+        let scratch = try Scratch()
+        let flags = try volume(scratch)
+        let result = try CofferBinary.run(["verify"] + flags)
+        #expect(result.status == 0, "\(result.stdout)")
+        #expect(result.stdout.contains("no findings"))
+        let quiet = try CofferBinary.run(["verify", "--quiet"] + flags)
+        #expect(quiet.status == 0)
+        #expect(quiet.stdout.isEmpty && quiet.stderr.isEmpty)
+    }
+
+    @Test func verifyJSONIsOneDocumentWithEveryFinding() throws {
+        let scratch = try Scratch()
+        let result = try CofferBinary.run(["verify", "--json"] + (try volume(scratch, problems: true)))
+        #expect(result.status == 1)
+        let document = try json(result.stdout)
+        #expect(document["exit_code"] as? Int == 1)
+        let findings = try #require(document["findings"] as? [[String: Any]])
+        #expect(findings.count == 9)
+        for finding in findings {
+            for key in ["kind", "severity", "job_id", "path", "expected", "actual", "message"] {
+                #expect(finding.keys.contains(key), "\(key) missing in \(finding)")
+            }
+        }
+        let summary = try #require(document["summary"] as? [String: Any])
+        #expect(summary["errors"] as? Int == 5)
+        #expect((summary["by_kind"] as? [String: Int])?["orphan_file"] == 2)
+    }
+
+    @Test func verifyHumanReportGroupsFindingsWithCounts() throws {
+        let scratch = try Scratch()
+        let result = try CofferBinary.run(["verify"] + (try volume(scratch, problems: true)))
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("findings: 5 error(s), 4 warning(s)"))
+        #expect(result.stdout.contains("\norphan_file (2, warning)\n"))
+        #expect(result.stdout.contains("\nmissing_file (1, error)\n"))
+    }
+
+    @Test func verifyCannotRunOnWhatIsNotADatabase() throws {
+        let scratch = try Scratch()
+        try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: scratch.child("db.sqlite")))
+        let result = try CofferBinary.run(["verify", "--db", scratch.child("db.sqlite"), "--media-root", scratch.path, "--json"])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("error: open database \(scratch.child("db.sqlite")): file is not a database"))
+        #expect(try json(result.stdout)["exit_code"] as? Int == 2)
+
+        let missing = try CofferBinary.run(["verify", "--db", scratch.child("none.sqlite"), "--media-root", scratch.path])
+        #expect(missing.status == 2)
+        #expect(!FileManager.default.fileExists(atPath: scratch.child("none.sqlite")))
+    }
+
+    @Test func aCorruptedDatabaseIsReportedNotCrashedOn() throws {
+        let scratch = try Scratch()
+        var spec = VolumeSpec()
+        spec.jobs = 300
+        spec.hostileNames = false
+        let generated = try VolumeGenerator.generate(spec, dbPath: scratch.child("db.sqlite"), mediaRoot: scratch.child("media"))
+        // Scramble every page after the first two, byte by byte in a pattern.
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: generated.dbPath))
+        let size = try handle.seekToEnd()
+        for offset in stride(from: UInt64(8192 + 300), to: size, by: 4096) {
+            try handle.seek(toOffset: offset)
+            handle.write(Data((0..<512).map { UInt8(truncatingIfNeeded: $0 * 7) }))
+        }
+        try handle.close()
+        for extra in [[], ["--full"]] {
+            let result = try CofferBinary.run(["verify", "--db", generated.dbPath, "--media-root", generated.mediaRoot] + extra)
+            #expect(!result.crashed)
+            #expect(result.status == 1 || result.status == 2, "\(result.status) \(result.stderr)")
+        }
+    }
+
+    @Test func statusExitsOneBelowTheMinimum() throws {
+        let scratch = try Scratch()
+        let flags = try volume(scratch)
+        let fine = try CofferBinary.run(["status", "--json"] + flags)
+        #expect(fine.status == 0)
+        let document = try json(fine.stdout)
+        #expect((document["jobs_by_status"] as? [String: Int])?.values.reduce(0, +) == 40)
+        #expect(document["db_bytes"] as? Int ?? 0 > 0)
+        let low = try CofferBinary.run(["status"] + flags + ["--min-free-space-gb", "900000000", "--alert-free-space-gb", "900000000"])
+        #expect(low.status == 1)
+        #expect(low.stdout.contains("BELOW MINIMUM"))
+    }
+}

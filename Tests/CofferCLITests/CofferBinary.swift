@@ -1,0 +1,67 @@
+import Foundation
+
+/// Runs the built `coffer` executable, as an operator or cron would.
+struct CofferBinary {
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        /// The process ended by a signal (a crash), not by exiting.
+        var crashed: Bool
+    }
+
+    /// The executable beside the test bundle in the build folder.
+    static let url: URL = {
+        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var directory = testBinary.deletingLastPathComponent()
+        while directory.path != "/" {
+            let candidate = directory.appendingPathComponent("coffer")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            directory = directory.deletingLastPathComponent()
+        }
+        fatalError("the coffer executable is not built: run `swift build` (make test does) before the tests")
+    }()
+
+    static func run(_ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws -> Result {
+        let process = Process()
+        process.executableURL = url
+        process.arguments = arguments
+        // A clean environment: the machine's own DB_PATH or MEDIA_ROOT must not leak in.
+        var env = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
+        env.merge(environment) { $1 }
+        process.environment = env
+        if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        // Read both pipes while the process runs, so a long output cannot block it.
+        final class Box: @unchecked Sendable { var data = Data() }
+        let outBox = Box()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async { outBox.data = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        let outData = outBox.data
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self),
+                      crashed: process.terminationReason == .uncaughtSignal)
+    }
+}
+
+/// A temp folder for one test, removed afterwards unless COFFER_KEEP_TEMP is set.
+final class Scratch {
+    let path: String
+    init() throws {
+        var template = Array((NSTemporaryDirectory() as NSString).appendingPathComponent("coffer-cli.XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else { throw CocoaError(.fileWriteUnknown) }
+        path = String(cString: made)
+    }
+    deinit {
+        if ProcessInfo.processInfo.environment["COFFER_KEEP_TEMP"] != nil { print("kept \(path)"); return }
+        try? FileManager.default.removeItem(atPath: path)
+    }
+    func child(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+}
