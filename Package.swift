@@ -38,8 +38,8 @@ let package = Package(
             dependencies: [
                 "CofferKit",
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "SystemPackage", package: "swift-system"),
-            ]
+            ],
+            path: "fixtures/CofferFixtures"
         ),
         .executableTarget(
             name: "coffer",
@@ -54,7 +54,8 @@ let package = Package(
             dependencies: [
                 "CofferFixtures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            path: "fixtures/coffer-fixtures"
         ),
         .testTarget(
             name: "CofferKitTests",

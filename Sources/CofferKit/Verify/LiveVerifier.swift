@@ -237,7 +237,7 @@ public struct LiveVerifier {
                         .expiredTempDirectory, jobID: jobID, path: shown,
                         expected: "removed \(retention == Self.completedRetention ? "24 h" : "7 days") after \(status)",
                         actual: "\(status) \(Formatting.age(seconds: age)) ago",
-                        message: "temp directory kept past retention (`coffer cleanup` removes it)"))
+                        message: "temp directory kept past the pipeline's retention"))
                 }
             }
         } catch let error as CofferError {

@@ -1,0 +1,37 @@
+# Coffer: two commands do all the set-up on a fresh Debian machine with the Swift toolchain.
+#   make demo   build, then run Coffer's main flow on a sample volume it generates
+#   make test   build, then run the test suite
+SWIFT ?= swift
+DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config
+
+.PHONY: all deps build test demo clean
+
+all: build
+
+# Installs the C libraries Coffer links (through apt-get, only when missing).
+deps:
+	@missing=""; \
+	if command -v dpkg-query >/dev/null 2>&1; then \
+	  for p in $(DEBIAN_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	  done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing"; \
+	    if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else \
+	  pkg-config --exists libarchive sqlite3 || { echo "install libarchive and sqlite3 development files (not a Debian system)"; exit 1; }; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+test: build
+	$(SWIFT) test
+
+demo: build
+	./scripts/demo "$(SWIFT)"
+
+clean:
+	rm -rf .build
