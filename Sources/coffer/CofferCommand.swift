@@ -1,5 +1,6 @@
 import ArgumentParser
 import CofferKit
+import Logging
 
 @main
 struct CofferCommand: ParsableCommand {
@@ -16,4 +17,10 @@ struct CofferCommand: ParsableCommand {
         version: CofferVersion.description,
         subcommands: [Init.self, ConfigCommand.self, Verify.self, Status.self]
     )
+
+    /// Logs go to stderr, so stdout holds only a command's report (or its JSON document).
+    static func main() {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        main(nil)
+    }
 }

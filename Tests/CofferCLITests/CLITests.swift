@@ -164,6 +164,33 @@ import Testing
         }
     }
 
+    /// Runs as an unprivileged user (root reads every directory whatever its mode).
+    @Test func aDirectoryThatCannotBeReadIsAFinding() throws {
+        var wrapper: [String] = []
+        if geteuid() == 0 {
+            guard let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first(where: FileManager.default.isExecutableFile) else {
+                print("skipped: running as root and setpriv (util-linux) is missing to drop privileges")
+                return
+            }
+            wrapper = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        }
+        let scratch = try Scratch()
+        let flags = try volume(scratch)
+        // The unprivileged user may read the volume and write the database's folder (for -shm).
+        #expect(chmod(scratch.path, 0o777) == 0)
+        let locked = scratch.child("media/library/locked")
+        try FileManager.default.createDirectory(atPath: locked, withIntermediateDirectories: false)
+        #expect(chmod(locked, 0) == 0)
+        defer { chmod(locked, 0o755) }
+        let result = try CofferBinary.run(["verify", "--json"] + flags, wrapper: wrapper)
+        #expect(result.status == 1, "\(result.stderr)")
+        let findings = try #require(try json(result.stdout)["findings"] as? [[String: Any]])
+        #expect(findings.count == 1)
+        #expect(findings.first?["kind"] as? String == "unreadable_dir")
+        #expect(findings.first?["path"] as? String == locked)
+        #expect(findings.first?["actual"] as? String == "Permission denied")
+    }
+
     @Test func statusExitsOneBelowTheMinimum() throws {
         let scratch = try Scratch()
         let flags = try volume(scratch)

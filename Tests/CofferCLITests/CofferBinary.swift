@@ -22,10 +22,18 @@ struct CofferBinary {
         fatalError("the coffer executable is not built: run `swift build` (make test does) before the tests")
     }()
 
-    static func run(_ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil) throws -> Result {
+    /// Runs `coffer arguments...`; with `wrapper`, runs `wrapper... coffer arguments...`
+    /// (e.g. `setpriv` to run it as another user).
+    static func run(_ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil,
+                    wrapper: [String] = []) throws -> Result {
         let process = Process()
-        process.executableURL = url
-        process.arguments = arguments
+        if let tool = wrapper.first {
+            process.executableURL = URL(fileURLWithPath: tool)
+            process.arguments = Array(wrapper.dropFirst()) + [url.path] + arguments
+        } else {
+            process.executableURL = url
+            process.arguments = arguments
+        }
         // A clean environment: the machine's own DB_PATH or MEDIA_ROOT must not leak in.
         var env = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
         env.merge(environment) { $1 }

@@ -58,7 +58,12 @@ public struct LiveVerifier {
             throw DatabaseAccess.databaseFailure("verify database", layout.dbPath, error)
         }
         try? queue.close()
+        logger.debug("database checked", metadata: [
+            "seconds": "\(Formatting.seconds(Date().timeIntervalSince(started)))",
+            "referenced_library_paths": "\(referenced.count)",
+        ])
         try findOrphans(referenced: referenced, into: &report)
+        logger.debug("library walked", metadata: ["files": "\(report.counts.libraryFiles)"])
         checkDiskSpace(into: &report)
         report.durationSeconds = Date().timeIntervalSince(started)
         return report

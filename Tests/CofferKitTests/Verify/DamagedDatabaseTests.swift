@@ -51,6 +51,31 @@ import Testing
         #expect(report.findings.contains { $0.kind == .integrity || $0.kind == .databaseUnreadable }, "\(report.findingList)")
     }
 
+    /// A query that fails on damage becomes a finding; the other checks still run.
+    @Test func aFailingQueryIsAFindingAndTheRestGoesOn() throws {
+        let volume = try TestVolume(jobs: 200, hostile: false)
+        let size = try pageSize(volume.dbPath)
+        let page = try rootPage(volume.dbPath, "media")
+        try scribble(volume.dbPath, at: UInt64((page - 1) * size), count: size)
+        let report = try volume.verify()
+        let failedSteps = report.findings(.databaseUnreadable).map { $0.message.components(separatedBy: " failed")[0] }
+        #expect(failedSteps.contains("quick_check"), "\(failedSteps)")
+        #expect(failedSteps.contains("reconcile media rows"), "\(failedSteps)")
+        #expect(report.findings(.databaseUnreadable).allSatisfy { $0.actual?.contains("malformed") == true })
+        // The library was still walked and the jobs still counted.
+        #expect(report.counts.libraryFiles == volume.generated.completeJobIDs.count)
+        #expect(report.counts.jobs == 200)
+    }
+
+    /// SQLite opens an empty file as an empty database: that must not pass as a volume.
+    @Test func anEmptyDatabaseFileIsNotAHealthyVolume() throws {
+        let volume = try TestVolume(jobs: 5, hostile: false)
+        #expect(truncate(volume.dbPath, 0) == 0)
+        let report = try volume.verify()
+        #expect(report.status == .findings)
+        #expect(report.findings(.schema).compactMap(\.actual).contains("missing table jobs"), "\(report.findingList)")
+    }
+
     @Test func aDestroyedHeaderCannotBeVerified() throws {
         let volume = try TestVolume(jobs: 5, hostile: false)
         try scribble(volume.dbPath, at: 0, count: 100)
