@@ -157,36 +157,24 @@ public struct LiveVerifier {
     func reconcileMediaRows(_ db: Database, into report: inout VerifyReport) throws -> Set<PathBytes> {
         var referenced = Set<PathBytes>()
         let libraryPrefix = PathBytes(layout.libraryRoot.utf8) + [UInt8(ascii: "/")]
-        let mediaRoot = PathBytes(layout.mediaRoot.utf8)
-        let columns = ["video_path", "audio_original_path", "audio_dubbed_path"]
-        let cursor = try Row.fetchCursor(db, sql: """
-            SELECT job_id, video_path, audio_original_path, audio_dubbed_path, file_size_bytes FROM media
-            """)
-        while let row = try cursor.next() {
-            let jobID: String? = row["job_id"]
-            let recordedSize: Int64? = row["file_size_bytes"]
-            for (offset, column) in columns.enumerated() {
-                // Raw bytes: a path stored as a BLOB (or TEXT that is not UTF-8) is kept exact.
-                guard let stored = try row.withUnsafeData(atIndex: offset + 1, { $0.map(PathBytes.init) }),
-                      !stored.isEmpty else { continue }
-                let path = PathNormalizer.absolute(stored, under: mediaRoot)
-                report.counts.referencedFiles += 1
-                if path.starts(with: libraryPrefix) { referenced.insert(path) }
-                let shown = PathText.display(path)
-                switch FileSystem.status(path, followLinks: true) {
-                case .failure(let errno):
-                    report.findings.append(Finding(.missingFile, jobID: jobID, path: shown, expected: "a file",
-                                                   actual: errno == .noSuchFileOrDirectory ? "missing" : errno.description,
-                                                   message: "\(column) does not exist"))
-                case .success(let info) where info.kind != .regular:
-                    report.findings.append(Finding(.notAFile, jobID: jobID, path: shown, expected: "a regular file",
-                                                   actual: "\(info.kind)", message: "\(column) is not a regular file"))
-                case .success(let info):
-                    if column == "video_path", let recordedSize, recordedSize != info.size {
-                        report.findings.append(Finding(.sizeMismatch, jobID: jobID, path: shown,
-                                                       expected: "\(recordedSize) bytes", actual: "\(info.size) bytes",
-                                                       message: "video size differs from media.file_size_bytes"))
-                    }
+        try MediaReferences.forEach(db, mediaRoot: layout.mediaRoot) { reference in
+            let path = reference.path
+            report.counts.referencedFiles += 1
+            if path.starts(with: libraryPrefix) { referenced.insert(path) }
+            let shown = PathText.display(path)
+            switch FileSystem.status(path, followLinks: true) {
+            case .failure(let errno):
+                report.findings.append(Finding(.missingFile, jobID: reference.jobID, path: shown, expected: "a file",
+                                               actual: errno == .noSuchFileOrDirectory ? "missing" : errno.description,
+                                               message: "\(reference.column) does not exist"))
+            case .success(let info) where info.kind != .regular:
+                report.findings.append(Finding(.notAFile, jobID: reference.jobID, path: shown, expected: "a regular file",
+                                               actual: "\(info.kind)", message: "\(reference.column) is not a regular file"))
+            case .success(let info):
+                if let recorded = reference.recordedSize, recorded != info.size {
+                    report.findings.append(Finding(.sizeMismatch, jobID: reference.jobID, path: shown,
+                                                   expected: "\(recorded) bytes", actual: "\(info.size) bytes",
+                                                   message: "video size differs from media.file_size_bytes"))
                 }
             }
         }

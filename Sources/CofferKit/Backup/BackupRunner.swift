@@ -1,0 +1,336 @@
+import Crypto
+import Foundation
+import GRDB
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `coffer backup`: one consistent snapshot of the database and the media into a repository.
+///
+/// Order: the database copy first (online backup API, one step), then the media: `library/`
+/// and every file the copy refers to elsewhere under MEDIA_ROOT (other `tmp/` content is
+/// skipped). Files unchanged since the parent snapshot (same path, size, mtime and inode) are
+/// not read; the rest are read once, hashed while they are written into one new pack.
+///
+/// Guarantees: nothing in the repository changes in place. The pack is written under `tmp/`
+/// and published whole, then the snapshot record; a run that fails or is killed leaves no
+/// partial pack and no snapshot, and earlier snapshots intact. A file missing, unreadable or
+/// changed while read is recorded in the snapshot and the run ends with findings (exit 1).
+public struct BackupRunner {
+    public var configuration: CofferConfiguration
+    public var full = false
+    public var tags: [String] = []
+    public var dryRun = false
+    public var logger = Logger(label: "coffer.backup")
+    public var progress: Progress?
+
+    /// Bytes assumed per entry beyond its data (headers, padding), for the space estimate.
+    static let entryOverhead: Int64 = 2048
+
+    public init(configuration: CofferConfiguration) { self.configuration = configuration }
+
+    struct Candidate {
+        var relative: PathBytes
+        var info: FileInfo
+        var reuse: Snapshot.File?
+    }
+
+    public func run() throws -> BackupReport {
+        let started = Date()
+        let layout = configuration.layout
+        // A dry run creates nothing, not even the repository.
+        let missing = FileSystem.status((configuration.repo ?? "") + "/config.json").isFailure
+        let repository = try Repository.open(configuration.repo, create: !dryRun, allowMissing: dryRun && missing)
+        let lock = dryRun && missing ? nil : try repository.lock(exclusive: true, command: "backup")
+        defer { withExtendedLifetime(lock) {} }
+        if !dryRun { repository.storage.sweepTemporaryFiles() }
+
+        var report = BackupReport(repository: repository.location, dryRun: dryRun)
+        let parent = full ? nil : try repository.snapshots().snapshots.last {
+            $0.header.dbPath == layout.dbPath && $0.header.mediaRoot == layout.mediaRoot
+        }
+        report.parent = parent?.id
+        var parentFiles: [PathBytes: Snapshot.File] = [:]
+        if let parent { try repository.reader(for: parent).files { parentFiles[$0.path] = $0 } }
+
+        // 1. The database, first.
+        let scratch = dryRun ? NSTemporaryDirectory() : repository.storage.temporaryDirectory
+        let copyPath = scratch + "/db-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
+        defer { DatabaseCopy.remove(copyPath) }
+        var copy = try DatabaseCopy.take(from: layout.dbPath, to: copyPath)
+        report.databaseBytes = copy.size
+        report.databaseRows = copy.rowCounts
+        var problems: [Snapshot.Problem] = []
+        if copy.integrityCheck != "ok" {
+            problems.append(.init(kind: "database", path: PathText.display(layout.dbPath), jobID: nil,
+                                  message: "integrity_check of the copy: \(copy.integrityCheck)"))
+        }
+        logger.debug("database copied", metadata: ["bytes": "\(copy.size)", "seconds": "\(Date().timeIntervalSince(started))"])
+
+        // 2. What to back up: the library and the files the copy refers to.
+        var candidates = try collect(copyPath: copyPath, layout: layout, problems: &problems)
+        for index in candidates.indices {
+            if let previous = parentFiles[candidates[index].relative],
+               previous.size == candidates[index].info.size, previous.mtime == candidates[index].info.modified,
+               previous.inode == candidates[index].info.inode {
+                candidates[index].reuse = previous
+            }
+        }
+        let toWrite = candidates.filter { $0.reuse == nil }
+        report.files = candidates.count
+        report.bytes = candidates.reduce(0) { $0 + $1.info.size }
+        report.filesAdded = toWrite.count
+        if dryRun { report.bytesAdded = toWrite.reduce(0) { $0 + $1.info.size } }
+        report.estimatedBytes = toWrite.reduce(copy.size + 1 << 20) { $0 + $1.info.size + Self.entryOverhead }
+        try checkSpace(for: report.estimatedBytes, in: repository.location)
+
+        // Reconciliation of the copy against the media, as it is now.
+        var verifier = LiveVerifier(configuration: configuration)
+        verifier.layout = VolumeLayout(dbPath: copyPath, mediaRoot: layout.mediaRoot,
+                                       tempDirTemplate: layout.tempDirTemplate, libraryPathTemplate: layout.libraryPathTemplate)
+        verifier.minFreeSpaceBytes = 0
+        verifier.alertFreeSpaceBytes = 0
+        let findings = try verifier.run().findings.map { finding -> Finding in
+            var finding = finding
+            if finding.path == PathText.display(copyPath) { finding.path = PathText.display(layout.dbPath) }
+            return finding
+        }
+        report.findings = findings.count
+        if dryRun {
+            report.problems = problems
+            report.seconds = Date().timeIntervalSince(started)
+            return report
+        }
+
+        // 3. The pack.
+        let id = Snapshot.makeID(started)
+        let packName = "packs/\(id).tar"
+        let pending = try repository.storage.create(packName)
+        var committed = false
+        defer { if !committed { repository.storage.discard(pending) } }
+        let writer = try ArchiveWriter(fd: pending.fd, path: pending.temporaryPath)
+
+        let zstPath = copyPath + ".zst"
+        let zst = try RawIO.createNew(zstPath)
+        let stored: (sha256: String, size: Int64)
+        do {
+            defer { close(zst) }
+            stored = try copy.compress(into: zst, outputPath: zstPath)
+        }
+        let dbOffset = try appendFile(zstPath, entry: PathBytes("db.sqlite.zst".utf8), to: writer)
+        let database = Snapshot.Database(
+            entry: "db.sqlite.zst", pack: packName, offset: dbOffset, storedSize: stored.size, storedSha256: stored.sha256,
+            size: copy.size, sha256: copy.sha256, pageSize: copy.pageSize, pageCount: copy.pageCount,
+            schemaVersion: copy.schemaVersion, rowCounts: copy.rowCounts, integrityCheck: copy.integrityCheck)
+
+        var records: [Snapshot.File] = []
+        records.reserveCapacity(candidates.count)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        progress?.start(total: toWrite.reduce(0) { $0 + $1.info.size })
+        for candidate in candidates {
+            if let reuse = candidate.reuse {
+                records.append(reuse)
+                continue
+            }
+            let absolute = PathBytes(layout.mediaRoot.utf8).appendingComponent(candidate.relative)
+            if let record = try store(candidate, absolute: absolute, pack: packName, writer: writer, buffer: buffer,
+                                      report: &report, problems: &problems) {
+                records.append(record)
+            }
+        }
+        let pack = try writer.finish()
+        try repository.storage.commit(pending)
+        committed = true
+        progress?.finish()
+        report.packBytes = pack.size
+
+        // 4. The snapshot record, last.
+        let header = Snapshot.Header(
+            id: id, time: ISO8601DateFormatter.withFractions.string(from: started), host: ProcessInfo.processInfo.hostName,
+            cofferVersion: CofferVersion.coffer, parent: parent?.id, tags: tags, full: full || parent == nil,
+            dbPath: layout.dbPath, mediaRoot: layout.mediaRoot)
+        let summary = Snapshot.Summary(
+            files: records.count, bytes: records.reduce(0) { $0 + $1.size }, bytesAdded: report.bytesAdded,
+            bytesRead: report.bytesRead, pack: .init(name: packName, size: pack.size, sha256: pack.sha256),
+            database: database, problems: problems, findings: findings,
+            seconds: ["total": Date().timeIntervalSince(started)])
+        let record = try repository.storage.create("snapshots/\(id).jsonl")
+        do {
+            let snapshotWriter = try SnapshotWriter(pending: record, header: header)
+            for file in records { try snapshotWriter.line(file) }
+            try snapshotWriter.line(summary)
+            try snapshotWriter.flush()
+            try repository.storage.commit(record)
+        } catch {
+            repository.storage.discard(record)
+            throw error
+        }
+        report.snapshot = id
+        report.files = records.count
+        report.bytes = summary.bytes
+        report.problems = problems
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    /// The library's files, then the files the copy refers to elsewhere under MEDIA_ROOT,
+    /// sorted by path. What cannot be backed up becomes a problem.
+    func collect(copyPath: String, layout: VolumeLayout, problems: inout [Snapshot.Problem]) throws -> [Candidate] {
+        let root = PathBytes(layout.mediaRoot.utf8)
+        let rootPrefix = root + [UInt8(ascii: "/")]
+        var seen = Set<PathBytes>()
+        var candidates: [Candidate] = []
+
+        func consider(_ absolute: PathBytes, jobID: String?, referenced: Bool) {
+            guard absolute.starts(with: rootPrefix) else {
+                problems.append(.init(kind: "outside_media_root", path: PathText.display(absolute), jobID: jobID,
+                                      message: "referred to by the database but outside MEDIA_ROOT; not backed up"))
+                return
+            }
+            guard seen.insert(absolute).inserted else { return }
+            switch FileSystem.status(absolute) {
+            case .failure(let errno):
+                if referenced {
+                    problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: jobID,
+                                          message: "referred to by the database: \(errno.description)"))
+                }
+            case .success(let info) where info.kind != .regular:
+                problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: jobID,
+                                      message: "a \(info.kind), not a regular file; not backed up"))
+            case .success(let info):
+                candidates.append(Candidate(relative: Array(absolute.dropFirst(rootPrefix.count)), info: info))
+            }
+        }
+
+        let library = layout.libraryRoot
+        let libraryBytes = PathBytes(library.utf8)
+        do {
+            try DirectoryWalker(root: library).walk(problem: { problem in
+                if case .cannotOpen(let relative, let errno) = problem {
+                    problems.append(.init(kind: "unreadable", path: PathText.display(libraryBytes.appendingComponent(relative)),
+                                          jobID: nil, message: "directory cannot be read: \(errno.description)"))
+                }
+            }) { entry in
+                guard entry.kind != .directory else { return }
+                consider(libraryBytes.appendingComponent(entry.relativePath), jobID: nil, referenced: false)
+            }
+        } catch let error as CofferError {
+            problems.append(.init(kind: "unreadable", path: PathText.display(library), jobID: nil, message: error.cause))
+        }
+
+        let queue = try DatabaseQueue(path: copyPath, configuration: DatabaseAccess.configuration(readOnly: true))
+        defer { try? queue.close() }
+        try queue.read { db in
+            guard try db.tableExists("media") else { return }
+            try MediaReferences.forEach(db, mediaRoot: layout.mediaRoot) { reference in
+                consider(reference.path, jobID: reference.jobID, referenced: true)
+            }
+        }
+        return candidates.sorted { $0.relative.lexicographicallyPrecedes($1.relative) }
+    }
+
+    func checkSpace(for bytes: Int64, in location: String) throws {
+        guard case .success(let space) = FileSystem.freeSpace(location) else { return }
+        if Int64(clamping: space.available) < bytes {
+            throw CofferError(.failed, operation: "check free space in", subject: location,
+                              cause: "about \(Formatting.bytes(bytes)) needed, \(Formatting.bytes(space.available)) free",
+                              hint: "free space there (or `coffer prune`), then run again; nothing was written")
+        }
+    }
+
+    /// Copies a whole file (the compressed database) into the pack as one entry.
+    func appendFile(_ path: String, entry: PathBytes, to writer: ArchiveWriter) throws -> Int64 {
+        let fd = try RawIO.openForReading(path)
+        defer { close(fd) }
+        let size = (try? FileSystem.status(path).get().size) ?? 0
+        let offset = try writer.beginFile(path: entry, size: size, mode: 0o644, modified: Date().timeIntervalSince1970)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        var remaining = size
+        while remaining > 0 {
+            let n = try RawIO.read(fd, buffer.baseAddress!, min(buffer.count, Int(remaining)), path: path)
+            if n == 0 { throw CofferError(.failed, operation: "read", subject: path, cause: "file ends early") }
+            try writer.write(buffer.baseAddress!, count: n)
+            remaining -= Int64(n)
+        }
+        try writer.endFile()
+        return offset
+    }
+
+    /// Reads one media file into the pack, hashing it on the way. A file that changes while it
+    /// is read is stored as read, and recorded as a problem.
+    func store(_ candidate: Candidate, absolute: PathBytes, pack: String, writer: ArchiveWriter,
+               buffer: UnsafeMutableRawBufferPointer, report: inout BackupReport,
+               problems: inout [Snapshot.Problem]) throws -> Snapshot.File? {
+        let shown = PathText.display(absolute)
+        let fd = absolute.withCPath { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        guard fd >= 0 else {
+            let code = errno
+            problems.append(.init(kind: code == ENOENT ? "missing" : "unreadable", path: shown, jobID: nil,
+                                  message: "cannot be opened: \(String(cString: strerror(code)))"))
+            return nil
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            problems.append(.init(kind: "unreadable", path: shown, jobID: nil, message: String(cString: strerror(errno))))
+            return nil
+        }
+        let before = FileInfo(st)
+        var changed = before.size != candidate.info.size || before.modified != candidate.info.modified
+        let offset = try writer.beginFile(path: PathBytes("media/".utf8) + candidate.relative, size: before.size,
+                                          mode: before.mode, modified: before.modified)
+        var hasher = SHA256()
+        var remaining = before.size
+        var readFailure: String?
+        while remaining > 0 {
+            let want = Int(min(Int64(buffer.count), remaining))
+            var n: Int
+            do {
+                n = try RawIO.read(fd, buffer.baseAddress!, want, path: shown)
+            } catch let error as CofferError {
+                readFailure = error.cause
+                n = 0
+            }
+            report.bytesRead += Int64(n)
+            if n == 0 {
+                // The file shrank (or failed) while read: the entry keeps its declared size.
+                changed = true
+                memset(buffer.baseAddress!, 0, want)
+                n = want
+            }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            try writer.write(buffer.baseAddress!, count: n)
+            remaining -= Int64(n)
+            progress?.advance(by: Int64(n))
+        }
+        try writer.endFile()
+        if fstat(fd, &st) == 0 {
+            let after = FileInfo(st)
+            if after.size != before.size || after.modified != before.modified { changed = true }
+        }
+        if let readFailure {
+            problems.append(.init(kind: "unreadable", path: shown, jobID: nil, message: "read failed: \(readFailure); stored padded with zeros"))
+        } else if changed {
+            problems.append(.init(kind: "changed", path: shown, jobID: nil,
+                                  message: "changed while it was read (size or mtime moved); stored as read"))
+        }
+        report.bytesAdded += before.size
+        return Snapshot.File(path: candidate.relative, size: before.size, mode: before.mode & 0o7777, mtime: before.modified,
+                             inode: before.inode, sha256: Digest.hex(hasher.finalize()), pack: pack, offset: offset)
+    }
+}
+
+extension Result {
+    var isFailure: Bool { if case .failure = self { return true } else { return false } }
+}
+
+extension ISO8601DateFormatter {
+    static var withFractions: ISO8601DateFormatter {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter
+    }
+}

@@ -1,0 +1,90 @@
+import CArchive
+import Crypto
+import Foundation
+import GRDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A consistent copy of the live database, taken with SQLite's online backup API in one step.
+///
+/// One step holds a read snapshot of the source for the whole copy, so WAL writers go on and
+/// the copy is one consistent cut; a paged backup would restart after every commit and might
+/// never finish under load. The copy is then checked and described from the copy itself (a
+/// copy is never trusted by opening it: its SHA-256, page count and row counts are recorded).
+struct DatabaseCopy {
+    var path: String
+    var size: Int64
+    var sha256 = ""
+    var pageSize = 0
+    var pageCount = 0
+    var schemaVersion: Int?
+    var rowCounts: [String: Int] = [:]
+    var integrityCheck = ""
+
+    static func take(from source: String, to path: String) throws -> DatabaseCopy {
+        let reader = try DatabaseAccess.openExisting(source, readOnly: true)
+        do {
+            var config = GRDB.Configuration()
+            config.label = "coffer.copy"
+            let destination = try DatabaseQueue(path: path, configuration: config)
+            try reader.backup(to: destination)
+            try destination.close()
+            try reader.close()
+        } catch let error as DatabaseError {
+            throw DatabaseAccess.databaseFailure("copy database", source, error)
+        }
+        var copy = DatabaseCopy(path: path, size: (try? FileSystem.status(path).get().size) ?? 0)
+        try copy.describe()
+        return copy
+    }
+
+    /// Integrity, pages, schema and row counts, read from the copy.
+    mutating func describe() throws {
+        var config = DatabaseAccess.configuration(readOnly: true)
+        config.label = "coffer.copy.check"
+        let queue = try DatabaseQueue(path: path, configuration: config)
+        defer { try? queue.close() }
+        do {
+            try queue.inDatabase { db in
+                let lines = try String.fetchAll(db, sql: "PRAGMA integrity_check(20)")
+                integrityCheck = lines.joined(separator: "; ")
+                pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 0
+                pageCount = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+                schemaVersion = try SchemaInspector.inspect(db).version
+                for table in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name") {
+                    rowCounts[table] = try Int.fetchOne(db, sql: "SELECT count(*) FROM \(table.quotedDatabaseIdentifier)")
+                }
+            }
+        } catch let error as DatabaseError {
+            integrityCheck = "error: \(error.message ?? "\(error.resultCode)")"
+        }
+    }
+
+    /// Compresses the copy with zstd into `output` (an open descriptor), hashing the copy as it
+    /// is read. Returns the SHA-256 of the copy; the output's own digest comes from the writer.
+    mutating func compress(into fd: Int32, outputPath: String) throws -> (sha256: String, size: Int64) {
+        let input = try RawIO.openForReading(path)
+        defer { close(input) }
+        let writer = try ArchiveWriter(fd: fd, path: outputPath, rawWithFilter: ARCHIVE_FILTER_ZSTD)
+        try writer.beginFile(path: PathBytes("db.sqlite".utf8), size: size, mode: 0o644, modified: Date().timeIntervalSince1970)
+        var hasher = SHA256()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let n = try RawIO.read(input, buffer.baseAddress!, buffer.count, path: path)
+            if n == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            try writer.write(buffer.baseAddress!, count: n)
+        }
+        try writer.endFile()
+        let stored = try writer.finish()
+        sha256 = Digest.hex(hasher.finalize())
+        return stored
+    }
+
+    /// Removes the copy and whatever SQLite left beside it.
+    static func remove(_ path: String) {
+        for suffix in ["", "-wal", "-shm", "-journal", ".zst"] { unlink(path + suffix) }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+
+/// A snapshot repository: `config.json`, `packs/`, `snapshots/`, `tmp/` and `lock`.
+///
+/// Objects are only ever added whole (see ``RepositoryStorage``); a snapshot record is written
+/// after the pack it needs, so a run killed at any moment leaves no listed snapshot that
+/// points at missing bytes. What a killed run left in `tmp/` is swept by the next backup.
+public final class Repository {
+    public struct Config: Codable, Sendable {
+        public var format = "coffer-repository"
+        public var version = 1
+        public var id: String
+        public var created: String
+    }
+
+    public let storage: LocalStorage
+    public let config: Config
+    public var location: String { storage.root }
+
+    init(storage: LocalStorage, config: Config) {
+        self.storage = storage
+        self.config = config
+    }
+
+    /// Opens the repository at `location`; with `create`, makes it when the directory is
+    /// missing or empty. A directory that holds something else is refused (exit 2).
+    /// With `allowMissing` (a dry run), a repository that does not exist yet is returned empty,
+    /// without creating anything.
+    public static func open(_ location: String?, create: Bool = false, allowMissing: Bool = false) throws -> Repository {
+        guard let location else {
+            throw CofferError(.usage, operation: "open repository", cause: "no repository given",
+                              hint: "set COFFER_REPO or pass --repo DIR")
+        }
+        guard !location.contains("://") else {
+            throw CofferError(.usage, operation: "open repository", subject: location,
+                              cause: "only local directories are supported", hint: "give a directory path")
+        }
+        let storage = LocalStorage(root: location)
+        let configPath = location + "/config.json"
+        if let data = try? Data(contentsOf: URL(fileURLWithPath: configPath)) {
+            guard let config = try? JSONDecoder().decode(Config.self, from: data), config.format == "coffer-repository" else {
+                throw CofferError(.failed, operation: "open repository", subject: location, cause: "config.json is not a coffer repository's")
+            }
+            guard config.version <= 1 else {
+                throw CofferError(.failed, operation: "open repository", subject: location,
+                                  cause: "repository version \(config.version) is newer than this coffer knows", hint: "use a newer coffer")
+            }
+            return Repository(storage: storage, config: config)
+        }
+        switch FileSystem.status(location) {
+        case .success(let info) where info.kind != .directory:
+            throw CofferError(.failed, operation: "open repository", subject: location, cause: "not a directory")
+        case .success:
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: location)) ?? []
+            guard entries.isEmpty else {
+                throw CofferError(.failed, operation: "open repository", subject: location,
+                                  cause: "not a coffer repository (no config.json) and not empty", hint: "choose an empty or new directory")
+            }
+        case .failure:
+            break
+        }
+        if allowMissing {
+            return Repository(storage: storage, config: Config(id: "(new)", created: ISO8601DateFormatter().string(from: Date())))
+        }
+        guard create else {
+            throw CofferError(.failed, operation: "open repository", subject: location, cause: "no repository there",
+                              hint: "`coffer backup --repo \(location)` creates one")
+        }
+        try FileSystem.makeDirectories(location, mode: 0o700)
+        for folder in ["packs", "snapshots", "tmp"] { try FileSystem.makeDirectory(location + "/" + folder, mode: 0o700) }
+        let config = Config(id: UUID().uuidString.lowercased(), created: ISO8601DateFormatter().string(from: Date()))
+        let pending = try storage.create("config.json")
+        let data = try JSONEncoder().encode(config)
+        try data.withUnsafeBytes { try RawIO.writeAll(pending.fd, $0.baseAddress!, $0.count, path: pending.temporaryPath) }
+        try storage.commit(pending)
+        return Repository(storage: storage, config: config)
+    }
+
+    public func lock(exclusive: Bool, command: String) throws -> RepositoryLock {
+        try RepositoryLock.acquire(location + "/lock", exclusive: exclusive, command: command)
+    }
+
+    /// Every complete snapshot, oldest first. Damaged records are returned in `damaged`.
+    public func snapshots() throws -> (snapshots: [Snapshot], damaged: [(name: String, error: CofferError)]) {
+        var snapshots: [Snapshot] = []
+        var damaged: [(String, CofferError)] = []
+        for name in try storage.list("snapshots") where name.hasSuffix(".jsonl") {
+            do {
+                snapshots.append(try reader(name).snapshot())
+            } catch let error as CofferError {
+                damaged.append((name, error))
+            }
+        }
+        return (snapshots.sorted { $0.header.time == $1.header.time ? $0.id < $1.id : $0.header.time < $1.header.time }, damaged)
+    }
+
+    func reader(_ name: String) throws -> SnapshotReader {
+        SnapshotReader(name: name, data: try storage.get(name))
+    }
+
+    public func reader(for snapshot: Snapshot) throws -> SnapshotReader { try reader("snapshots/\(snapshot.id).jsonl") }
+
+    /// `latest`, a full id or a unique prefix of one.
+    public func resolve(_ reference: String) throws -> Snapshot {
+        let all = try snapshots().snapshots
+        if reference == "latest" {
+            guard let last = all.last else {
+                throw CofferError(.failed, operation: "find snapshot", subject: location, cause: "the repository has no snapshot",
+                                  hint: "`coffer backup` takes one")
+            }
+            return last
+        }
+        let matches = all.filter { $0.id.hasPrefix(reference) }
+        guard matches.count == 1 else {
+            throw CofferError(.usage, operation: "find snapshot", subject: reference,
+                              cause: matches.isEmpty ? "no such snapshot" : "\(matches.count) snapshots start with it",
+                              hint: "`coffer snapshots` lists them")
+        }
+        return matches[0]
+    }
+}

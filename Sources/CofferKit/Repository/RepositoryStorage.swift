@@ -1,0 +1,136 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a repository's objects live. Object names are relative (`packs/ID.tar`,
+/// `snapshots/ID.jsonl`, `config.json`).
+///
+/// A backend MUST make an object visible only whole: ``commit(_:)`` publishes it atomically,
+/// and nothing written before it is listed or readable. Objects are never changed in place;
+/// a new version is a new name. ``delete(_:)`` of a missing object is not an error.
+public protocol RepositoryStorage: AnyObject {
+    /// A human description (the directory or URL), for messages.
+    var location: String { get }
+    /// Starts a new object; write its bytes to `pending.fd`. Invisible until committed.
+    func create(_ name: String) throws -> PendingObject
+    /// Publishes a pending object whole (fsync, rename, fsync of its directory).
+    func commit(_ pending: PendingObject) throws
+    /// Drops a pending object.
+    func discard(_ pending: PendingObject)
+    /// The whole object.
+    func get(_ name: String) throws -> Data
+    /// `length` bytes from `offset` (a ranged get).
+    func get(_ name: String, offset: Int64, length: Int) throws -> Data
+    /// Opens the object for one sequential read; the caller closes the descriptor.
+    func openForReading(_ name: String) throws -> Int32
+    /// Names of committed objects under a folder (`snapshots/`), sorted.
+    func list(_ folder: String) throws -> [String]
+    func size(_ name: String) throws -> Int64?
+    func delete(_ name: String) throws
+}
+
+/// An object being written.
+public final class PendingObject {
+    public let name: String
+    public let temporaryPath: String
+    public let fd: Int32
+    var closed = false
+
+    init(name: String, temporaryPath: String, fd: Int32) {
+        self.name = name
+        self.temporaryPath = temporaryPath
+        self.fd = fd
+    }
+
+    deinit { if !closed { close(fd) } }
+}
+
+/// A repository in a local directory.
+public final class LocalStorage: RepositoryStorage {
+    public let root: String
+    public var location: String { root }
+
+    /// Where pending objects are written; swept by ``sweepTemporaryFiles()``.
+    var temporaryDirectory: String { root + "/tmp" }
+
+    public init(root: String) { self.root = root }
+
+    func path(_ name: String) -> String { root + "/" + name }
+
+    public func create(_ name: String) throws -> PendingObject {
+        let temporary = temporaryDirectory + "/\(getpid())-\(UInt64.random(in: 0...UInt64.max))-" + name.replacingOccurrences(of: "/", with: "_")
+        return PendingObject(name: name, temporaryPath: temporary, fd: try RawIO.createNew(temporary))
+    }
+
+    public func commit(_ pending: PendingObject) throws {
+        try RawIO.sync(pending.fd, path: pending.temporaryPath)
+        guard fchmod(pending.fd, 0o444) == 0 else { throw CofferError.system("set permissions of", pending.temporaryPath, errno: errno) }
+        close(pending.fd)
+        pending.closed = true
+        let final = path(pending.name)
+        guard rename(pending.temporaryPath, final) == 0 else { throw CofferError.system("rename into", final, errno: errno) }
+        try FileSystem.syncDirectory((final as NSString).deletingLastPathComponent)
+    }
+
+    public func discard(_ pending: PendingObject) {
+        if !pending.closed { close(pending.fd); pending.closed = true }
+        unlink(pending.temporaryPath)
+    }
+
+    public func get(_ name: String) throws -> Data {
+        let fd = try openForReading(name)
+        defer { close(fd) }
+        var data = Data()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path(name))
+            if n == 0 { return data }
+            data.append(buffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n)
+        }
+    }
+
+    public func get(_ name: String, offset: Int64, length: Int) throws -> Data {
+        let fd = try openForReading(name)
+        defer { close(fd) }
+        var data = Data(count: length)
+        try data.withUnsafeMutableBytes { try RawIO.preadAll(fd, $0.baseAddress!, length, at: offset, path: path(name)) }
+        return data
+    }
+
+    public func openForReading(_ name: String) throws -> Int32 { try RawIO.openForReading(path(name)) }
+
+    public func list(_ folder: String) throws -> [String] {
+        var names: [String] = []
+        do {
+            try DirectoryWalker(root: path(folder)).list { entry in
+                guard entry.kind == .regular, let name = String(validating: entry.relativePath, as: UTF8.self) else { return }
+                names.append(folder + "/" + name)
+            }
+        } catch let error as CofferError {
+            if case .failure(let errno) = FileSystem.status(path(folder)), errno == .noSuchFileOrDirectory { return [] }
+            throw error
+        }
+        return names.sorted()
+    }
+
+    public func size(_ name: String) throws -> Int64? {
+        switch FileSystem.status(path(name)) {
+        case .success(let info): return info.size
+        case .failure(let errno) where errno == .noSuchFileOrDirectory: return nil
+        case .failure(let errno): throw CofferError(.failed, operation: "stat", subject: path(name), cause: errno.description)
+        }
+    }
+
+    public func delete(_ name: String) throws {
+        if unlink(path(name)) != 0, errno != ENOENT { throw CofferError.system("delete", path(name), errno: errno) }
+    }
+
+    /// Removes what runs killed before they committed left in `tmp/`. Call under the exclusive lock.
+    public func sweepTemporaryFiles() {
+        try? DirectoryWalker(root: temporaryDirectory).list { entry in
+            _ = PathBytes(temporaryDirectory.utf8).appendingComponent(entry.relativePath).withCPath { unlink($0) }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+import Foundation
+
+/// A snapshot record, stored as `snapshots/ID.jsonl`: a header line, one line per file, and a
+/// summary line. The summary comes last, so a record without it is incomplete and refused.
+/// The format is described in FORMAT.md.
+public struct Snapshot: Sendable {
+    public static let formatVersion = 1
+
+    public struct Header: Codable, Sendable {
+        public var type = "snapshot"
+        public var format = Snapshot.formatVersion
+        public var id: String
+        public var time: String
+        public var host: String
+        public var cofferVersion: String
+        public var parent: String?
+        public var tags: [String]
+        public var full: Bool
+        public var dbPath: String
+        public var mediaRoot: String
+
+        enum CodingKeys: String, CodingKey {
+            case type, format, id, time, host, cofferVersion = "coffer_version", parent, tags, full
+            case dbPath = "db_path", mediaRoot = "media_root"
+        }
+    }
+
+    /// One media file: its path under MEDIA_ROOT (bytes), facts, digest and where its bytes are.
+    public struct File: Codable, Sendable, Equatable {
+        public var path: PathBytes
+        public var size: Int64
+        public var mode: UInt32
+        public var mtime: Double
+        public var inode: UInt64
+        public var sha256: String
+        /// The pack that holds the bytes, and the offset of the entry's data in it.
+        public var pack: String
+        public var offset: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case type, path, pathBase64 = "path_b64", size, mode, mtime, inode, sha256, pack, offset
+        }
+
+        public init(path: PathBytes, size: Int64, mode: UInt32, mtime: Double, inode: UInt64, sha256: String, pack: String, offset: Int64) {
+            self.path = path; self.size = size; self.mode = mode; self.mtime = mtime
+            self.inode = inode; self.sha256 = sha256; self.pack = pack; self.offset = offset
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            if let text = try c.decodeIfPresent(String.self, forKey: .path) {
+                path = PathBytes(text.utf8)
+            } else {
+                let encoded = try c.decode(String.self, forKey: .pathBase64)
+                guard let data = Data(base64Encoded: encoded) else {
+                    throw DecodingError.dataCorruptedError(forKey: .pathBase64, in: c, debugDescription: "not base64")
+                }
+                path = PathBytes(data)
+            }
+            size = try c.decode(Int64.self, forKey: .size)
+            mode = try c.decode(UInt32.self, forKey: .mode)
+            mtime = try c.decode(Double.self, forKey: .mtime)
+            inode = try c.decode(UInt64.self, forKey: .inode)
+            sha256 = try c.decode(String.self, forKey: .sha256)
+            pack = try c.decode(String.self, forKey: .pack)
+            offset = try c.decode(Int64.self, forKey: .offset)
+        }
+
+        /// A path that is UTF-8 is stored as text; any other as base64 of its bytes.
+        public func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode("file", forKey: .type)
+            if let text = String(validating: path, as: UTF8.self) {
+                try c.encode(text, forKey: .path)
+            } else {
+                try c.encode(Data(path).base64EncodedString(), forKey: .pathBase64)
+            }
+            try c.encode(size, forKey: .size)
+            try c.encode(mode, forKey: .mode)
+            try c.encode(mtime, forKey: .mtime)
+            try c.encode(inode, forKey: .inode)
+            try c.encode(sha256, forKey: .sha256)
+            try c.encode(pack, forKey: .pack)
+            try c.encode(offset, forKey: .offset)
+        }
+
+        /// The entry's name in its pack.
+        public var entryName: PathBytes { PathBytes("media/".utf8) + path }
+    }
+
+    /// The database copy: where it is, and what was true of it when it was taken.
+    public struct Database: Codable, Sendable, Equatable {
+        /// Entry name in the pack (`db.sqlite.zst`), its pack and data offset.
+        public var entry: String
+        public var pack: String
+        public var offset: Int64
+        /// The zstd stream as stored.
+        public var storedSize: Int64
+        public var storedSha256: String
+        /// The database file itself.
+        public var size: Int64
+        public var sha256: String
+        public var pageSize: Int
+        public var pageCount: Int
+        public var schemaVersion: Int?
+        public var rowCounts: [String: Int]
+        public var integrityCheck: String
+
+        enum CodingKeys: String, CodingKey {
+            case entry, pack, offset, storedSize = "stored_size", storedSha256 = "stored_sha256", size, sha256
+            case pageSize = "page_size", pageCount = "page_count", schemaVersion = "schema_version"
+            case rowCounts = "row_counts", integrityCheck = "integrity_check"
+        }
+    }
+
+    public struct Pack: Codable, Sendable, Equatable {
+        public var name: String
+        public var size: Int64
+        public var sha256: String
+    }
+
+    /// Something about a file that kept it from being backed up as it should.
+    public struct Problem: Codable, Sendable, Equatable {
+        /// `missing`, `changed`, `unreadable`, `not_a_file`, `outside_media_root`.
+        public var kind: String
+        public var path: String
+        public var jobID: String?
+        public var message: String
+        enum CodingKeys: String, CodingKey { case kind, path, jobID = "job_id", message }
+    }
+
+    public struct Summary: Codable, Sendable {
+        public var type = "end"
+        public var files: Int
+        public var bytes: Int64
+        /// Bytes of media this run wrote to its pack (new or changed content).
+        public var bytesAdded: Int64
+        /// Bytes of media this run read from the volume.
+        public var bytesRead: Int64
+        public var pack: Pack
+        public var database: Database
+        public var problems: [Problem]
+        /// Reconciliation of the database copy against the files, at the time of the snapshot.
+        public var findings: [Finding]
+        public var seconds: [String: Double]
+
+        enum CodingKeys: String, CodingKey {
+            case type, files, bytes, bytesAdded = "bytes_added", bytesRead = "bytes_read", pack, database, problems, findings, seconds
+        }
+    }
+
+    public var header: Header
+    public var summary: Summary
+
+    public var id: String { header.id }
+
+    /// All packs the snapshot needs.
+    public var packs: Set<String> = []
+
+    /// Makes a sortable id from the time: `20261125T160102Z-3fa9c1d2`.
+    public static func makeID(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        return formatter.string(from: date) + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
+    }
+}
+
+/// Writes a snapshot record line by line into a pending object.
+final class SnapshotWriter {
+    let pending: PendingObject
+    let encoder: JSONEncoder
+    private var buffer = Data()
+
+    init(pending: PendingObject, header: Snapshot.Header) throws {
+        self.pending = pending
+        encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        try line(header)
+    }
+
+    func line(_ value: some Encodable) throws {
+        buffer.append(try encoder.encode(value))
+        buffer.append(0x0A)
+        if buffer.count > 1 << 20 { try flush() }
+    }
+
+    func flush() throws {
+        try buffer.withUnsafeBytes { try RawIO.writeAll(pending.fd, $0.baseAddress!, $0.count, path: pending.temporaryPath) }
+        buffer.removeAll(keepingCapacity: true)
+    }
+}
+
+/// Reads a snapshot record: the header and summary, and the files one at a time.
+public struct SnapshotReader {
+    public let name: String
+    let data: Data
+
+    public init(name: String, data: Data) { self.name = name; self.data = data }
+
+    struct Kind: Decodable { var type: String }
+
+    func lines() -> [Data.SubSequence] { data.split(separator: 0x0A, omittingEmptySubsequences: true) }
+
+    public func snapshot() throws -> Snapshot {
+        let lines = lines()
+        let decoder = JSONDecoder()
+        guard let first = lines.first, let last = lines.last, lines.count >= 2,
+              let header = try? decoder.decode(Snapshot.Header.self, from: first), header.type == "snapshot",
+              let summary = try? decoder.decode(Snapshot.Summary.self, from: last), summary.type == "end" else {
+            throw CofferError(.failed, operation: "read snapshot", subject: name, cause: "incomplete or damaged record",
+                              hint: "`coffer verify --repo` checks every snapshot")
+        }
+        guard header.format <= Snapshot.formatVersion else {
+            throw CofferError(.failed, operation: "read snapshot", subject: name,
+                              cause: "format \(header.format) is newer than this coffer knows (\(Snapshot.formatVersion))",
+                              hint: "use a newer coffer")
+        }
+        var snapshot = Snapshot(header: header, summary: summary)
+        snapshot.packs = [summary.pack.name, summary.database.pack]
+        return snapshot
+    }
+
+    /// Calls `body` with every file record, in order.
+    public func files(_ body: (Snapshot.File) throws -> Void) throws {
+        let lines = lines()
+        let decoder = JSONDecoder()
+        for line in lines.dropFirst().dropLast() {
+            let file: Snapshot.File
+            do { file = try decoder.decode(Snapshot.File.self, from: line) } catch {
+                throw CofferError(.failed, operation: "read snapshot", subject: name, cause: "damaged file record: \(error)")
+            }
+            try body(file)
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// POSIX I/O helpers on raw descriptors: whole writes and reads with EINTR retried here, and
+/// errors that carry the path. Hot paths use these with reusable buffers.
+public enum RawIO {
+    /// Writes all `count` bytes or throws (ENOSPC and EIO included).
+    public static func writeAll(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, path: String) throws {
+        var done = 0
+        while done < count {
+            let n = Glibc.write(fd, buffer + done, count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CofferError.system("write", path, errno: errno, hint: errno == ENOSPC ? "free space on that filesystem, then run again" : nil)
+            }
+            done += n
+        }
+    }
+
+    /// Reads up to `count` bytes; 0 at end of file.
+    public static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, path: String) throws -> Int {
+        while true {
+            let n = Glibc.read(fd, buffer, count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            throw CofferError.system("read", path, errno: errno)
+        }
+    }
+
+    /// Reads exactly `count` bytes at `offset`, or throws when the file ends first.
+    public static func preadAll(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, at offset: Int64, path: String) throws {
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CofferError.system("read", path, errno: errno)
+            }
+            if n == 0 { throw CofferError(.failed, operation: "read", subject: path, cause: "file ends early") }
+            done += n
+        }
+    }
+
+    public static func sync(_ fd: Int32, path: String) throws {
+        if fsync(fd) != 0 { throw CofferError.system("sync", path, errno: errno) }
+    }
+
+    /// Opens for reading, or throws naming the path.
+    public static func openForReading(_ path: String) throws -> Int32 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CofferError.system("open", path, errno: errno) }
+        return fd
+    }
+
+    /// Creates a new file (it must not exist), mode 0600 until it is complete.
+    public static func createNew(_ path: String) throws -> Int32 {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CofferError.system("create", path, errno: errno) }
+        return fd
+    }
+
+    /// fsync + rename + fsync of the directory: the file appears whole or not at all.
+    public static func publish(_ temporary: String, as final: String) throws {
+        let fd = open(temporary, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CofferError.system("open", temporary, errno: errno) }
+        defer { close(fd) }
+        try sync(fd, path: temporary)
+        guard rename(temporary, final) == 0 else { throw CofferError.system("rename into", final, errno: errno) }
+        try FileSystem.syncDirectory((final as NSString).deletingLastPathComponent)
+    }
+}
