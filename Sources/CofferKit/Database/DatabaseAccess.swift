@@ -25,6 +25,18 @@ public enum DatabaseAccess {
         return config
     }
 
+    /// For a database that came from outside (a restored or verified copy): schema code is not
+    /// trusted (`trusted_schema=OFF`) and cell sizes are checked (`cell_size_check=ON`), so
+    /// damage surfaces as an error instead of a wrong read.
+    public static func untrustedConfiguration() -> GRDB.Configuration {
+        var config = GRDB.Configuration()
+        config.busyMode = .timeout(busyTimeout)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA trusted_schema = OFF; PRAGMA cell_size_check = ON")
+        }
+        return config
+    }
+
     /// Opens an existing database. Fails with exit 2 when `path` is missing, is not a regular
     /// file, or is not a SQLite database; never creates a file.
     public static func openExisting(_ path: String, readOnly: Bool) throws -> DatabaseQueue {

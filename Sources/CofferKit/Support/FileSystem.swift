@@ -83,10 +83,28 @@ public enum FileSystem {
         defer { close(fd) }
         if fsync(fd) != 0 { throw CofferError.system("sync directory", path, errno: errno) }
     }
+
+    /// Removes a directory tree (names as bytes, links not followed). Missing is fine.
+    public static func removeTree(_ path: String) {
+        guard case .success(let info) = status(path) else { return }
+        guard info.kind == .directory else { unlink(path); return }
+        var directories: [PathBytes] = []
+        let root = PathBytes(path.utf8)
+        try? DirectoryWalker(root: path).walk { entry in
+            let full = root.appendingComponent(entry.relativePath)
+            if entry.kind == .directory {
+                _ = full.withCPath { chmod($0, 0o700) }
+                directories.append(full)
+            } else {
+                _ = full.withCPath { unlink($0) }
+            }
+        }
+        for directory in directories.reversed() { _ = directory.withCPath { rmdir($0) } }
+        rmdir(path)
+    }
 }
 
 public struct DiskSpace: Sendable, Equatable {
     public var available: UInt64
     public var total: UInt64
 }
-

@@ -10,6 +10,10 @@ struct Verify: ParsableCommand {
             video, library files no row refers to, temp directories of unknown or long-finished
             jobs, and free space against the thresholds.
 
+            With --repo DIR it checks a repository instead: every snapshot's references, and with
+            --read-data every byte of every pack (the damaged files and the snapshots that depend
+            on them are named).
+
             Exit codes: 0 nothing found, 1 findings, 2 could not run (e.g. not a database).
 
             Example: coffer verify --db /app/data/db.sqlite --media-root /media --json
@@ -20,7 +24,21 @@ struct Verify: ParsableCommand {
     @Flag(help: "Run PRAGMA integrity_check instead of quick_check (slower, also checks indexes).")
     var full = false
 
+    @Option(help: "With --repo: check only this snapshot (an id, a prefix, or latest).")
+    var snapshot: String?
+
+    @Flag(name: .customLong("read-data"), help: "With --repo: read every pack and re-hash every byte.")
+    var readData = false
+
+    func validate() throws {
+        if options.repo == nil, snapshot != nil || readData {
+            throw ValidationError("--snapshot and --read-data check a repository: add --repo")
+        }
+    }
+
     func run() throws {
+        // Only --repo on the command line switches to the repository; COFFER_REPO alone does not.
+        if options.repo != nil { return try verifyRepository() }
         try CofferCLI.run(options) { output in
             let configuration = try options.configuration()
             var verifier = LiveVerifier(configuration: configuration)
@@ -31,6 +49,20 @@ struct Verify: ParsableCommand {
             if report.status == .ok || !options.quiet {
                 output.text(report.text(limit: options.verbose ? nil : 20))
             }
+            return report.status
+        }
+    }
+
+    func verifyRepository() throws {
+        try CofferCLI.run(options) { output in
+            var verifier = RepositoryVerifier(repository: try options.configuration().repo)
+            verifier.snapshot = snapshot
+            verifier.readData = readData
+            verifier.logger = options.logger("coffer.verify")
+            verifier.progress = Progress(label: "verify", enabled: readData && !options.quiet && !options.json)
+            let report = try verifier.run()
+            try output.json(report)
+            if report.status != .ok || !options.quiet { output.text(report.text()) }
             return report.status
         }
     }

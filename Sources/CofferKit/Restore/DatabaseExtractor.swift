@@ -1,0 +1,46 @@
+import Crypto
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Gets a snapshot's database copy out of its pack: the stored zstd stream by a ranged read
+/// (checked against its recorded SHA-256), then decompressed to `destination`.
+enum DatabaseExtractor {
+    /// Returns the SHA-256 of the decompressed file. Throws when the stored stream is damaged.
+    static func extract(_ database: Snapshot.Database, from repository: Repository, to destination: String) throws -> String {
+        let compressedPath = destination + ".zst"
+        defer { unlink(compressedPath) }
+        let stored = try repository.storage.get(database.pack, offset: database.offset, length: Int(database.storedSize))
+        let storedSha = Digest.hex(SHA256.hash(data: stored))
+        guard storedSha == database.storedSha256 else {
+            throw CofferError(.failed, operation: "read database copy", subject: "\(database.pack):\(database.entry)",
+                              cause: "its bytes changed (SHA-256 differs from the one recorded)",
+                              hint: "restore an older snapshot; `coffer verify --repo --read-data` lists what is damaged")
+        }
+        let out = try RawIO.createNew(compressedPath)
+        do {
+            defer { close(out) }
+            try stored.withUnsafeBytes { try RawIO.writeAll(out, $0.baseAddress!, $0.count, path: compressedPath) }
+        }
+        let input = try RawIO.openForReading(compressedPath)
+        defer { close(input) }
+        let reader = try ArchiveReader(fd: input, path: compressedPath, kind: .zstdRaw)
+        guard try reader.next() != nil else {
+            throw CofferError(.failed, operation: "decompress", subject: compressedPath, cause: "empty stream")
+        }
+        let output = try RawIO.createNew(destination)
+        defer { close(output) }
+        var hasher = SHA256()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let n = try reader.read(into: buffer)
+            if n == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            try RawIO.writeAll(output, buffer.baseAddress!, n, path: destination)
+        }
+        try RawIO.sync(output, path: destination)
+        return Digest.hex(hasher.finalize())
+    }
+}

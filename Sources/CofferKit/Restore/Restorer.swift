@@ -1,0 +1,346 @@
+import Crypto
+import Foundation
+import GRDB
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `coffer restore`: a snapshot into a fresh volume (a database path and a media root).
+///
+/// Targets must be missing or empty unless `force`. Everything is first written into staging
+/// places on the targets' filesystems (a 0700 folder beside the media root, a temporary name
+/// beside the database), re-hashed as it is written, and renamed into place only when every
+/// byte matched its record; any mismatch, refused entry or failure removes the staging and
+/// leaves the targets as they were. Paths stored in the database are rewritten from the
+/// snapshot's MEDIA_ROOT to the new one. Afterwards the restored volume is verified.
+public struct Restorer {
+    public enum Part: String, Sendable { case db, media }
+
+    public var configuration: CofferConfiguration
+    public var snapshot = "latest"
+    public var only: Part?
+    public var force = false
+    public var dryRun = false
+    public var logger = Logger(label: "coffer.restore")
+    public var progress: Progress?
+
+    public init(configuration: CofferConfiguration) { self.configuration = configuration }
+
+    var restoresDatabase: Bool { only != .media }
+    var restoresMedia: Bool { only != .db }
+
+    public func run() throws -> RestoreReport {
+        let started = Date()
+        let layout = configuration.layout
+        let repository = try Repository.open(configuration.repo)
+        let lock = try repository.lock(exclusive: false, command: "restore")
+        defer { withExtendedLifetime(lock) {} }
+        let snap = try repository.resolve(snapshot)
+        var report = RestoreReport(repository: repository.location, snapshot: snap.id, dbPath: layout.dbPath,
+                                   mediaRoot: layout.mediaRoot, dryRun: dryRun)
+
+        // Records, checked before anything is written.
+        var files: [Snapshot.File] = []
+        var seen = Set<PathBytes>()
+        try repository.reader(for: snap).files { file in
+            if let reason = RestorePlan.problem(with: file.path) { throw RestorePlan.refuse(file.path, reason, in: snap.id) }
+            guard seen.insert(file.path).inserted else { throw RestorePlan.refuse(file.path, "listed twice", in: snap.id) }
+            files.append(file)
+        }
+        if restoresMedia {
+            report.files = files.count
+            report.bytes = files.reduce(0) { $0 + $1.size }
+        }
+        if restoresDatabase { report.databaseBytes = snap.summary.database.size }
+        try checkTargets(layout)
+        try checkSpace(bytes: report.bytes + report.databaseBytes * 2, near: layout)
+        if dryRun {
+            report.seconds = Date().timeIntervalSince(started)
+            return report
+        }
+
+        // Staging, beside the targets; what a killed restore left there goes first.
+        sweepStaging(layout)
+        var cleanup: [() -> Void] = []
+        defer { for step in cleanup.reversed() { step() } }
+        var stagedMedia: String?
+        if restoresMedia {
+            let parent = (layout.mediaRoot as NSString).deletingLastPathComponent
+            try FileSystem.makeDirectories(parent, mode: 0o755)
+            let staging = try ScratchDirectory(prefix: ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)", in: parent)
+            cleanup.append { staging.remove() }
+            progress?.start(total: report.bytes)
+            try extractMedia(files, repository: repository, into: staging.path)
+            stagedMedia = staging.path
+        }
+        var stagedDatabase: String?
+        if restoresDatabase {
+            let directory = (layout.dbPath as NSString).deletingLastPathComponent
+            try FileSystem.makeDirectories(directory, mode: 0o755)
+            let staging = try ScratchDirectory(prefix: ".coffer-restore-db", in: directory)
+            cleanup.append { staging.remove() }
+            let path = staging.path + "/db.sqlite"
+            let sha = try DatabaseExtractor.extract(snap.summary.database, from: repository, to: path)
+            guard sha == snap.summary.database.sha256 else {
+                throw CofferError(.failed, operation: "restore database from", subject: snap.id,
+                                  cause: "the decompressed copy's SHA-256 differs from the one recorded; nothing was written to the targets")
+            }
+            report.pathsRewritten = try rewritePaths(in: path, from: snap.header.mediaRoot, to: layout.mediaRoot)
+            guard chmod(path, 0o644) == 0 else { throw CofferError.system("set permissions of", path, errno: errno) }
+            stagedDatabase = path
+        }
+        progress?.finish()
+
+        // Into place: only now are the targets touched.
+        if let stagedMedia { try publishMedia(stagedMedia, to: layout.mediaRoot) }
+        if let stagedDatabase {
+            guard rename(stagedDatabase, layout.dbPath) == 0 else { throw CofferError.system("rename database into", layout.dbPath, errno: errno) }
+            try FileSystem.syncDirectory((layout.dbPath as NSString).deletingLastPathComponent)
+        }
+        report.restoreSeconds = Date().timeIntervalSince(started)
+
+        // The restored volume, checked.
+        if restoresDatabase {
+            var verifier = LiveVerifier(configuration: configuration)
+            verifier.full = true
+            report.verify = try verifier.run()
+        }
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    static func stagingPrefixes(_ layout: VolumeLayout) -> [(directory: String, prefix: String)] {
+        [((layout.mediaRoot as NSString).deletingLastPathComponent, ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)."),
+         ((layout.dbPath as NSString).deletingLastPathComponent, ".coffer-restore-db.")]
+    }
+
+    func sweepStaging(_ layout: VolumeLayout) {
+        for (directory, prefix) in Self.stagingPrefixes(layout) {
+            try? DirectoryWalker(root: directory).list { entry in
+                guard entry.kind == .directory, entry.relativePath.starts(with: PathBytes(prefix.utf8)) else { return }
+                FileSystem.removeTree(directory + "/" + String(decoding: entry.relativePath, as: UTF8.self))
+            }
+        }
+    }
+
+    func checkTargets(_ layout: VolumeLayout) throws {
+        guard !force else { return }
+        if restoresDatabase, case .success(let info) = FileSystem.status(layout.dbPath), info.kind != .regular || info.size > 0 {
+            throw CofferError(.failed, operation: "restore into", subject: layout.dbPath,
+                              cause: "a database is already there; nothing was changed",
+                              hint: "restore into a fresh --db path, or pass --force to replace it")
+        }
+        if restoresMedia, case .success(let info) = FileSystem.status(layout.mediaRoot) {
+            var empty = info.kind == .directory
+            if empty { try? DirectoryWalker(root: layout.mediaRoot).list { _ in empty = false } }
+            if !empty {
+                throw CofferError(.failed, operation: "restore into", subject: layout.mediaRoot,
+                                  cause: "the media root is not empty; nothing was changed",
+                                  hint: "restore into a fresh --media-root, or pass --force to write over it")
+            }
+        }
+    }
+
+    func checkSpace(bytes: Int64, near layout: VolumeLayout) throws {
+        var probe = restoresMedia ? layout.mediaRoot : layout.dbPath
+        while case .failure = FileSystem.status(probe), probe != "/" { probe = (probe as NSString).deletingLastPathComponent }
+        guard case .success(let space) = FileSystem.freeSpace(probe) else { return }
+        if Int64(clamping: space.available) < bytes {
+            throw CofferError(.failed, operation: "check free space in", subject: probe,
+                              cause: "\(Formatting.bytes(bytes)) needed, \(Formatting.bytes(space.available)) free; nothing was written",
+                              hint: "free space there or restore onto a larger filesystem")
+        }
+    }
+
+    /// Reads each pack the records need once, in order, and writes the needed entries into
+    /// `staging`. Any unsafe entry in a pack refuses the whole restore.
+    func extractMedia(_ files: [Snapshot.File], repository: Repository, into staging: String) throws {
+        var byPack: [String: [PathBytes: Snapshot.File]] = [:]
+        for file in files { byPack[file.pack, default: [:]][file.entryName] = file }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        let stagingFD = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard stagingFD >= 0 else { throw CofferError.system("open", staging, errno: errno) }
+        defer { close(stagingFD) }
+        var created = Set<PathBytes>()
+
+        for (pack, wanted) in byPack.sorted(by: { $0.key < $1.key }) {
+            var remaining = wanted
+            let packPath = repository.location + "/" + pack
+            let fd = try repository.storage.openForReading(pack)
+            defer { close(fd) }
+            let reader = try ArchiveReader(fd: fd, path: packPath, kind: .tar)
+            while let entry = try reader.next() {
+                if entry.path == PathBytes("db.sqlite.zst".utf8), entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink { continue }
+                let prefix = PathBytes("media/".utf8)
+                guard entry.path.starts(with: prefix) else { throw RestorePlan.refuse(entry.path, "entry outside media/", in: packPath) }
+                if let reason = RestorePlan.problem(with: Array(entry.path.dropFirst(prefix.count))) {
+                    throw RestorePlan.refuse(entry.path, reason, in: packPath)
+                }
+                guard entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink else {
+                    throw RestorePlan.refuse(entry.path, "not a regular file (links, devices and FIFOs are never restored)", in: packPath)
+                }
+                guard let file = remaining.removeValue(forKey: entry.path) else { continue }
+                guard entry.size == file.size else {
+                    throw RestorePlan.refuse(entry.path, "size \(entry.size) in the pack, \(file.size) in the snapshot", in: packPath)
+                }
+                try write(file, from: reader, stagingFD: stagingFD, staging: staging, created: &created, buffer: buffer)
+            }
+            if let missing = remaining.values.first {
+                throw CofferError(.failed, operation: "restore from", subject: packPath,
+                                  cause: "\(remaining.count) file(s) of the snapshot are not in the pack (first: \(PathText.display(missing.path))); nothing was written to the targets",
+                                  hint: "`coffer verify --repo --read-data` shows what is damaged; restore an older snapshot")
+            }
+        }
+    }
+
+    /// Creates one file under the staging folder (no links followed, never an existing file),
+    /// writes it, skipping all-zero blocks so sparse files stay sparse, and checks its digest.
+    func write(_ file: Snapshot.File, from reader: ArchiveReader, stagingFD: Int32, staging: String,
+               created: inout Set<PathBytes>, buffer: UnsafeMutableRawBufferPointer) throws {
+        let components = file.path.split(separator: UInt8(ascii: "/"))
+        var parent: PathBytes = []
+        for component in components.dropLast() {
+            parent = parent.isEmpty ? PathBytes(component) : parent.appendingComponent(component)
+            if created.insert(parent).inserted {
+                let rc = parent.withCPath { mkdirat(stagingFD, $0, 0o755) }
+                if rc != 0, errno != EEXIST { throw CofferError.system("create directory", PathText.display(parent), errno: errno) }
+            }
+        }
+        let shown = staging + "/" + PathText.display(file.path)
+        let fd = file.path.withCPath { openat(stagingFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+        guard fd >= 0 else { throw CofferError.system("create", shown, errno: errno) }
+        defer { close(fd) }
+        var hasher = SHA256()
+        var written: Int64 = 0
+        while true {
+            let n = try reader.read(into: buffer)
+            if n == 0 { break }
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            hasher.update(bufferPointer: chunk)
+            if Self.isZero(chunk) {
+                guard lseek(fd, off_t(n), SEEK_CUR) >= 0 else { throw CofferError.system("seek in", shown, errno: errno) }
+            } else {
+                try RawIO.writeAll(fd, chunk.baseAddress!, n, path: shown)
+            }
+            written += Int64(n)
+            progress?.advance(by: Int64(n))
+        }
+        guard ftruncate(fd, off_t(written)) == 0 else { throw CofferError.system("set size of", shown, errno: errno) }
+        let digest = Digest.hex(hasher.finalize())
+        guard written == file.size, digest == file.sha256 else {
+            throw CofferError(.failed, operation: "restore", subject: PathText.display(file.path),
+                              cause: "its bytes in the pack do not match the snapshot (SHA-256 or size); nothing was written to the targets",
+                              hint: "`coffer verify --repo --read-data` lists the damage; restore an older snapshot")
+        }
+        guard fchmod(fd, mode_t(file.mode & 0o777)) == 0 else { throw CofferError.system("set mode of", shown, errno: errno) }
+        let seconds = file.mtime.rounded(.down)
+        var times = [timespec(tv_sec: Int(seconds), tv_nsec: Int((file.mtime - seconds) * 1e9)),
+                     timespec(tv_sec: Int(seconds), tv_nsec: Int((file.mtime - seconds) * 1e9))]
+        guard futimens(fd, &times) == 0 else { throw CofferError.system("set mtime of", shown, errno: errno) }
+        try RawIO.sync(fd, path: shown)
+    }
+
+    static func isZero(_ chunk: UnsafeRawBufferPointer) -> Bool {
+        let words = chunk.count / 8
+        let base = chunk.baseAddress!
+        for i in 0..<words where base.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+        for i in (words * 8)..<chunk.count where chunk[i] != 0 { return false }
+        return true
+    }
+
+    /// Moves the staged tree into place: a rename when the media root is missing or empty;
+    /// with `force` over a non-empty one, file by file (replacing files of the same name).
+    func publishMedia(_ staging: String, to mediaRoot: String) throws {
+        chmod(staging, 0o755)
+        if case .success(let info) = FileSystem.status(mediaRoot), info.kind == .directory {
+            if rmdir(mediaRoot) != 0 {
+                try merge(staging, into: mediaRoot)
+                return
+            }
+        }
+        guard rename(staging, mediaRoot) == 0 else { throw CofferError.system("rename media into", mediaRoot, errno: errno) }
+        try FileSystem.syncDirectory((mediaRoot as NSString).deletingLastPathComponent)
+    }
+
+    func merge(_ staging: String, into mediaRoot: String) throws {
+        let from = PathBytes(staging.utf8), to = PathBytes(mediaRoot.utf8)
+        try DirectoryWalker(root: staging).walk { entry in
+            let source = from.appendingComponent(entry.relativePath), target = to.appendingComponent(entry.relativePath)
+            if entry.kind == .directory {
+                let rc = target.withCPath { mkdir($0, 0o755) }
+                if rc != 0, errno != EEXIST { throw CofferError.system("create directory", PathText.display(target), errno: errno) }
+            } else if source.withCPath({ s in target.withCPath { rename(s, $0) } }) != 0 {
+                throw CofferError.system("rename into", PathText.display(target), errno: errno)
+            }
+        }
+    }
+
+    /// Rewrites media paths under the snapshot's MEDIA_ROOT to the new one (TEXT and BLOB).
+    func rewritePaths(in path: String, from old: String, to new: String) throws -> Int {
+        guard old != new else { return 0 }
+        let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
+        defer { try? queue.close() }
+        var changed = 0
+        try queue.write { db in
+            guard try db.tableExists("media") else { return }
+            for column in MediaReferences.columns + ["temp_dir"] {
+                let quoted = column.quotedDatabaseIdentifier
+                try db.execute(sql: """
+                    UPDATE media SET \(quoted) = :new || substr(\(quoted), length(:old) + 1)
+                    WHERE typeof(\(quoted)) = 'text' AND (substr(\(quoted), 1, length(:old) + 1) = :old || '/' OR \(quoted) = :old)
+                    """, arguments: ["old": old, "new": new])
+                changed += db.changesCount
+                let oldBytes = PathBytes(old.utf8), newBytes = PathBytes(new.utf8)
+                let rows = try Row.fetchAll(db, sql: "SELECT id, \(quoted) AS path FROM media WHERE typeof(\(quoted)) = 'blob'")
+                for row in rows {
+                    let bytes = PathBytes(row["path"] as Data)
+                    guard bytes.starts(with: oldBytes + [UInt8(ascii: "/")]) || bytes == oldBytes else { continue }
+                    try db.execute(sql: "UPDATE media SET \(quoted) = ? WHERE id = ?",
+                                   arguments: [Data(newBytes + bytes.dropFirst(oldBytes.count)), row["id"] as Int64])
+                    changed += 1
+                }
+            }
+        }
+        try queue.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+        return changed
+    }
+}
+
+/// What `coffer restore` did. Encoded as the `--json` document.
+public struct RestoreReport: Sendable, Codable {
+    public var command = "restore"
+    public var repository: String
+    public var snapshot: String
+    public var dbPath: String
+    public var mediaRoot: String
+    public var dryRun: Bool
+    public var files = 0
+    public var bytes: Int64 = 0
+    public var databaseBytes: Int64 = 0
+    public var pathsRewritten = 0
+    /// Time to restore, before the check of the result.
+    public var restoreSeconds: Double = 0
+    public var seconds: Double = 0
+    /// The check of the restored volume.
+    public var verify: VerifyReport?
+
+    public var status: ExitStatus { verify?.status ?? .ok }
+
+    enum CodingKeys: String, CodingKey {
+        case command, repository, snapshot, dbPath = "db_path", mediaRoot = "media_root", dryRun = "dry_run", files, bytes
+        case databaseBytes = "database_bytes", pathsRewritten = "paths_rewritten", restoreSeconds = "restore_seconds", seconds, verify
+    }
+
+    public func text() -> String {
+        var lines: [String] = []
+        if dryRun {
+            lines.append("dry run: would restore snapshot \(snapshot): \(files) files (\(Formatting.bytes(bytes))) into \(PathText.display(mediaRoot)), database (\(Formatting.bytes(databaseBytes))) into \(PathText.display(dbPath))")
+            return lines.joined(separator: "\n")
+        }
+        lines.append("restored snapshot \(snapshot) in \(Formatting.seconds(restoreSeconds)): \(files) files (\(Formatting.bytes(bytes))), database \(Formatting.bytes(databaseBytes)), \(pathsRewritten) paths rewritten")
+        if let verify { lines.append(verify.text()) }
+        return lines.joined(separator: "\n")
+    }
+}

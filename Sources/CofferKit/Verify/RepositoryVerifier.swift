@@ -1,0 +1,223 @@
+import Crypto
+import Foundation
+import GRDB
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `coffer verify --repo`: checks a repository, its snapshots and, with `--read-data`, every byte.
+///
+/// Without reading data: every snapshot record is complete and every reference resolves (the
+/// pack exists and is long enough). With `--read-data`: every pack a checked snapshot needs is
+/// read once, sequentially; its SHA-256 is compared with the one recorded when it was written,
+/// and every file's bytes are re-hashed from the same pass; every database copy is
+/// decompressed, re-hashed and integrity-checked in a scratch folder. A damaged byte anywhere
+/// in a pack is found, and the damaged file is named with every snapshot that depends on it.
+/// Read-only (a shared lock: backups wait, other readers do not).
+public struct RepositoryVerifier {
+    public var repositoryLocation: String?
+    public var snapshot: String?
+    public var readData = false
+    public var logger = Logger(label: "coffer.verify")
+    public var progress: Progress?
+
+    public init(repository: String?) { repositoryLocation = repository }
+
+    struct Range {
+        var offset: Int64
+        var size: Int64
+        var sha256: String
+        var label: String
+        var snapshots: Set<String>
+    }
+
+    public func run() throws -> RepositoryReport {
+        let started = Date()
+        let repository = try Repository.open(repositoryLocation)
+        let lock = try repository.lock(exclusive: false, command: "verify")
+        defer { withExtendedLifetime(lock) {} }
+        var report = RepositoryReport(repository: repository.location, readData: readData)
+        let (all, damaged) = try repository.snapshots()
+        for (name, error) in damaged where snapshot == nil {
+            report.findings.append(.init(kind: "snapshot_damaged", path: name, snapshots: [], message: error.cause))
+        }
+        let selected = try snapshot.map { [try repository.resolve($0)] } ?? all
+        report.snapshots = selected.map(\.id)
+
+        // Every range of every pack the selected snapshots need.
+        var ranges: [String: [Int64: Range]] = [:]
+        var packDigests: [String: (size: Int64, sha256: String)] = [:]
+        for pack in all.map(\.summary.pack) { packDigests[pack.name] = (pack.size, pack.sha256) }
+        var databases: [(snapshot: String, database: Snapshot.Database)] = []
+        for snap in selected {
+            let db = snap.summary.database
+            databases.append((snap.id, db))
+            ranges[db.pack, default: [:]][db.offset, default: Range(offset: db.offset, size: db.storedSize, sha256: db.storedSha256,
+                                                                     label: db.entry, snapshots: [])].snapshots.insert(snap.id)
+            try repository.reader(for: snap).files { file in
+                ranges[file.pack, default: [:]][file.offset, default: Range(offset: file.offset, size: file.size, sha256: file.sha256,
+                                                                             label: PathText.display(file.path), snapshots: [])].snapshots.insert(snap.id)
+            }
+        }
+        report.packs = ranges.count
+
+        // References resolve.
+        var usablePacks: [String] = []
+        for (pack, packRanges) in ranges.sorted(by: { $0.key < $1.key }) {
+            let dependents = packRanges.values.reduce(into: Set<String>()) { $0.formUnion($1.snapshots) }
+            guard let size = try repository.storage.size(pack) else {
+                report.findings.append(.init(kind: "pack_missing", path: pack, snapshots: dependents.sorted(),
+                                             message: "a pack snapshots need is missing"))
+                continue
+            }
+            if let expected = packDigests[pack], expected.size != size {
+                report.findings.append(.init(kind: "pack_damaged", path: pack, snapshots: dependents.sorted(),
+                                             message: "size \(size), recorded \(expected.size)"))
+            }
+            for range in packRanges.values where range.offset + range.size > size {
+                report.findings.append(.init(kind: "file_damaged", path: range.label, pack: pack, snapshots: range.snapshots.sorted(),
+                                             message: "its bytes lie past the end of the pack"))
+            }
+            usablePacks.append(pack)
+        }
+
+        if readData {
+            progress?.start(total: try usablePacks.reduce(0) { $0 + (try repository.storage.size($1) ?? 0) })
+            for pack in usablePacks {
+                try readPack(pack, ranges: ranges[pack]!, expected: packDigests[pack], repository: repository, into: &report)
+            }
+            for (id, database) in databases {
+                try checkDatabase(database, snapshot: id, repository: repository, into: &report)
+            }
+            progress?.finish()
+        }
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    /// One sequential pass: the pack's digest and every range's digest.
+    func readPack(_ pack: String, ranges: [Int64: Range], expected: (size: Int64, sha256: String)?,
+                  repository: Repository, into report: inout RepositoryReport) throws {
+        let fd = try repository.storage.openForReading(pack)
+        defer { close(fd) }
+        let sorted = ranges.values.sorted { $0.offset < $1.offset }
+        var hashers = sorted.map { _ in SHA256() }
+        var packHasher = SHA256()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        var position: Int64 = 0
+        var first = 0 // the first range that may still receive bytes
+        let path = repository.location + "/" + pack
+        while true {
+            let n = try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
+            if n == 0 { break }
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            packHasher.update(bufferPointer: chunk)
+            let end = position + Int64(n)
+            var index = first
+            while index < sorted.count, sorted[index].offset < end {
+                let range = sorted[index]
+                let lower = max(range.offset, position), upper = min(range.offset + range.size, end)
+                if lower < upper {
+                    hashers[index].update(bufferPointer: UnsafeRawBufferPointer(rebasing: chunk[Int(lower - position)..<Int(upper - position)]))
+                }
+                if range.offset + range.size <= end, index == first { first += 1 }
+                index += 1
+            }
+            position = end
+            report.bytesRead += Int64(n)
+            progress?.advance(by: Int64(n))
+        }
+        if let expected, position == expected.size {
+            let digest = Digest.hex(packHasher.finalize())
+            if digest != expected.sha256 {
+                let dependents = ranges.values.reduce(into: Set<String>()) { $0.formUnion($1.snapshots) }
+                report.findings.append(.init(kind: "pack_damaged", path: pack, snapshots: dependents.sorted(),
+                                             message: "SHA-256 \(digest.prefix(16))..., recorded \(expected.sha256.prefix(16))..."))
+            }
+        }
+        for (index, range) in sorted.enumerated() where range.offset + range.size <= position {
+            let digest = Digest.hex(hashers[index].finalize())
+            if digest != range.sha256 {
+                report.findings.append(.init(kind: "file_damaged", path: range.label, pack: pack, snapshots: range.snapshots.sorted(),
+                                             message: "its bytes changed: SHA-256 \(digest.prefix(16))..., recorded \(range.sha256.prefix(16))..."))
+            }
+        }
+        report.filesChecked += sorted.count
+    }
+
+    /// Decompresses a database copy into a scratch folder, re-hashes and integrity-checks it.
+    func checkDatabase(_ database: Snapshot.Database, snapshot: String, repository: Repository,
+                       into report: inout RepositoryReport) throws {
+        let scratch = try ScratchDirectory(prefix: "coffer-verify")
+        defer { scratch.remove() }
+        let path = scratch.path + "/db.sqlite"
+        do {
+            let sha = try DatabaseExtractor.extract(database, from: repository, to: path)
+            guard sha == database.sha256 else {
+                report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: [snapshot],
+                                             message: "the decompressed copy's SHA-256 differs from the one recorded"))
+                return
+            }
+            let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
+            let check = try queue.read { try String.fetchAll($0, sql: "PRAGMA integrity_check(20)") }
+            try queue.close()
+            if check != ["ok"] {
+                report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: [snapshot],
+                                             message: "integrity_check: " + check.joined(separator: "; ")))
+            }
+        } catch let error as CofferError {
+            report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: [snapshot],
+                                         message: error.message))
+        } catch let error as DatabaseError {
+            report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: [snapshot],
+                                         message: error.message ?? "\(error.resultCode)"))
+        }
+    }
+}
+
+/// What `coffer verify --repo` found. Encoded as the `--json` document.
+public struct RepositoryReport: Sendable, Codable {
+    public struct Finding: Sendable, Codable, Equatable {
+        /// `snapshot_damaged`, `pack_missing`, `pack_damaged`, `file_damaged`, `database_damaged`.
+        public var kind: String
+        public var path: String
+        public var pack: String?
+        /// Every snapshot that depends on the damaged part.
+        public var snapshots: [String]
+        public var message: String
+    }
+
+    public var command = "verify"
+    public var repository: String
+    public var readData: Bool
+    public var snapshots: [String] = []
+    public var packs = 0
+    public var filesChecked = 0
+    public var bytesRead: Int64 = 0
+    public var findings: [Finding] = []
+    public var seconds: Double = 0
+
+    public var status: ExitStatus { findings.isEmpty ? .ok : .findings }
+
+    enum CodingKeys: String, CodingKey {
+        case command, repository, readData = "read_data", snapshots, packs, filesChecked = "files_checked"
+        case bytesRead = "bytes_read", findings, seconds
+    }
+
+    public func text() -> String {
+        var lines = ["verify repository \(PathText.display(repository)): \(snapshots.count) snapshot(s), \(packs) pack(s)"
+                     + (readData ? ", \(filesChecked) entries re-hashed, \(Formatting.bytes(bytesRead)) read" : " (references only; --read-data reads every byte)")]
+        if findings.isEmpty {
+            lines.append("  no findings (\(Formatting.seconds(seconds)))")
+        } else {
+            lines.append("  \(findings.count) finding(s) (\(Formatting.seconds(seconds)))")
+            for finding in findings {
+                lines.append("  \(finding.kind): \(finding.path)" + (finding.pack.map { " in \($0)" } ?? "") + ": \(finding.message)")
+                if !finding.snapshots.isEmpty { lines.append("    snapshots affected: " + finding.snapshots.joined(separator: " ")) }
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
