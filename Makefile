@@ -2,7 +2,8 @@
 #   make demo   build, then run Coffer's main flow on a sample volume it generates
 #   make test   build, then run the test suite
 SWIFT ?= swift
-DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config
+# libarchive-tools (bsdtar) and sqlite3 are for the tests that recover a pack by hand.
+DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config libarchive-tools sqlite3
 
 .PHONY: all deps build test demo clean
 

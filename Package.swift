@@ -62,7 +62,7 @@ let package = Package(
         .testTarget(
             name: "CofferKitTests",
             dependencies: [
-                "CofferKit", "CofferFixtures",
+                "CofferKit", "CofferFixtures", "CArchive",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

@@ -1,0 +1,97 @@
+import CofferFixtures
+@testable import CofferKit
+import Foundation
+import GRDB
+
+/// A volume with a repository beside it, and helpers to back up, restore and compare.
+struct BackupFixture {
+    let volume: TestVolume
+    var repo: String { volume.directory.child("repo") }
+
+    init(jobs: Int = 40, hostile: Bool = true, maxFileBytes: Int = 4096, seed: UInt64 = 3, base: String? = nil) throws {
+        volume = try TestVolume(jobs: jobs, seed: seed, hostile: hostile, maxFileBytes: maxFileBytes, base: base)
+    }
+
+    func configuration(_ extra: [SettingKey: String] = [:]) throws -> CofferConfiguration {
+        try volume.configuration([.repo: repo].merging(extra) { $1 })
+    }
+
+    @discardableResult
+    func backup(full: Bool = false, dryRun: Bool = false) throws -> BackupReport {
+        var runner = BackupRunner(configuration: try configuration())
+        runner.full = full
+        runner.dryRun = dryRun
+        return try runner.run()
+    }
+
+    func restore(into name: String, snapshot: String = "latest", only: Restorer.Part? = nil, force: Bool = false) throws -> RestoreReport {
+        var restorer = Restorer(configuration: try configuration([
+            .dbPath: volume.directory.child("\(name)/data/db.sqlite"), .mediaRoot: volume.directory.child("\(name)/media"),
+        ]))
+        restorer.snapshot = snapshot
+        restorer.only = only
+        restorer.force = force
+        return try restorer.run()
+    }
+
+    func verifyRepository(readData: Bool = true, snapshot: String? = nil) throws -> RepositoryReport {
+        var verifier = RepositoryVerifier(repository: repo)
+        verifier.readData = readData
+        verifier.snapshot = snapshot
+        return try verifier.run()
+    }
+
+    func repository() throws -> Repository { try Repository.open(repo) }
+
+    func packs() throws -> [String] { try repository().storage.list("packs").map { repo + "/" + $0 } }
+}
+
+/// Every regular file under a root: relative path bytes → (size, mode, mtime, sha-free bytes).
+struct TreeSnapshot: Equatable {
+    struct Item: Equatable { var size: Int64; var mode: UInt32; var mtime: Double; var content: Data }
+    var items: [PathBytes: Item] = [:]
+    var directories: Set<PathBytes> = []
+
+    init(_ root: String, skipping skip: (PathBytes) -> Bool = { _ in false }) throws {
+        let rootBytes = PathBytes(root.utf8)
+        try DirectoryWalker(root: root).walk { entry in
+            guard !skip(entry.relativePath) else { return }
+            let full = rootBytes.appendingComponent(entry.relativePath)
+            if entry.kind == .directory { directories.insert(entry.relativePath); return }
+            let info = try FileSystem.status(full).get()
+            let content = try full.withCPath { path -> Data in
+                let fd = open(path, O_RDONLY)
+                defer { close(fd) }
+                var data = Data()
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    let n = read(fd, &buffer, buffer.count)
+                    if n <= 0 { break }
+                    data.append(contentsOf: buffer[0..<n])
+                }
+                return data
+            }
+            items[entry.relativePath] = Item(size: info.size, mode: info.mode & 0o7777, mtime: info.modified, content: content)
+        }
+    }
+}
+
+/// Rows of the seed's tables, as text, for comparing databases.
+func tableRows(_ path: String, _ table: String) throws -> [String] {
+    let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.configuration(readOnly: true))
+    defer { try? queue.close() }
+    return try queue.read { db in
+        try Row.fetchAll(db, sql: "SELECT * FROM \(table) ORDER BY rowid").map { $0.description }
+    }
+}
+
+/// Flips one byte of a file at `offset`.
+func flipByte(_ path: String, at offset: Int64) throws {
+    chmod(path, 0o644)
+    let fd = open(path, O_RDWR)
+    defer { close(fd) }
+    var byte: UInt8 = 0
+    _ = pread(fd, &byte, 1, off_t(offset))
+    byte ^= 0x5A
+    _ = pwrite(fd, &byte, 1, off_t(offset))
+}
