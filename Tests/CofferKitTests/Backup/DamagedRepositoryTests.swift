@@ -1,0 +1,213 @@
+import CArchive
+import CofferFixtures
+@testable import CofferKit
+import Foundation
+import Glibc
+import Testing
+
+@Suite struct DamagedRepositoryTests {
+    /// A repository with two snapshots: the second reuses the first one's files.
+    func twoSnapshots() throws -> (BackupFixture, Snapshot, Snapshot) {
+        let fixture = try BackupFixture(jobs: 30, hostile: true)
+        try fixture.backup()
+        try fixture.backup()
+        let all = try fixture.repository().snapshots().snapshots
+        return (fixture, all[0], all[1])
+    }
+
+    func firstFile(_ fixture: BackupFixture, _ snapshot: Snapshot, minimumSize: Int64 = 10) throws -> Snapshot.File {
+        var found: Snapshot.File?
+        try fixture.repository().reader(for: snapshot).files { file in
+            if found == nil, file.size >= minimumSize { found = file }
+        }
+        return try #require(found)
+    }
+
+    @Test func aFlippedDataByteIsFoundAndNamedWithEverySnapshotThatNeedsIt() throws {
+        let (fixture, first, second) = try twoSnapshots()
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+        let file = try firstFile(fixture, first)
+        try flipByte(fixture.repo + "/" + file.pack, at: file.offset + file.size / 2)
+
+        // Without reading data the references still resolve: only --read-data sees bytes.
+        #expect(try fixture.verifyRepository(readData: false).findings.isEmpty)
+        let report = try fixture.verifyRepository()
+        #expect(report.status == .findings)
+        let damaged = try #require(report.findings.first { $0.kind == "file_damaged" })
+        #expect(damaged.path == PathText.display(file.path))
+        #expect(damaged.snapshots == [first.id, second.id].sorted())
+        #expect(report.findings.contains { $0.kind == "pack_damaged" && $0.path == file.pack })
+
+        // Restoring a snapshot that needs the damaged file fails and leaves no target behind.
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "after-flip") }
+        #expect(error?.status == .failed)
+        #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("after-flip/media")))
+        #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("after-flip/data/db.sqlite")))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: fixture.volume.directory.child("after-flip"))
+        #expect(leftovers.allSatisfy { $0 == "data" }, "\(leftovers)")
+    }
+
+    @Test func aFlippedHeaderByteIsFound() throws {
+        let (fixture, first, _) = try twoSnapshots()
+        let file = try firstFile(fixture, first)
+        try flipByte(fixture.repo + "/" + file.pack, at: file.offset - 512 + 10) // inside the entry's ustar header name
+        let report = try fixture.verifyRepository()
+        #expect(report.findings.contains { $0.kind == "pack_damaged" }, "\(report.findings)")
+        #expect(throws: CofferError.self) { try fixture.restore(into: "after-header-flip") }
+    }
+
+    @Test func aDamagedDatabaseCopyIsFound() throws {
+        let (fixture, _, second) = try twoSnapshots()
+        let db = second.summary.database
+        try flipByte(fixture.repo + "/" + db.pack, at: db.offset + db.storedSize / 2)
+        let report = try fixture.verifyRepository(snapshot: second.id)
+        #expect(report.findings.contains { $0.kind == "file_damaged" && $0.path == "db.sqlite.zst" && $0.snapshots == [second.id] })
+        #expect(report.findings.contains { $0.kind == "database_damaged" })
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "bad-db", snapshot: second.id) }
+        #expect(error?.status == .failed)
+        #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("bad-db/data/db.sqlite")))
+    }
+
+    @Test func aTruncatedPackIsFound() throws {
+        let (fixture, first, second) = try twoSnapshots()
+        let pack = fixture.repo + "/" + first.summary.pack.name
+        chmod(pack, 0o644)
+        let size = try FileSystem.status(pack).get().size
+        #expect(truncate(pack, off_t(size / 2)) == 0)
+        let quick = try fixture.verifyRepository(readData: false)
+        let pastEnd = quick.findings.filter { $0.kind == "file_damaged" }
+        #expect(!pastEnd.isEmpty)
+        #expect(pastEnd.allSatisfy { Set($0.snapshots) == [first.id, second.id] })
+        #expect(quick.findings.contains { $0.kind == "pack_damaged" && $0.message.hasPrefix("size") })
+        #expect(throws: CofferError.self) { try fixture.restore(into: "after-truncate") }
+    }
+
+    @Test func aMissingPackAndADamagedRecordAreFound() throws {
+        let (fixture, first, second) = try twoSnapshots()
+        try FileManager.default.removeItem(atPath: fixture.repo + "/" + second.summary.pack.name)
+        let record = fixture.repo + "/snapshots/\(first.id).jsonl"
+        chmod(record, 0o644)
+        let text = try String(contentsOfFile: record, encoding: .utf8)
+        try String(text.dropLast(40)).write(toFile: record, atomically: false, encoding: .utf8)
+        let report = try fixture.verifyRepository(readData: false)
+        #expect(report.findings.contains { $0.kind == "pack_missing" && $0.snapshots == [second.id] })
+        #expect(report.findings.contains { $0.kind == "snapshot_damaged" && $0.path.contains(first.id) })
+    }
+}
+
+/// Packs that try to write outside the restore target, or to create what restore never
+/// creates, are refused before anything reaches the target.
+@Suite struct HostilePackTests {
+    enum Evil: CaseIterable {
+        case dotDot, absolute, symlink, hardlink, device, fifo, setuidOutside
+
+        /// Writes the hostile entry with libarchive directly.
+        func write(to archive: OpaquePointer) {
+            let entry = archive_entry_new()!
+            defer { archive_entry_free(entry) }
+            archive_entry_set_perm(entry, 0o644)
+            archive_entry_set_filetype(entry, UInt32(Glibc.S_IFREG))
+            archive_entry_set_size(entry, 0)
+            switch self {
+            case .dotDot: archive_entry_copy_pathname(entry, "media/../../escaped.txt")
+            case .absolute: archive_entry_copy_pathname(entry, "/tmp/coffer-escaped.txt")
+            case .symlink:
+                archive_entry_copy_pathname(entry, "media/library/link")
+                archive_entry_set_filetype(entry, UInt32(Glibc.S_IFLNK))
+                archive_entry_copy_symlink(entry, "/etc")
+            case .hardlink:
+                archive_entry_copy_pathname(entry, "media/library/hard")
+                archive_entry_copy_hardlink(entry, "/etc/passwd")
+            case .device:
+                archive_entry_copy_pathname(entry, "media/library/dev")
+                archive_entry_set_filetype(entry, UInt32(Glibc.S_IFCHR))
+                archive_entry_set_rdev(entry, dev_t((1 << 8) | 3)) // 1,3: /dev/null
+            case .fifo:
+                archive_entry_copy_pathname(entry, "media/library/fifo")
+                archive_entry_set_filetype(entry, UInt32(Glibc.S_IFIFO))
+            case .setuidOutside:
+                archive_entry_copy_pathname(entry, "escaped-setuid")
+                archive_entry_set_perm(entry, 0o4755)
+            }
+            archive_write_header(archive, entry)
+            archive_write_finish_entry(archive)
+        }
+    }
+
+    /// Rewrites the snapshot's pack: the hostile entry first, then the real entries.
+    func plant(_ evil: Evil, in fixture: BackupFixture) throws {
+        let repository = try fixture.repository()
+        let snapshot = try repository.resolve("latest")
+        let packPath = fixture.repo + "/" + snapshot.summary.pack.name
+        let original = try Data(contentsOf: URL(fileURLWithPath: packPath))
+        chmod(packPath, 0o644)
+        unlink(packPath)
+        let archive = archive_write_new()!
+        defer { archive_write_free(archive) }
+        archive_write_set_format_pax(archive)
+        archive_write_set_format_option(archive, "pax", "hdrcharset", "BINARY")
+        #expect(archive_write_open_filename(archive, packPath) == ARCHIVE_OK)
+        evil.write(to: archive)
+        // Copy the original entries after it.
+        let reader = archive_read_new()!
+        defer { archive_read_free(reader) }
+        archive_read_support_format_tar(reader)
+        try original.withUnsafeBytes { bytes in
+            #expect(archive_read_open_memory(reader, bytes.baseAddress, bytes.count) == ARCHIVE_OK)
+            var entry: OpaquePointer?
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while archive_read_next_header(reader, &entry) == ARCHIVE_OK {
+                archive_write_header(archive, entry)
+                while true {
+                    let n = archive_read_data(reader, &buffer, buffer.count)
+                    if n <= 0 { break }
+                    archive_write_data(archive, buffer, n)
+                }
+                archive_write_finish_entry(archive)
+            }
+        }
+        archive_write_close(archive)
+    }
+
+    @Test(arguments: Evil.allCases)
+    func aHostileEntryIsRefused(evil: Evil) throws {
+        let fixture = try BackupFixture(jobs: 8, hostile: false)
+        try fixture.backup()
+        try plant(evil, in: fixture)
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
+        #expect(error?.status == .failed)
+        #expect(error?.cause.hasPrefix("refused ") == true, "\(String(describing: error))")
+        let target = fixture.volume.directory.child("target")
+        #expect(!FileManager.default.fileExists(atPath: target + "/media"))
+        #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"))
+        #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("escaped.txt")))
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/coffer-escaped.txt"))
+        // Nothing staged is left behind either.
+        let siblings = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
+        #expect(siblings.allSatisfy { !$0.hasPrefix(".coffer-restore") }, "\(siblings)")
+    }
+
+    @Test(arguments: ["../../escaped.txt", "/etc/cron.d/escaped", "library/./x", "library//x", "library/../../x"])
+    func aHostileRecordIsRefusedBeforeAnythingIsWritten(path: String) throws {
+        let fixture = try BackupFixture(jobs: 8, hostile: false)
+        try fixture.backup()
+        let snapshot = try fixture.repository().resolve("latest")
+        let record = fixture.repo + "/snapshots/\(snapshot.id).jsonl"
+        chmod(record, 0o644)
+        var lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n").map(String.init)
+        let index = try #require(lines.firstIndex { $0.contains(#""type":"file""#) })
+        lines[index] = lines[index].replacingOccurrences(
+            of: #""path":"[^"]*""#, with: "\"path\":\"\(path)\"", options: .regularExpression)
+        try (lines.joined(separator: "\n") + "\n").write(toFile: record, atomically: false, encoding: .utf8)
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
+        #expect(error?.status == .failed)
+        #expect(error?.cause.hasPrefix("refused ") == true)
+        #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("target")))
+    }
+
+    @Test func modesAreMaskedToPermissionBits() {
+        #expect(RestorePlan.problem(with: PathBytes("library/ok name\nwith newline.mkv".utf8)) == nil)
+        #expect(RestorePlan.problem(with: PathBytes(repeating: UInt8(ascii: "a"), count: 256)) != nil)
+        #expect(RestorePlan.problem(with: [0x61, 0x00, 0x62]) != nil)
+    }
+}
