@@ -105,6 +105,11 @@ public struct Restorer {
             var verifier = LiveVerifier(configuration: configuration)
             verifier.full = true
             report.verify = try verifier.run()
+            // The read-only check leaves an empty -wal and -shm beside the database; one
+            // read-write open and close removes them, so the target holds just the database.
+            if let queue = try? DatabaseQueue(path: layout.dbPath, configuration: DatabaseAccess.configuration(readOnly: false)) {
+                try? queue.close()
+            }
         }
         report.seconds = Date().timeIntervalSince(started)
         return report

@@ -61,7 +61,7 @@ extension String {
 
 extension Array where Element == UInt8 {
     /// Joins two path pieces with one `/`.
-    func appendingComponent(_ name: some Collection<UInt8>) -> PathBytes {
+    public func appendingComponent(_ name: some Collection<UInt8>) -> PathBytes {
         var result = self
         if result.last != UInt8(ascii: "/") { result.append(UInt8(ascii: "/")) }
         result.append(contentsOf: name)
@@ -69,7 +69,7 @@ extension Array where Element == UInt8 {
     }
 
     /// Calls `body` with a NUL-terminated copy, for system calls.
-    func withCPath<T>(_ body: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
+    public func withCPath<T>(_ body: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
         var copy = self
         copy.append(0)
         return try copy.withUnsafeBufferPointer { buffer in

@@ -46,45 +46,6 @@ struct BackupFixture {
     func packs() throws -> [String] { try repository().storage.list("packs").map { repo + "/" + $0 } }
 }
 
-/// Every regular file under a root: relative path bytes → (size, mode, mtime, sha-free bytes).
-struct TreeSnapshot: Equatable {
-    struct Item: Equatable { var size: Int64; var mode: UInt32; var mtime: Double; var content: Data }
-    var items: [PathBytes: Item] = [:]
-    var directories: Set<PathBytes> = []
-
-    init(_ root: String, skipping skip: (PathBytes) -> Bool = { _ in false }) throws {
-        let rootBytes = PathBytes(root.utf8)
-        try DirectoryWalker(root: root).walk { entry in
-            guard !skip(entry.relativePath) else { return }
-            let full = rootBytes.appendingComponent(entry.relativePath)
-            if entry.kind == .directory { directories.insert(entry.relativePath); return }
-            let info = try FileSystem.status(full).get()
-            let content = try full.withCPath { path -> Data in
-                let fd = open(path, O_RDONLY)
-                defer { close(fd) }
-                var data = Data()
-                var buffer = [UInt8](repeating: 0, count: 65536)
-                while true {
-                    let n = read(fd, &buffer, buffer.count)
-                    if n <= 0 { break }
-                    data.append(contentsOf: buffer[0..<n])
-                }
-                return data
-            }
-            items[entry.relativePath] = Item(size: info.size, mode: info.mode & 0o7777, mtime: info.modified, content: content)
-        }
-    }
-}
-
-/// Rows of the seed's tables, as text, for comparing databases.
-func tableRows(_ path: String, _ table: String) throws -> [String] {
-    let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.configuration(readOnly: true))
-    defer { try? queue.close() }
-    return try queue.read { db in
-        try Row.fetchAll(db, sql: "SELECT * FROM \(table) ORDER BY rowid").map { $0.description }
-    }
-}
-
 /// Flips one byte of a file at `offset`.
 func flipByte(_ path: String, at offset: Int64) throws {
     chmod(path, 0o644)

@@ -1,0 +1,153 @@
+import CofferFixtures
+@testable import CofferKit
+import Foundation
+import Testing
+
+/// Real `kill -9` at random moments, real full disks: nothing half-written may be seen.
+@Suite(.serialized) struct CrashTests {
+    struct Volume {
+        let scratch: Scratch
+        let generated: GeneratedVolume
+        var repo: String { scratch.child("repo") }
+        var flags: [String] {
+            ["--db", generated.dbPath, "--media-root", generated.mediaRoot, "--repo", repo,
+             "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+        }
+    }
+
+    func volume(jobs: Int, maxFileBytes: Int, in base: String? = nil) throws -> Volume {
+        let scratch = try Scratch()
+        var spec = VolumeSpec()
+        spec.jobs = jobs
+        spec.maxFileBytes = maxFileBytes
+        let root = base ?? scratch.path
+        let generated = try VolumeGenerator.generate(spec, dbPath: root + "/v/db.sqlite", mediaRoot: root + "/v/media")
+        return Volume(scratch: scratch, generated: generated)
+    }
+
+    /// Starts coffer, kills it with SIGKILL after `delay` seconds (if it still runs).
+    func killed(_ arguments: [String], after delay: Double) throws -> Bool {
+        let process = Process()
+        process.executableURL = CofferBinary.url
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: delay)
+        let wasRunning = process.isRunning
+        if wasRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return wasRunning && process.terminationReason == .uncaughtSignal
+    }
+
+    func verifyClean(_ repo: String) throws {
+        var verifier = RepositoryVerifier(repository: repo)
+        verifier.readData = true
+        let report = try verifier.run()
+        #expect(report.findings.isEmpty, "\(report.findings)")
+    }
+
+    @Test func backupKilledAtRandomMomentsLeavesEarlierSnapshotsIntact() throws {
+        let v = try volume(jobs: 300, maxFileBytes: 256 * 1024)
+        let started = Date()
+        #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
+        let duration = Date().timeIntervalSince(started)
+        var kills = 0
+        for round in 0..<6 {
+            let delay = Double.random(in: 0.05...max(0.1, duration)) * (round % 2 == 0 ? 1 : 0.5)
+            if try killed(["backup", "--full"] + v.flags, after: delay) { kills += 1 }
+            // Every snapshot listed is whole: its pack exists and every byte matches.
+            try verifyClean(v.repo)
+            let listed = try Repository.open(v.repo).snapshots()
+            #expect(listed.damaged.isEmpty)
+        }
+        #expect(kills > 0, "no run was killed while working: the volume is too small for this machine")
+        // The lock died with its holders, and the next run sweeps what they left in tmp/.
+        let next = try CofferBinary.run(["backup", "--quiet"] + v.flags)
+        #expect(next.status == 0, "\(next.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: v.repo + "/tmp").isEmpty)
+        try verifyClean(v.repo)
+    }
+
+    @Test func restoreKilledAtRandomMomentsLeavesTargetsWholeOrAbsent() throws {
+        let v = try volume(jobs: 300, maxFileBytes: 256 * 1024)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
+        let started = Date()
+        let probe = try CofferBinary.run(["restore", "--quiet", "--repo", v.repo, "--db", v.scratch.child("probe/db.sqlite"),
+                                          "--media-root", v.scratch.child("probe/media"), "--min-free-space-gb", "0", "--alert-free-space-gb", "0"])
+        #expect(probe.status == 0, "\(probe.stderr)")
+        let duration = Date().timeIntervalSince(started)
+        let expected = try TreeSnapshot(v.scratch.child("probe/media"))
+        let expectedJobs = try tableRows(v.scratch.child("probe/db.sqlite"), "jobs")
+
+        for round in 0..<5 {
+            let db = v.scratch.child("r\(round)/db.sqlite"), media = v.scratch.child("r\(round)/media")
+            let args = ["restore", "--quiet", "--repo", v.repo, "--db", db, "--media-root", media,
+                        "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+            _ = try killed(args, after: Double.random(in: 0.02...max(0.05, duration)))
+            if FileManager.default.fileExists(atPath: media) {
+                #expect(try TreeSnapshot(media) == expected, "round \(round): a partial media tree is visible")
+            }
+            if FileManager.default.fileExists(atPath: db) {
+                #expect(try tableRows(db, "jobs") == expectedJobs, "round \(round): a partial database is visible")
+            }
+            // Running again finishes the work (over a media tree that already landed whole).
+            let again = try CofferBinary.run(args + ["--force"])
+            #expect(again.status == 0, "round \(round): \(again.stderr)\(again.stdout)")
+            #expect(try TreeSnapshot(media) == expected)
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: v.scratch.child("r\(round)"))
+            #expect(leftovers.sorted() == ["db.sqlite", "media"], "\(leftovers)")
+        }
+    }
+
+    /// A small tmpfs stands in for a full disk (needs root to mount; skipped otherwise).
+    @Test func aFullDiskFailsCleanly() throws {
+        guard geteuid() == 0 else {
+            print("skipped: mounting a tmpfs needs root")
+            return
+        }
+        let v = try volume(jobs: 400, maxFileBytes: 128 * 1024)
+        let mount = v.scratch.child("small")
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false)
+        guard try run(["/bin/mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", mount]) == 0 else {
+            print("skipped: this machine does not allow mounting a tmpfs")
+            return
+        }
+        defer { _ = try? run(["/bin/umount", "-l", mount]) }
+        let repo = mount + "/repo"
+        var flags = v.flags
+        flags[flags.firstIndex(of: "--repo")! + 1] = repo
+
+        // Too big for the disk: refused up front, naming the path and the space.
+        let refused = try CofferBinary.run(["backup"] + flags)
+        #expect(refused.status == 2)
+        #expect(refused.stderr.contains("error: check free space in \(repo)"), "\(refused.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/packs").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots").isEmpty)
+
+        // The disk fills in the middle of the pack: exit 2, no partial pack, no snapshot.
+        let full = try CofferBinary.run(["backup"] + flags, environment: ["COFFER_TEST_SKIP_SPACE_CHECK": "1"])
+        #expect(full.status == 2, "\(full.stderr)")
+        #expect(full.stderr.contains("No space left on device"), "\(full.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/packs").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/tmp").isEmpty)
+
+        // Restore onto a disk too small: refused, nothing written.
+        #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
+        let restore = try CofferBinary.run(["restore", "--repo", v.repo, "--db", mount + "/new/db.sqlite", "--media-root", mount + "/new/media"])
+        #expect(restore.status == 2)
+        #expect(restore.stderr.contains("free space"), "\(restore.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: mount + "/new/media"))
+    }
+
+    func run(_ command: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
