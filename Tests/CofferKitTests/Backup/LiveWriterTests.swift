@@ -1,0 +1,110 @@
+import CofferFixtures
+@testable import CofferKit
+import Foundation
+import GRDB
+import Testing
+
+@Suite struct LiveWriterTests {
+    /// The pipeline keeps committing while the backup runs: the backup finishes, the writer
+    /// is not stopped, and the copy is one consistent cut.
+    @Test func backupFinishesWhileAWriterCommitsContinuously() throws {
+        let fixture = try BackupFixture(jobs: 400, hostile: false, maxFileBytes: 64 * 1024)
+        let writer = try DatabaseQueue(path: fixture.volume.dbPath, configuration: DatabaseAccess.configuration(readOnly: false))
+        final class State: @unchecked Sendable {
+            let lock = NSLock()
+            var running = true
+            var commits = 0
+            var failure: Error?
+        }
+        let state = State()
+        let thread = Thread {
+            var n = 0
+            while state.lock.withLock({ state.running }) {
+                do {
+                    try writer.write { db in
+                        try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES (?, 'https://load', 'QUEUED')", arguments: ["load-\(n)"])
+                        try db.execute(sql: "INSERT INTO job_events (job_id, event, payload) VALUES (?, 'queued', '{}')", arguments: ["load-\(n)"])
+                    }
+                    n += 1
+                    state.lock.withLock { state.commits = n }
+                } catch {
+                    state.lock.withLock { state.failure = error; state.running = false }
+                }
+            }
+        }
+        thread.start()
+        while state.lock.withLock({ state.commits }) < 20 { Thread.sleep(forTimeInterval: 0.005) }
+        let before = state.lock.withLock { state.commits }
+        let report = try fixture.backup()
+        let during = state.lock.withLock { state.commits } - before
+        state.lock.withLock { state.running = false }
+        while thread.isExecuting { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(state.failure == nil)
+        #expect(report.status == .ok, "\(report.problems)")
+        #expect(during > 0, "the writer made no progress during the backup")
+
+        // The copy is a consistent cut: every queued job has its event, and the counts recorded
+        // in the snapshot are those of the restored database.
+        let restored = try fixture.restore(into: "cut")
+        let db = fixture.volume.directory.child("cut/data/db.sqlite")
+        let queue = try DatabaseQueue(path: db)
+        let (jobs, events, orphans) = try queue.read { db in
+            (try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs WHERE url = 'https://load'")!,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM job_events WHERE event = 'queued'")!,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs j WHERE url = 'https://load' AND NOT EXISTS (SELECT 1 FROM job_events e WHERE e.job_id = j.id)")!)
+        }
+        #expect(jobs >= before && jobs == events && orphans == 0)
+        let snapshot = try fixture.repository().resolve("latest")
+        #expect(snapshot.summary.database.rowCounts["jobs"] == (try queue.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM jobs") }))
+        #expect(restored.verify?.findings.isEmpty == true, "\(restored.verify?.findingList ?? "")")
+    }
+
+    /// A file that grows while it is read is stored as read and recorded; the run says so.
+    @Test func aFileChangingWhileReadIsRecorded() throws {
+        let fixture = try BackupFixture(jobs: 6, hostile: false)
+        let growing = PathBytes((fixture.volume.mediaRoot + "/library/live/recording.mkv").utf8)
+        var random = RandomSource(seed: 5)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { buffer.deallocate() }
+        try FixtureFiles.write(growing, size: 48 << 20, random: &random, buffer: buffer)
+        final class Flag: @unchecked Sendable { let lock = NSLock(); var on = true }
+        let flag = Flag()
+        let appender = Thread {
+            while flag.lock.withLock({ flag.on }) {
+                try? FixtureFiles.append(growing, [UInt8](repeating: 7, count: 4096))
+                usleep(200)
+            }
+        }
+        appender.start()
+        defer { flag.lock.withLock { flag.on = false } }
+        Thread.sleep(forTimeInterval: 0.02)
+        let report = try fixture.backup()
+        flag.lock.withLock { flag.on = false }
+        #expect(report.status == .findings)
+        #expect(report.problems.contains { $0.kind == "changed" && $0.path == PathText.display(growing) }, "\(report.problems)")
+        // What was stored is internally consistent: the repository verifies.
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+    }
+
+    /// Opt-in (COFFER_SLOW_TESTS=1): writes and reads 4 GiB.
+    @Test func aSparseFileOverFourGiBSurvives() throws {
+        guard ProcessInfo.processInfo.environment["COFFER_SLOW_TESTS"] == "1" else {
+            print("skipped: set COFFER_SLOW_TESTS=1 to back up and restore a sparse file over 4 GiB")
+            return
+        }
+        let fixture = try BackupFixture(jobs: 4, hostile: false)
+        let big = PathBytes((fixture.volume.mediaRoot + "/library/huge/sparse.mkv").utf8)
+        let size = (Int64(1) << 32) + 4097
+        try FixtureFiles.writeSparse(big, size: size)
+        #expect(try fixture.backup().status == .ok)
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+        _ = try fixture.restore(into: "big")
+        let restored = PathBytes(fixture.volume.directory.child("big/media/library/huge/sparse.mkv").utf8)
+        #expect(try FileSystem.status(restored).get().size == size)
+        for offset in [Int64(0), size - 19] {
+            let a = try CofferKit.LocalStorage(root: "/").get(String(decoding: big.dropFirst(), as: UTF8.self), offset: offset, length: 19)
+            let b = try CofferKit.LocalStorage(root: "/").get(String(decoding: restored.dropFirst(), as: UTF8.self), offset: offset, length: 19)
+            #expect(a == b)
+        }
+    }
+}
