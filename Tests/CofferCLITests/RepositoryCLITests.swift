@@ -1,0 +1,114 @@
+import CofferFixtures
+import CofferKit
+import Foundation
+import Testing
+
+@Suite struct RepositoryCLITests {
+    func json(_ text: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    func volume(_ scratch: Scratch, jobs: Int = 30) throws -> (flags: [String], repo: String) {
+        var spec = VolumeSpec()
+        spec.jobs = jobs
+        let generated = try VolumeGenerator.generate(spec, dbPath: scratch.child("v/db.sqlite"), mediaRoot: scratch.child("v/media"))
+        let repo = scratch.child("repo")
+        return (["--db", generated.dbPath, "--media-root", generated.mediaRoot, "--repo", repo,
+                 "--min-free-space-gb", "0", "--alert-free-space-gb", "0"], repo)
+    }
+
+    @Test func backupSnapshotsVerifyRestoreEndToEnd() throws {
+        let scratch = try Scratch()
+        let (flags, repo) = try volume(scratch)
+        let quiet = try CofferBinary.run(["backup", "--quiet", "--tag", "nightly"] + flags)
+        #expect(quiet.status == 0, "\(quiet.stderr)")
+        #expect(quiet.stdout.isEmpty && quiet.stderr.isEmpty, "cron mail must stay empty")
+
+        let second = try CofferBinary.run(["backup", "--json"] + flags)
+        #expect(second.status == 0)
+        let backup = try json(second.stdout)
+        #expect(backup["bytes_read"] as? Int == 0)
+        #expect(backup["files_added"] as? Int == 0)
+
+        let list = try CofferBinary.run(["snapshots", "--repo", repo, "--json"])
+        let snapshots = try #require(try json(list.stdout)["snapshots"] as? [[String: Any]])
+        #expect(snapshots.count == 2)
+        #expect(snapshots[0]["tags"] as? [String] == ["nightly"])
+        for key in ["id", "time", "host", "files", "bytes", "bytes_added", "rows"] { #expect(snapshots[0][key] != nil, "\(key)") }
+        let text = try CofferBinary.run(["snapshots", "--repo", repo])
+        #expect(text.stdout.contains("2 snapshot(s)"))
+
+        let verify = try CofferBinary.run(["verify", "--repo", repo, "--read-data"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+        #expect(verify.stdout.contains("no findings"))
+
+        let target = ["--db", scratch.child("new/db.sqlite"), "--media-root", scratch.child("new/media"), "--repo", repo,
+                      "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+        let dry = try CofferBinary.run(["restore", "--dry-run"] + target)
+        #expect(dry.status == 0)
+        #expect(!FileManager.default.fileExists(atPath: scratch.child("new")))
+        let restore = try CofferBinary.run(["restore", "--json", "--snapshot", String((snapshots[0]["id"] as! String).prefix(20))] + target)
+        #expect(restore.status == 0, "\(restore.stderr)")
+        let restored = try json(restore.stdout)
+        #expect((restored["verify"] as? [String: Any])?["exit_code"] as? Int == 0)
+        #expect(restored["restore_seconds"] as? Double != nil)
+        let again = try CofferBinary.run(["restore"] + target)
+        #expect(again.status == 2)
+        #expect(again.stderr.contains("hint: restore into a fresh"))
+    }
+
+    @Test func verifySwitchesToTheRepositoryOnlyWithTheFlag() throws {
+        let scratch = try Scratch()
+        let (flags, repo) = try volume(scratch, jobs: 10)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        // COFFER_REPO alone leaves verify on the live volume.
+        let live = try CofferBinary.run(["verify", "--json"] + flags.filter { $0 != "--repo" && $0 != repo },
+                                        environment: ["COFFER_REPO": repo])
+        #expect(try json(live.stdout)["db_path"] != nil)
+        let misuse = try CofferBinary.run(["verify", "--read-data"], environment: ["COFFER_REPO": repo])
+        #expect(misuse.status == 64)
+    }
+
+    @Test func aBackupWhileAnotherHoldsTheLockExitsThree() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/flock") else {
+            print("skipped: flock (util-linux) is missing")
+            return
+        }
+        let scratch = try Scratch()
+        let (flags, repo) = try volume(scratch, jobs: 10)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/flock")
+        holder.arguments = [repo + "/lock", "sleep", "3"]
+        try holder.run()
+        defer { holder.waitUntilExit() }
+        Thread.sleep(forTimeInterval: 0.3)
+        let second = try CofferBinary.run(["backup"] + flags)
+        #expect(second.status == 3)
+        #expect(second.stderr.contains("error: lock repository \(repo): held by"))
+    }
+
+    @Test func repositoryDamageExitsOneNamingTheFile() throws {
+        let scratch = try Scratch()
+        let (flags, repo) = try volume(scratch, jobs: 10)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        let pack = try #require(try FileManager.default.contentsOfDirectory(atPath: repo + "/packs").first)
+        let path = repo + "/packs/" + pack
+        chmod(path, 0o644)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        let size = try handle.seekToEnd()
+        try handle.seek(toOffset: size - 1024 * 3)
+        handle.write(Data([0xFF, 0xEE]))
+        try handle.close()
+        let result = try CofferBinary.run(["verify", "--repo", repo, "--read-data"])
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("pack_damaged"))
+        #expect(result.stdout.contains("snapshots affected: "))
+    }
+
+    @Test func noRepositoryIsAUsageError() throws {
+        let result = try CofferBinary.run(["backup", "--db", "/nonexistent/db.sqlite"])
+        #expect(result.status == 64)
+        #expect(result.stderr.contains("COFFER_REPO"))
+    }
+}
