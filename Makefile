@@ -5,7 +5,7 @@ SWIFT ?= swift
 # libarchive-tools (bsdtar) and sqlite3 are for the tests that recover a pack by hand.
 DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config libarchive-tools sqlite3
 
-.PHONY: all deps build test demo clean
+.PHONY: all deps build test demo bench bench-large bench-deps clean
 
 all: build
 
@@ -33,6 +33,20 @@ test: build
 
 demo: build
 	./scripts/demo "$(SWIFT)"
+
+# Benchmarks: Coffer beside sqlite3 + bsdtar, restic, cp -a and sha256sum, in one run, as ratios.
+bench-deps: deps
+	@command -v restic >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq restic >/dev/null; }
+
+bench: bench-deps
+	$(SWIFT) build -c release
+	.build/release/coffer-bench --profile small --coffer .build/release/coffer
+
+bench-large: bench-deps
+	$(SWIFT) build -c release
+	.build/release/coffer-bench --profile large --runs 2 --coffer .build/release/coffer
 
 clean:
 	rm -rf .build

@@ -59,6 +59,16 @@ let package = Package(
             ],
             path: "fixtures/coffer-fixtures"
         ),
+        // make bench: Coffer side by side with sqlite3, bsdtar, restic, cp and sha256sum.
+        .executableTarget(
+            name: "coffer-bench",
+            dependencies: [
+                "CofferFixtures", "CofferKit",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "benchmarks/coffer-bench"
+        ),
         .testTarget(
             name: "CofferKitTests",
             dependencies: [

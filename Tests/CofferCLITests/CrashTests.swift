@@ -100,6 +100,27 @@ import Testing
         }
     }
 
+    @Test func twoConcurrentBackupsOneRunsOneIsRefused() throws {
+        let v = try volume(jobs: 300, maxFileBytes: 256 * 1024)
+        let processes = (0..<2).map { _ -> Process in
+            let process = Process()
+            process.executableURL = CofferBinary.url
+            process.arguments = ["backup", "--quiet"] + v.flags
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            return process
+        }
+        for process in processes { try process.run() }
+        for process in processes { process.waitUntilExit() }
+        let codes = processes.map(\.terminationStatus).sorted()
+        // Either the second found the lock taken (0, 3), or the first had already finished (0, 0).
+        #expect(codes == [0, 3] || codes == [0, 0], "\(codes)")
+        let snapshots = try Repository.open(v.repo).snapshots()
+        #expect(snapshots.snapshots.count == codes.filter { $0 == 0 }.count)
+        #expect(snapshots.damaged.isEmpty)
+        try verifyClean(v.repo)
+    }
+
     /// A small tmpfs stands in for a full disk (needs root to mount; skipped otherwise).
     @Test func aFullDiskFailsCleanly() throws {
         guard geteuid() == 0 else {

@@ -25,6 +25,9 @@ public final class ArchiveWriter {
         let path: String
         var written: Int64 = 0
         var hasher = SHA256()
+        /// In a tar pack, entry data is not hashed here: the entry's own digest stands in for it.
+        var packDigest = false
+        var inData = false
         var failure: CofferError?
         init(fd: Int32, path: String) { self.fd = fd; self.path = path }
     }
@@ -43,6 +46,7 @@ public final class ArchiveWriter {
         }
         self.archive = archive
         sink = Sink(fd: fd, path: path)
+        sink.packDigest = filter == nil
         if let filter {
             try check(archive_write_set_format_raw(archive), "set raw format")
             try check(archive_write_add_filter(archive, filter), "add compression filter")
@@ -56,7 +60,9 @@ public final class ArchiveWriter {
             let sink = Unmanaged<ArchiveWriter.Sink>.fromOpaque(context!).takeUnretainedValue()
             do {
                 try RawIO.writeAll(sink.fd, buffer!, length, path: sink.path)
-                sink.hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: length))
+                if !(sink.packDigest && sink.inData) {
+                    sink.hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: length))
+                }
                 sink.written += Int64(length)
                 return la_ssize_t(length)
             } catch let error as CofferError {
@@ -85,6 +91,7 @@ public final class ArchiveWriter {
         let seconds = modified.rounded(.down)
         archive_entry_set_mtime(entry, time_t(seconds), Int((modified - seconds) * 1e9))
         try check(archive_write_header(archive, entry), "write header of \(PathText.display(path)) to")
+        sink.inData = true
         return sink.written
     }
 
@@ -99,13 +106,18 @@ public final class ArchiveWriter {
         }
     }
 
-    /// Ends the current entry (writes its padding).
-    public func endFile() throws {
+    /// Ends the current entry (writes its padding). In a tar pack, `digest` is the SHA-256 of
+    /// the entry's data, which the pack digest takes in place of the data (see FORMAT.md).
+    public func endFile(digest: [UInt8] = []) throws {
+        sink.inData = false
+        sink.hasher.update(data: digest)
         try check(archive_write_finish_entry(archive), "finish entry in")
     }
 
     /// Writes the end-of-archive marker and flushes everything to the descriptor; returns the
-    /// SHA-256 and size of the whole output.
+    /// digest and size of the whole output. For a raw stream the digest is the SHA-256 of every
+    /// byte; for a tar pack it is the pack digest of FORMAT.md (each entry's data replaced by its
+    /// SHA-256), so no byte is hashed twice.
     @discardableResult
     public func finish() throws -> (sha256: String, size: Int64) {
         try check(archive_write_close(archive), "finish archive")

@@ -118,7 +118,7 @@ public struct BackupRunner {
             defer { close(zst) }
             stored = try copy.compress(into: zst, outputPath: zstPath)
         }
-        let dbOffset = try appendFile(zstPath, entry: PathBytes("db.sqlite.zst".utf8), to: writer)
+        let dbOffset = try appendFile(zstPath, entry: PathBytes("db.sqlite.zst".utf8), digest: stored.sha256, to: writer)
         let database = Snapshot.Database(
             entry: "db.sqlite.zst", pack: packName, offset: dbOffset, storedSize: stored.size, storedSha256: stored.sha256,
             size: copy.size, sha256: copy.sha256, pageSize: copy.pageSize, pageCount: copy.pageCount,
@@ -243,7 +243,7 @@ public struct BackupRunner {
     }
 
     /// Copies a whole file (the compressed database) into the pack as one entry.
-    func appendFile(_ path: String, entry: PathBytes, to writer: ArchiveWriter) throws -> Int64 {
+    func appendFile(_ path: String, entry: PathBytes, digest: String, to writer: ArchiveWriter) throws -> Int64 {
         let fd = try RawIO.openForReading(path)
         defer { close(fd) }
         let size = (try? FileSystem.status(path).get().size) ?? 0
@@ -257,7 +257,7 @@ public struct BackupRunner {
             try writer.write(buffer.baseAddress!, count: n)
             remaining -= Int64(n)
         }
-        try writer.endFile()
+        try writer.endFile(digest: Digest.bytes(hex: digest))
         return offset
     }
 
@@ -308,7 +308,8 @@ public struct BackupRunner {
             remaining -= Int64(n)
             progress?.advance(by: Int64(n))
         }
-        try writer.endFile()
+        let digest = Array(hasher.finalize())
+        try writer.endFile(digest: digest)
         if fstat(fd, &st) == 0 {
             let after = FileInfo(st)
             if after.size != before.size || after.modified != before.modified { changed = true }
@@ -321,7 +322,7 @@ public struct BackupRunner {
         }
         report.bytesAdded += before.size
         return Snapshot.File(path: candidate.relative, size: before.size, mode: before.mode & 0o7777, mtime: before.modified,
-                             inode: before.inode, sha256: Digest.hex(hasher.finalize()), pack: pack, offset: offset)
+                             inode: before.inode, sha256: Digest.hex(digest), pack: pack, offset: offset)
     }
 }
 

@@ -199,16 +199,15 @@ public struct SnapshotReader {
 
     public init(name: String, data: Data) { self.name = name; self.data = data }
 
-    struct Kind: Decodable { var type: String }
-
-    func lines() -> [Data.SubSequence] { data.split(separator: 0x0A, omittingEmptySubsequences: true) }
-
+    /// The header (first line) and summary (last line), without decoding the file lines.
     public func snapshot() throws -> Snapshot {
-        let lines = lines()
         let decoder = JSONDecoder()
-        guard let first = lines.first, let last = lines.last, lines.count >= 2,
-              let header = try? decoder.decode(Snapshot.Header.self, from: first), header.type == "snapshot",
-              let summary = try? decoder.decode(Snapshot.Summary.self, from: last), summary.type == "end" else {
+        let end = data.last == 0x0A ? data.index(before: data.endIndex) : data.endIndex
+        guard let firstBreak = data[..<end].firstIndex(of: 0x0A),
+              let lastBreak = data[..<end].lastIndex(of: 0x0A),
+              let header = try? decoder.decode(Snapshot.Header.self, from: data[..<firstBreak]), header.type == "snapshot",
+              let summary = try? decoder.decode(Snapshot.Summary.self, from: data[data.index(after: lastBreak)..<end]),
+              summary.type == "end" else {
             throw CofferError(.failed, operation: "read snapshot", subject: name, cause: "incomplete or damaged record",
                               hint: "`coffer verify --repo` checks every snapshot")
         }
@@ -224,14 +223,19 @@ public struct SnapshotReader {
 
     /// Calls `body` with every file record, in order.
     public func files(_ body: (Snapshot.File) throws -> Void) throws {
-        let lines = lines()
         let decoder = JSONDecoder()
-        for line in lines.dropFirst().dropLast() {
+        guard var start = data.firstIndex(of: 0x0A).map({ data.index(after: $0) }) else { return }
+        let end = data.last == 0x0A ? data.index(before: data.endIndex) : data.endIndex
+        // The last line is the summary: stop at the line break before it.
+        let stop = data[..<end].lastIndex(of: 0x0A) ?? start
+        while start < stop {
+            let lineEnd = data[start..<stop].firstIndex(of: 0x0A) ?? stop
             let file: Snapshot.File
-            do { file = try decoder.decode(Snapshot.File.self, from: line) } catch {
+            do { file = try decoder.decode(Snapshot.File.self, from: data[start..<lineEnd]) } catch {
                 throw CofferError(.failed, operation: "read snapshot", subject: name, cause: "damaged file record: \(error)")
             }
             try body(file)
+            start = data.index(after: lineEnd)
         }
     }
 }

@@ -72,6 +72,9 @@ public struct Restorer {
             cleanup.append { staging.remove() }
             progress?.start(total: report.bytes)
             try extractMedia(files, repository: repository, into: staging.path)
+            // One syncfs for the whole staged tree instead of an fsync per file: everything is
+            // on disk before anything is renamed into place.
+            try FileSystem.syncFilesystem(of: staging.path)
             stagedMedia = staging.path
         }
         var stagedDatabase: String?
@@ -95,6 +98,9 @@ public struct Restorer {
         // Into place: only now are the targets touched.
         if let stagedMedia { try publishMedia(stagedMedia, to: layout.mediaRoot) }
         if let stagedDatabase {
+            // A write-ahead log left by the database being replaced would be replayed into the
+            // restored one: it goes first (the pipeline must be stopped for a forced restore).
+            for suffix in ["-wal", "-shm"] { unlink(layout.dbPath + suffix) }
             guard rename(stagedDatabase, layout.dbPath) == 0 else { throw CofferError.system("rename database into", layout.dbPath, errno: errno) }
             try FileSystem.syncDirectory((layout.dbPath as NSString).deletingLastPathComponent)
         }
@@ -131,7 +137,8 @@ public struct Restorer {
 
     func checkTargets(_ layout: VolumeLayout) throws {
         guard !force else { return }
-        if restoresDatabase, case .success(let info) = FileSystem.status(layout.dbPath), info.kind != .regular || info.size > 0 {
+        let walSize = (try? FileSystem.status(layout.walPath).get().size) ?? 0
+        if restoresDatabase, case .success(let info) = FileSystem.status(layout.dbPath), info.kind != .regular || info.size > 0 || walSize > 0 {
             throw CofferError(.failed, operation: "restore into", subject: layout.dbPath,
                               cause: "a database is already there; nothing was changed",
                               hint: "restore into a fresh --db path, or pass --force to replace it")
@@ -244,7 +251,6 @@ public struct Restorer {
         var times = [timespec(tv_sec: Int(seconds), tv_nsec: Int((file.mtime - seconds) * 1e9)),
                      timespec(tv_sec: Int(seconds), tv_nsec: Int((file.mtime - seconds) * 1e9))]
         guard futimens(fd, &times) == 0 else { throw CofferError.system("set mtime of", shown, errno: errno) }
-        try RawIO.sync(fd, path: shown)
     }
 
     static func isZero(_ chunk: UnsafeRawBufferPointer) -> Bool {

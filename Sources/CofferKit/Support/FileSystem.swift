@@ -84,6 +84,14 @@ public enum FileSystem {
         if fsync(fd) != 0 { throw CofferError.system("sync directory", path, errno: errno) }
     }
 
+    /// Flushes every dirty page of the filesystem that holds `path` (Linux `syncfs`).
+    public static func syncFilesystem(of path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CofferError.system("open", path, errno: errno) }
+        defer { close(fd) }
+        if linuxSyncfs(fd) != 0 { throw CofferError.system("sync filesystem of", path, errno: errno) }
+    }
+
     /// Removes a directory tree (names as bytes, links not followed). Missing is fine.
     public static func removeTree(_ path: String) {
         guard case .success(let info) = status(path) else { return }
@@ -108,3 +116,6 @@ public struct DiskSpace: Sendable, Equatable {
     public var available: UInt64
     public var total: UInt64
 }
+
+/// glibc's `syncfs(2)`; the Glibc module does not export it (it needs _GNU_SOURCE).
+@_silgen_name("syncfs") private func linuxSyncfs(_ fd: Int32) -> Int32

@@ -45,19 +45,30 @@ public struct RepositoryVerifier {
         let selected = try snapshot.map { [try repository.resolve($0)] } ?? all
         report.snapshots = selected.map(\.id)
 
-        // Every range of every pack the selected snapshots need.
+        // Every entry of every pack the selected snapshots need. A pack's digest covers all its
+        // entries, so the entries of other snapshots in those packs are read too.
         var ranges: [String: [Int64: Range]] = [:]
         var packDigests: [String: (size: Int64, sha256: String)] = [:]
         for pack in all.map(\.summary.pack) { packDigests[pack.name] = (pack.size, pack.sha256) }
         var databases: [(snapshot: String, database: Snapshot.Database)] = []
+        func add(_ pack: String, _ offset: Int64, _ size: Int64, _ sha256: String, _ label: String, _ snapshot: String) {
+            ranges[pack, default: [:]][offset, default: Range(offset: offset, size: size, sha256: sha256, label: label, snapshots: [])]
+                .snapshots.insert(snapshot)
+        }
+        // Each record is read once.
+        var records: [String: [Snapshot.File]] = [:]
+        for snap in all { var files: [Snapshot.File] = []; try repository.reader(for: snap).files { files.append($0) }; records[snap.id] = files }
+        var needed = Set<String>()
         for snap in selected {
+            databases.append((snap.id, snap.summary.database))
+            needed.insert(snap.summary.database.pack)
+            for file in records[snap.id] ?? [] { needed.insert(file.pack) }
+        }
+        for snap in all {
             let db = snap.summary.database
-            databases.append((snap.id, db))
-            ranges[db.pack, default: [:]][db.offset, default: Range(offset: db.offset, size: db.storedSize, sha256: db.storedSha256,
-                                                                     label: db.entry, snapshots: [])].snapshots.insert(snap.id)
-            try repository.reader(for: snap).files { file in
-                ranges[file.pack, default: [:]][file.offset, default: Range(offset: file.offset, size: file.size, sha256: file.sha256,
-                                                                             label: PathText.display(file.path), snapshots: [])].snapshots.insert(snap.id)
+            if needed.contains(db.pack) { add(db.pack, db.offset, db.storedSize, db.storedSha256, db.entry, snap.id) }
+            for file in records[snap.id] ?? [] where needed.contains(file.pack) {
+                add(file.pack, file.offset, file.size, file.sha256, PathText.display(file.path), snap.id)
             }
         }
         report.packs = ranges.count
@@ -96,7 +107,9 @@ public struct RepositoryVerifier {
         return report
     }
 
-    /// One sequential pass: the pack's digest and every range's digest.
+    /// One sequential pass, each byte hashed once: the bytes of every entry into that entry's
+    /// digest, everything else (headers, padding) and each entry's digest, in order, into the
+    /// pack digest (see FORMAT.md).
     func readPack(_ pack: String, ranges: [Int64: Range], expected: (size: Int64, sha256: String)?,
                   repository: Repository, into report: inout RepositoryReport) throws {
         let fd = try repository.storage.openForReading(pack)
@@ -104,47 +117,60 @@ public struct RepositoryVerifier {
         let sorted = ranges.values.sorted { $0.offset < $1.offset }
         var hashers = sorted.map { _ in SHA256() }
         var packHasher = SHA256()
+        var damaged: [Int] = []
+        var next = 0 // the first entry not yet complete
+        func complete(_ index: Int) {
+            let digest = Array(hashers[index].finalize())
+            packHasher.update(data: digest)
+            if Digest.hex(digest) != sorted[index].sha256 { damaged.append(index) }
+        }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         var position: Int64 = 0
-        var first = 0 // the first range that may still receive bytes
         let path = repository.location + "/" + pack
         while true {
             let n = try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
             if n == 0 { break }
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
-            packHasher.update(bufferPointer: chunk)
             let end = position + Int64(n)
-            var index = first
-            while index < sorted.count, sorted[index].offset < end {
-                let range = sorted[index]
-                let lower = max(range.offset, position), upper = min(range.offset + range.size, end)
-                if lower < upper {
-                    hashers[index].update(bufferPointer: UnsafeRawBufferPointer(rebasing: chunk[Int(lower - position)..<Int(upper - position)]))
+            var cursor = position
+            func slice(_ from: Int64, _ to: Int64) -> UnsafeRawBufferPointer {
+                UnsafeRawBufferPointer(rebasing: buffer[Int(from - position)..<Int(to - position)])
+            }
+            while cursor < end {
+                while next < sorted.count, sorted[next].offset + sorted[next].size <= cursor, sorted[next].offset <= cursor {
+                    complete(next); next += 1
                 }
-                if range.offset + range.size <= end, index == first { first += 1 }
-                index += 1
+                if next < sorted.count, sorted[next].offset <= cursor {
+                    let stop = min(end, sorted[next].offset + sorted[next].size)
+                    hashers[next].update(bufferPointer: slice(cursor, stop))
+                    cursor = stop
+                    if cursor == sorted[next].offset + sorted[next].size { complete(next); next += 1 }
+                } else {
+                    let stop = min(end, next < sorted.count ? sorted[next].offset : end)
+                    packHasher.update(bufferPointer: slice(cursor, stop))
+                    cursor = stop
+                }
             }
             position = end
             report.bytesRead += Int64(n)
             progress?.advance(by: Int64(n))
         }
+        while next < sorted.count, sorted[next].offset + sorted[next].size <= position { complete(next); next += 1 }
+        // Entries that end past the end of the file were reported with the references.
         if let expected, position == expected.size {
             let digest = Digest.hex(packHasher.finalize())
             if digest != expected.sha256 {
                 let dependents = ranges.values.reduce(into: Set<String>()) { $0.formUnion($1.snapshots) }
                 report.findings.append(.init(kind: "pack_damaged", path: pack, snapshots: dependents.sorted(),
-                                             message: "SHA-256 \(digest.prefix(16))..., recorded \(expected.sha256.prefix(16))..."))
+                                             message: "pack digest \(digest.prefix(16))..., recorded \(expected.sha256.prefix(16))..."))
             }
         }
-        for (index, range) in sorted.enumerated() where range.offset + range.size <= position {
-            let digest = Digest.hex(hashers[index].finalize())
-            if digest != range.sha256 {
-                report.findings.append(.init(kind: "file_damaged", path: range.label, pack: pack, snapshots: range.snapshots.sorted(),
-                                             message: "its bytes changed: SHA-256 \(digest.prefix(16))..., recorded \(range.sha256.prefix(16))..."))
-            }
+        for index in damaged {
+            let range = sorted[index]
+            report.findings.append(.init(kind: "file_damaged", path: range.label, pack: pack, snapshots: range.snapshots.sorted(),
+                                         message: "its bytes changed (SHA-256 differs from the one recorded)"))
         }
-        report.filesChecked += sorted.count
+        report.filesChecked += next
     }
 
     /// Decompresses a database copy into a scratch folder, re-hashes and integrity-checks it.

@@ -139,6 +139,31 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: media + "/keep.txt"))
     }
 
+    /// A forced restore over a database must not let that database's write-ahead log be
+    /// replayed into the restored one.
+    @Test func aForcedRestoreDropsTheOldWriteAheadLog() throws {
+        let fixture = try BackupFixture(jobs: 12, hostile: false)
+        try fixture.backup()
+        _ = try fixture.restore(into: "twice")
+        let db = fixture.volume.directory.child("twice/data/db.sqlite")
+        let writer = try DatabaseQueue(path: db)
+        try writer.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES ('after-backup', 'u', 'QUEUED')")
+        }
+        // Simulate a crashed pipeline: copy the live WAL aside, close, and put it back.
+        let wal = try Data(contentsOf: URL(fileURLWithPath: db + "-wal"))
+        #expect(!wal.isEmpty)
+        try writer.close()
+        try wal.write(to: URL(fileURLWithPath: db + "-wal"))
+        let refused = #expect(throws: CofferError.self) { try fixture.restore(into: "twice", only: .db) }
+        #expect(refused?.status == .failed)
+        let forced = try fixture.restore(into: "twice", only: .db, force: true)
+        #expect(forced.verify?.findings.filter { $0.kind == .integrity }.isEmpty == true)
+        let ids = try DatabaseQueue(path: db).read { try String.fetchAll($0, sql: "SELECT id FROM jobs WHERE id = 'after-backup'") }
+        #expect(ids.isEmpty)
+    }
+
     @Test func restoreOnlyTheDatabaseOrOnlyTheMedia() throws {
         let fixture = try BackupFixture(jobs: 12, hostile: false)
         try fixture.backup()
