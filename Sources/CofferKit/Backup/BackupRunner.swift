@@ -39,6 +39,11 @@ public struct BackupRunner {
     public func run() throws -> BackupReport {
         let started = Date()
         let layout = configuration.layout
+        // A repository inside the library would back itself up, growing without end.
+        if let repo = configuration.repo, (repo + "/").hasPrefix(layout.libraryRoot + "/") {
+            throw CofferError(.usage, operation: "back up into", subject: repo, cause: "the repository is inside the library (\(layout.libraryRoot))",
+                              hint: "keep the repository outside MEDIA_ROOT, ideally on another disk")
+        }
         // A dry run creates nothing, not even the repository.
         let missing = FileSystem.status((configuration.repo ?? "") + "/config.json").isFailure
         let repository = try Repository.open(configuration.repo, create: !dryRun, allowMissing: dryRun && missing)

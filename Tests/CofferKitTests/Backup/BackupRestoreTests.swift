@@ -100,6 +100,15 @@ import Testing
         #expect(restored.verify?.findings.map(\.kind) == [.sizeMismatch], "\(restored.verify?.findingList ?? "")")
     }
 
+    @Test func aRepositoryInsideTheLibraryIsRefused() throws {
+        let fixture = try BackupFixture(jobs: 4, hostile: false)
+        var runner = BackupRunner(configuration: try fixture.configuration([.repo: fixture.volume.mediaRoot + "/library/backups"]))
+        runner.full = true
+        let error = #expect(throws: CofferError.self) { try runner.run() }
+        #expect(error?.status == .usage)
+        #expect(!FileManager.default.fileExists(atPath: fixture.volume.mediaRoot + "/library/backups"))
+    }
+
     @Test func aDryRunWritesNothing() throws {
         let fixture = try BackupFixture(jobs: 10, hostile: false)
         let report = try fixture.backup(dryRun: true)
