@@ -308,8 +308,8 @@ public struct BackupRunner {
                 memset(buffer.baseAddress!, 0, want)
                 n = want
             }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-            try writer.write(buffer.baseAddress!, count: n)
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            try Overlap.hash(chunk, into: &hasher) { try writer.write(chunk.baseAddress!, count: n) }
             remaining -= Int64(n)
             progress?.advance(by: Int64(n))
         }

@@ -36,37 +36,35 @@ public final class Repository {
                               cause: "only local directories are supported", hint: "give a directory path")
         }
         let storage = LocalStorage(root: location)
-        let configPath = location + "/config.json"
-        if let data = try? Data(contentsOf: URL(fileURLWithPath: configPath)) {
-            guard let config = try? JSONDecoder().decode(Config.self, from: data), config.format == "coffer-repository" else {
-                throw CofferError(.failed, operation: "open repository", subject: location, cause: "config.json is not a coffer repository's")
-            }
-            guard config.version <= 1 else {
-                throw CofferError(.failed, operation: "open repository", subject: location,
-                                  cause: "repository version \(config.version) is newer than this coffer knows", hint: "use a newer coffer")
-            }
-            return Repository(storage: storage, config: config)
-        }
+        if let config = try readConfig(location) { return Repository(storage: storage, config: config) }
         switch FileSystem.status(location) {
         case .success(let info) where info.kind != .directory:
             throw CofferError(.failed, operation: "open repository", subject: location, cause: "not a directory")
         case .success:
-            let entries = (try? FileManager.default.contentsOfDirectory(atPath: location)) ?? []
-            guard entries.isEmpty else {
-                throw CofferError(.failed, operation: "open repository", subject: location,
-                                  cause: "not a coffer repository (no config.json) and not empty", hint: "choose an empty or new directory")
-            }
-        case .failure:
             break
+        case .failure:
+            if allowMissing {
+                return Repository(storage: storage, config: Config(id: "(new)", created: ISO8601DateFormatter().string(from: Date())))
+            }
+            guard create else {
+                throw CofferError(.failed, operation: "open repository", subject: location, cause: "no repository there",
+                                  hint: "`coffer backup --repo \(location)` creates one")
+            }
+            try FileSystem.makeDirectories(location, mode: 0o700)
         }
-        if allowMissing {
-            return Repository(storage: storage, config: Config(id: "(new)", created: ISO8601DateFormatter().string(from: Date())))
+        // Creation happens under the exclusive lock, so two first runs cannot both create it.
+        let lock = try RepositoryLock.acquire(location + "/lock", exclusive: true, command: "init")
+        defer { withExtendedLifetime(lock) {} }
+        if let config = try readConfig(location) { return Repository(storage: storage, config: config) }
+        let entries = ((try? FileManager.default.contentsOfDirectory(atPath: location)) ?? []).filter { $0 != "lock" }
+        guard entries.isEmpty else {
+            throw CofferError(.failed, operation: "open repository", subject: location,
+                              cause: "not a coffer repository (no config.json) and not empty", hint: "choose an empty or new directory")
         }
         guard create else {
             throw CofferError(.failed, operation: "open repository", subject: location, cause: "no repository there",
                               hint: "`coffer backup --repo \(location)` creates one")
         }
-        try FileSystem.makeDirectories(location, mode: 0o700)
         for folder in ["packs", "snapshots", "tmp"] { try FileSystem.makeDirectory(location + "/" + folder, mode: 0o700) }
         let config = Config(id: UUID().uuidString.lowercased(), created: ISO8601DateFormatter().string(from: Date()))
         let pending = try storage.create("config.json")
@@ -74,6 +72,19 @@ public final class Repository {
         try data.withUnsafeBytes { try RawIO.writeAll(pending.fd, $0.baseAddress!, $0.count, path: pending.temporaryPath) }
         try storage.commit(pending)
         return Repository(storage: storage, config: config)
+    }
+
+    /// The repository's config.json, or `nil` when there is none.
+    static func readConfig(_ location: String) throws -> Config? {
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: location + "/config.json")) else { return nil }
+        guard let config = try? JSONDecoder().decode(Config.self, from: data), config.format == "coffer-repository" else {
+            throw CofferError(.failed, operation: "open repository", subject: location, cause: "config.json is not a coffer repository's")
+        }
+        guard config.version <= 1 else {
+            throw CofferError(.failed, operation: "open repository", subject: location,
+                              cause: "repository version \(config.version) is newer than this coffer knows", hint: "use a newer coffer")
+        }
+        return config
     }
 
     public func lock(exclusive: Bool, command: String) throws -> RepositoryLock {

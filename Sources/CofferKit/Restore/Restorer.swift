@@ -230,11 +230,12 @@ public struct Restorer {
             let n = try reader.read(into: buffer)
             if n == 0 { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
-            hasher.update(bufferPointer: chunk)
-            if Self.isZero(chunk) {
-                guard lseek(fd, off_t(n), SEEK_CUR) >= 0 else { throw CofferError.system("seek in", shown, errno: errno) }
-            } else {
-                try RawIO.writeAll(fd, chunk.baseAddress!, n, path: shown)
+            try Overlap.hash(chunk, into: &hasher) {
+                if Self.isZero(chunk) {
+                    guard lseek(fd, off_t(n), SEEK_CUR) >= 0 else { throw CofferError.system("seek in", shown, errno: errno) }
+                } else {
+                    try RawIO.writeAll(fd, chunk.baseAddress!, n, path: shown)
+                }
             }
             written += Int64(n)
             progress?.advance(by: Int64(n))
