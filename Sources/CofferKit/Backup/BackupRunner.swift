@@ -96,6 +96,7 @@ public struct BackupRunner {
                                        tempDirTemplate: layout.tempDirTemplate, libraryPathTemplate: layout.libraryPathTemplate)
         verifier.minFreeSpaceBytes = 0
         verifier.alertFreeSpaceBytes = 0
+        verifier.checksIntegrity = false // DatabaseCopy ran integrity_check on this very file
         let findings = try verifier.run().findings.map { finding -> Finding in
             var finding = finding
             if finding.path == PathText.display(copyPath) { finding.path = PathText.display(layout.dbPath) }

@@ -17,6 +17,8 @@ public struct LiveVerifier {
     public var alertFreeSpaceBytes: UInt64
     /// `integrity_check` instead of `quick_check`.
     public var full = false
+    /// Run neither (a caller that has just run `integrity_check` on the same file).
+    public var checksIntegrity = true
     public var now = Date()
     public var logger = Logger(label: "coffer.verify")
 
@@ -85,12 +87,14 @@ public struct LiveVerifier {
 
     func checkDatabase(_ db: Database, into report: inout VerifyReport) throws {
         let pragma = full ? "integrity_check" : "quick_check"
-        try attempt(pragma, into: &report) { report in
-            let lines = try String.fetchAll(db, sql: "PRAGMA \(pragma)(\(Self.integrityLineLimit))")
-            if lines != ["ok"] {
-                for line in lines {
-                    report.findings.append(Finding(.integrity, path: PathText.display(layout.dbPath),
-                                                   expected: "ok", actual: line, message: "\(pragma) reported a problem"))
+        if checksIntegrity {
+            try attempt(pragma, into: &report) { report in
+                let lines = try String.fetchAll(db, sql: "PRAGMA \(pragma)(\(Self.integrityLineLimit))")
+                if lines != ["ok"] {
+                    for line in lines {
+                        report.findings.append(Finding(.integrity, path: PathText.display(layout.dbPath),
+                                                       expected: "ok", actual: line, message: "\(pragma) reported a problem"))
+                    }
                 }
             }
         }
