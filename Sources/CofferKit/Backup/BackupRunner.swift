@@ -273,7 +273,8 @@ public struct BackupRunner {
                buffer: UnsafeMutableRawBufferPointer, report: inout BackupReport,
                problems: inout [Snapshot.Problem]) throws -> Snapshot.File? {
         let shown = PathText.display(absolute)
-        let fd = absolute.withCPath { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        // O_NONBLOCK: a file swapped for a FIFO since the walk must not hang the backup.
+        let fd = absolute.withCPath { open($0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
         guard fd >= 0 else {
             let code = errno
             problems.append(.init(kind: code == ENOENT ? "missing" : "unreadable", path: shown, jobID: nil,
@@ -287,6 +288,10 @@ public struct BackupRunner {
             return nil
         }
         let before = FileInfo(st)
+        guard before.kind == .regular else {
+            problems.append(.init(kind: "not_a_file", path: shown, jobID: nil, message: "became a \(before.kind) while the backup ran; not backed up"))
+            return nil
+        }
         var changed = before.size != candidate.info.size || before.modified != candidate.info.modified
         let offset = try writer.beginFile(path: PathBytes("media/".utf8) + candidate.relative, size: before.size,
                                           mode: before.mode, modified: before.modified)
