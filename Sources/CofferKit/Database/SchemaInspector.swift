@@ -66,7 +66,12 @@ public enum SchemaInspector {
         var items: Set<String> = []
         let objects = try Row.fetchAll(db, sql: "SELECT type, name, tbl_name FROM sqlite_master ORDER BY name")
         for object in objects {
-            let type: String = object["type"], name: String = object["name"], table: String = object["tbl_name"]
+            // Optional: on a damaged file sqlite_master itself can hold NULLs.
+            guard let type: String = object["type"], let name: String = object["name"],
+                  let table: String = object["tbl_name"] else {
+                items.insert("damaged sqlite_master row")
+                continue
+            }
             if isInternal(table) || name.hasPrefix("sqlite_autoindex_") { continue }
             switch type {
             case "table":

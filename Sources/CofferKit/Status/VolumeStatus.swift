@@ -61,7 +61,7 @@ public struct VolumeStatus: Sendable, Codable {
                     WHERE status NOT IN (\(finished)) ORDER BY created_at LIMIT 1
                     """) {
                     let created: Double = row["created"] ?? now.timeIntervalSince1970
-                    oldest = UnfinishedJob(id: row["id"], status: row["status"], ageSeconds: now.timeIntervalSince1970 - created)
+                    oldest = UnfinishedJob(id: row["id"] ?? "NULL", status: row["status"] ?? "NULL", ageSeconds: now.timeIntervalSince1970 - created)
                 }
             }
         } catch let error as DatabaseError {

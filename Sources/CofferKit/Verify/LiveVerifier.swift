@@ -218,7 +218,8 @@ public struct LiveVerifier {
                                                    actual: "no such job", message: "temp directory of an unknown job"))
                     return
                 }
-                let status: String = row["status"]
+                // Optional: a damaged database can return NULL where the schema forbids it.
+                let status: String? = row["status"]
                 let retention: TimeInterval
                 switch status {
                 case "COMPLETE": retention = Self.completedRetention
@@ -232,8 +233,8 @@ public struct LiveVerifier {
                 if age > retention {
                     report.findings.append(Finding(
                         .expiredTempDirectory, jobID: jobID, path: shown,
-                        expected: "removed \(retention == Self.completedRetention ? "24 h" : "7 days") after \(status)",
-                        actual: "\(status) \(Formatting.age(seconds: age)) ago",
+                        expected: "removed \(retention == Self.completedRetention ? "24 h" : "7 days") after \(status ?? "NULL")",
+                        actual: "\(status ?? "NULL") \(Formatting.age(seconds: age)) ago",
                         message: "temp directory kept past the pipeline's retention"))
                 }
             }

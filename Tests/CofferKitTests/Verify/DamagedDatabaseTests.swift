@@ -76,6 +76,26 @@ import Testing
         #expect(report.findings(.schema).compactMap(\.actual).contains("missing table jobs"), "\(report.findingList)")
     }
 
+    /// Garbage that passes for rows (a damaged page, a hand-edited file) can hold NULL where
+    /// the schema says NOT NULL: verify and status report, they do not crash.
+    @Test func nullsWhereTheSchemaForbidsThemDoNotCrash() throws {
+        let volume = try TestVolume(jobs: 10, hostile: false)
+        let queue = try DatabaseQueue(path: volume.dbPath)
+        try queue.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA writable_schema = ON")
+            try db.execute(sql: "UPDATE sqlite_master SET sql = replace(sql, 'status TEXT NOT NULL', 'status TEXT') WHERE name = 'jobs'")
+            try db.execute(sql: "PRAGMA writable_schema = OFF")
+        }
+        try queue.close()
+        try DatabaseQueue(path: volume.dbPath).write { db in
+            try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES ('null-status', 'u', NULL)")
+        }
+        try FileManager.default.createDirectory(atPath: volume.mediaRoot + "/tmp/null-status", withIntermediateDirectories: false)
+        let report = try volume.verify()
+        #expect(report.findings.contains { $0.kind == .schema }, "\(report.findingList)")
+        _ = try VolumeStatus.read(try volume.configuration())
+    }
+
     @Test func aDestroyedHeaderCannotBeVerified() throws {
         let volume = try TestVolume(jobs: 5, hostile: false)
         try scribble(volume.dbPath, at: 0, count: 100)
