@@ -13,6 +13,12 @@ public struct VolumeStatus: Sendable, Codable {
         enum CodingKeys: String, CodingKey { case id, status, ageSeconds = "age_seconds" }
     }
 
+    public struct NewestSnapshot: Sendable, Codable, Equatable {
+        public var id: String
+        public var ageSeconds: Double
+        enum CodingKeys: String, CodingKey { case id, ageSeconds = "age_seconds" }
+    }
+
     public var command = "status"
     public var dbPath: String
     public var mediaRoot: String
@@ -25,6 +31,8 @@ public struct VolumeStatus: Sendable, Codable {
     public var jobsByStatus: [String: Int]
     public var oldestUnfinishedJob: UnfinishedJob?
     public var repository: String?
+    /// The newest snapshot in the repository and its age (how much a restore would lose).
+    public var newestSnapshot: NewestSnapshot?
     public var findings: [Finding]
 
     /// 1 under MIN_FREE_SPACE_GB, else 0.
@@ -34,7 +42,8 @@ public struct VolumeStatus: Sendable, Codable {
         case command, dbPath = "db_path", mediaRoot = "media_root", freeSpaceBytes = "free_space_bytes"
         case totalSpaceBytes = "total_space_bytes", minFreeSpaceBytes = "min_free_space_bytes"
         case alertFreeSpaceBytes = "alert_free_space_bytes", dbBytes = "db_bytes", walBytes = "wal_bytes"
-        case jobsByStatus = "jobs_by_status", oldestUnfinishedJob = "oldest_unfinished_job", repository, findings
+        case jobsByStatus = "jobs_by_status", oldestUnfinishedJob = "oldest_unfinished_job", repository
+        case newestSnapshot = "newest_snapshot", findings
     }
 
     public static func read(_ configuration: CofferConfiguration, now: Date = Date()) throws -> VolumeStatus {
@@ -70,12 +79,19 @@ public struct VolumeStatus: Sendable, Codable {
         func size(_ path: String) -> Int64 { (try? FileSystem.status(path).get().size) ?? 0 }
         let finding = DiskSpaceCheck.finding(available: space.available, minimum: configuration.minFreeSpaceBytes,
                                              alert: configuration.alertFreeSpaceBytes, path: layout.mediaRoot)
+        // Read-only: an existing repository's records, no lock, nothing created.
+        var newest: NewestSnapshot?
+        if let location = configuration.repo, let repository = try? Repository.open(location),
+           let last = try? repository.snapshots().snapshots.last,
+           let time = ISO8601DateFormatter.withFractions.date(from: last.header.time) {
+            newest = .init(id: last.id, ageSeconds: now.timeIntervalSince(time))
+        }
         return VolumeStatus(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot,
                             freeSpaceBytes: space.available, totalSpaceBytes: space.total,
                             minFreeSpaceBytes: configuration.minFreeSpaceBytes, alertFreeSpaceBytes: configuration.alertFreeSpaceBytes,
                             dbBytes: size(layout.dbPath), walBytes: size(layout.walPath),
                             jobsByStatus: byStatus, oldestUnfinishedJob: oldest, repository: configuration.repo,
-                            findings: finding.map { [$0] } ?? [])
+                            newestSnapshot: newest, findings: finding.map { [$0] } ?? [])
     }
 
     public func text() -> String {
@@ -92,7 +108,8 @@ public struct VolumeStatus: Sendable, Codable {
         } else {
             lines.append("  no unfinished jobs")
         }
-        lines.append("  repository   " + (repository.map { PathText.display($0) } ?? "none configured (COFFER_REPO or --repo)"))
+        let snapshot = newestSnapshot.map { ": newest snapshot \($0.id), \(Formatting.age(seconds: $0.ageSeconds)) old" } ?? ": no snapshot"
+        lines.append("  repository   " + (repository.map { PathText.display($0) + snapshot } ?? "none configured (COFFER_REPO or --repo)"))
         return lines.joined(separator: "\n")
     }
 }

@@ -42,4 +42,18 @@ import Testing
         #expect(status.walBytes > 0)
         try writer.close()
     }
+
+    @Test func showsTheAgeOfTheNewestSnapshot() throws {
+        let fixture = try BackupFixture(jobs: 6, hostile: false)
+        let empty = try VolumeStatus.read(try fixture.configuration())
+        #expect(empty.newestSnapshot == nil)
+        #expect(empty.text().contains(": no snapshot"))
+        #expect(!FileManager.default.fileExists(atPath: fixture.repo))
+        let report = try fixture.backup()
+        let later = Date().addingTimeInterval(7200)
+        let status = try VolumeStatus.read(try fixture.configuration(), now: later)
+        #expect(status.newestSnapshot?.id == report.snapshot)
+        #expect(abs((status.newestSnapshot?.ageSeconds ?? 0) - 7200) < 60)
+        #expect(status.text().contains("newest snapshot \(report.snapshot!), 2 h 0 min old"))
+    }
 }
