@@ -1,5 +1,4 @@
 import CArchive
-import Crypto
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -9,9 +8,8 @@ import Glibc
 ///
 /// Only what Coffer writes is enabled: the tar format without compression for packs, or the
 /// raw format with zstd for a database copy; no other reader (most libarchive CVEs live in the
-/// others). Every byte read from the file also goes into ``fileDigest``, so one pass both
-/// extracts and proves the whole file unchanged. Return codes are checked; the archive is
-/// freed in `deinit`.
+/// others). Return codes are checked; the archive is freed in `deinit`. Callers check what
+/// they extract against their own records (entry digests); the reader itself hashes nothing.
 public final class ArchiveReader {
     public struct Entry {
         public var path: PathBytes
@@ -30,8 +28,6 @@ public final class ArchiveReader {
         let fd: Int32
         let path: String
         let buffer: UnsafeMutableRawBufferPointer
-        var hasher = SHA256()
-        var read: Int64 = 0
         var failure: CofferError?
         init(fd: Int32, path: String) {
             self.fd = fd
@@ -42,10 +38,7 @@ public final class ArchiveReader {
 
         func next() -> Int {
             do {
-                let n = try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-                read += Int64(n)
-                return n
+                return try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
             } catch let error as CofferError {
                 failure = error
                 return -1
@@ -103,46 +96,10 @@ public final class ArchiveReader {
         return n
     }
 
-    /// Reads the rest of the file (past the end-of-archive marker) and returns the SHA-256 of
-    /// every byte of it, and its size.
-    public func finishFile() throws -> (sha256: String, size: Int64) {
-        while true {
-            let n = source.next()
-            if n < 0 { throw source.failure ?? CofferError(.failed, operation: "read", subject: source.path, cause: "read failed") }
-            if n == 0 { break }
-        }
-        return (Digest.hex(source.hasher.finalize()), source.read)
-    }
-
     private func check(_ code: Int32, _ operation: String) throws {
         guard code < ARCHIVE_WARN else { return }
         if let failure = source.failure { throw failure }
         let message = archive_error_string(archive).map { String(cString: $0) } ?? "libarchive error \(code)"
         throw CofferError(.failed, operation: operation, subject: source.path, cause: message)
-    }
-}
-
-/// Hex digests.
-public enum Digest {
-    /// The bytes of a hex digest (invalid digits count as 0: a wrong digest then mismatches).
-    public static func bytes(hex: String) -> [UInt8] {
-        func value(_ c: UInt8) -> UInt8 {
-            switch c {
-            case 48...57: c - 48
-            case 97...102: c - 87
-            case 65...70: c - 55
-            default: 0
-            }
-        }
-        let digits = Array(hex.utf8)
-        return stride(from: 0, to: digits.count - 1, by: 2).map { value(digits[$0]) << 4 | value(digits[$0 + 1]) }
-    }
-
-    public static func hex(_ digest: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(64)
-        for byte in digest { out.append(digits[Int(byte >> 4)]); out.append(digits[Int(byte & 0xF)]) }
-        return String(decoding: out, as: UTF8.self)
     }
 }
