@@ -47,8 +47,7 @@ public final class Repository {
                 return Repository(storage: storage, config: Config(id: "(new)", created: ISO8601DateFormatter().string(from: Date())))
             }
             guard create else {
-                throw CofferError(.failed, operation: "open repository", subject: location, cause: "no repository there",
-                                  hint: "`coffer backup --repo \(location)` creates one")
+                throw noRepository(location)
             }
             try FileSystem.makeDirectories(location, mode: 0o700)
         }
@@ -62,8 +61,7 @@ public final class Repository {
                               cause: "not a coffer repository (no config.json) and not empty", hint: "choose an empty or new directory")
         }
         guard create else {
-            throw CofferError(.failed, operation: "open repository", subject: location, cause: "no repository there",
-                              hint: "`coffer backup --repo \(location)` creates one")
+            throw noRepository(location)
         }
         for folder in ["packs", "snapshots", "tmp"] { try FileSystem.makeDirectory(location + "/" + folder, mode: 0o700) }
         let config = Config(id: UUID().uuidString.lowercased(), created: ISO8601DateFormatter().string(from: Date()))
@@ -72,6 +70,11 @@ public final class Repository {
         try data.withUnsafeBytes { try RawIO.writeAll(pending.fd, $0.baseAddress!, $0.count, path: pending.temporaryPath) }
         try storage.commit(pending)
         return Repository(storage: storage, config: config)
+    }
+
+    static func noRepository(_ location: String) -> CofferError {
+        CofferError(.failed, operation: "open repository", subject: location, cause: "no repository there",
+                    hint: "`coffer backup --repo \(location)` creates one")
     }
 
     /// The repository's config.json, or `nil` when there is none.
