@@ -95,12 +95,28 @@ public struct RepositoryVerifier {
 
         if readData {
             progress?.start(total: try usablePacks.reduce(0) { $0 + (try repository.storage.size($1) ?? 0) })
-            for pack in usablePacks {
-                try readPack(pack, ranges: ranges[pack]!, expected: packDigests[pack], repository: repository, into: &report)
+            // Two independent lanes on two cores: the packs, read and hashed in one pass, and
+            // the database copies, decompressed and integrity-checked (each snapshot has its own).
+            var packReport = report, databaseReport = RepositoryReport(repository: report.repository, readData: true)
+            var failures: [Error?] = [nil, nil]
+            let packLane = { [self] in
+                for pack in usablePacks {
+                    try readPack(pack, ranges: ranges[pack]!, expected: packDigests[pack], repository: repository, into: &packReport)
+                }
             }
-            for (id, database) in databases {
-                try checkDatabase(database, snapshot: id, repository: repository, into: &report)
+            let databaseLane = { [self] in
+                for (id, database) in databases {
+                    try checkDatabase(database, snapshot: id, repository: repository, into: &databaseReport)
+                }
             }
+            failures.withUnsafeMutableBufferPointer { failed in
+                DispatchQueue.concurrentPerform(iterations: 2) { lane in
+                    do { try (lane == 0 ? packLane : databaseLane)() } catch { failed[lane] = error }
+                }
+            }
+            if let failure = failures.compactMap({ $0 }).first { throw failure }
+            report = packReport
+            report.findings += databaseReport.findings
             progress?.finish()
         }
         report.seconds = Date().timeIntervalSince(started)
