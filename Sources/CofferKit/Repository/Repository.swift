@@ -109,7 +109,7 @@ public final class Repository {
     }
 
     func reader(_ name: String) throws -> SnapshotReader {
-        SnapshotReader(name: name, data: try storage.get(name))
+        SnapshotReader(name: name, storage: storage)
     }
 
     public func reader(for snapshot: Snapshot) throws -> SnapshotReader { try reader("snapshots/\(snapshot.id).jsonl") }

@@ -171,17 +171,28 @@ public struct Snapshot: Sendable {
 final class SnapshotWriter {
     let pending: PendingObject
     let encoder: JSONEncoder
-    private var buffer = Data()
+    private var buffer: [UInt8] = []
 
     init(pending: PendingObject, header: Snapshot.Header) throws {
         self.pending = pending
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        buffer.reserveCapacity(1 << 20 + 4096)
         try line(header)
     }
 
     func line(_ value: some Encodable) throws {
-        buffer.append(try encoder.encode(value))
+        buffer.append(contentsOf: try encoder.encode(value))
+        try endLine()
+    }
+
+    /// A file line, through the fast codec.
+    func line(_ file: Snapshot.File) throws {
+        FileLine.append(file, to: &buffer)
+        try endLine()
+    }
+
+    private func endLine() throws {
         buffer.append(0x0A)
         if buffer.count > 1 << 20 { try flush() }
     }
@@ -192,24 +203,67 @@ final class SnapshotWriter {
     }
 }
 
-/// Reads a snapshot record: the header and summary, and the files one at a time.
+/// Reads a snapshot record: the header and summary from its two ends, and the file lines one
+/// at a time through a fixed buffer, so a record of any size is read in constant memory.
 public struct SnapshotReader {
     public let name: String
-    let data: Data
+    let storage: RepositoryStorage
 
-    public init(name: String, data: Data) { self.name = name; self.data = data }
+    /// Lines longer than this are refused (a file line is a few hundred bytes; a summary with
+    /// many problems may be large, but not this).
+    static let longestLine = 256 << 20
 
-    /// The header (first line) and summary (last line), without decoding the file lines.
+    public init(name: String, storage: RepositoryStorage) { self.name = name; self.storage = storage }
+
+    func damaged(_ cause: String = "incomplete or damaged record") -> CofferError {
+        CofferError(.failed, operation: "read snapshot", subject: name, cause: cause,
+                    hint: "`coffer verify --repo` checks every snapshot")
+    }
+
+    /// Where the header ends and the summary line starts.
+    struct Layout {
+        var size: Int64
+        var header: Data
+        var filesStart: Int64
+        var summaryStart: Int64
+        var summary: Data
+    }
+
+    func layout() throws -> Layout {
+        guard let size = try storage.size(name), size > 0 else { throw damaged() }
+        // The header: the first line.
+        var headerLength = min(Int64(64 << 10), size)
+        var head = try storage.get(name, offset: 0, length: Int(headerLength))
+        while head.firstIndex(of: 0x0A) == nil, headerLength < size, headerLength < Int64(Self.longestLine) {
+            headerLength = min(headerLength * 4, size)
+            head = try storage.get(name, offset: 0, length: Int(headerLength))
+        }
+        guard let firstBreak = head.firstIndex(of: 0x0A) else { throw damaged() }
+        let filesStart = Int64(firstBreak - head.startIndex) + 1
+        // The summary: the last line (after a final line break, if any).
+        var tailLength = min(Int64(64 << 10), size)
+        while true {
+            let tail = try storage.get(name, offset: size - tailLength, length: Int(tailLength))
+            guard tail.last == 0x0A else { throw damaged() }
+            if let lastBreak = tail[..<tail.index(before: tail.endIndex)].lastIndex(of: 0x0A) {
+                let summaryStart = size - tailLength + Int64(lastBreak - tail.startIndex) + 1
+                guard summaryStart >= filesStart else { throw damaged() }
+                let summary = tail[tail.index(after: lastBreak)..<tail.index(before: tail.endIndex)]
+                return Layout(size: size, header: head[..<firstBreak], filesStart: filesStart, summaryStart: summaryStart,
+                              summary: Data(summary))
+            }
+            guard tailLength < size, tailLength < Int64(Self.longestLine) else { throw damaged() }
+            tailLength = min(tailLength * 4, size)
+        }
+    }
+
+    /// The header (first line) and summary (last line), without reading the file lines.
     public func snapshot() throws -> Snapshot {
+        let layout = try layout()
         let decoder = JSONDecoder()
-        let end = data.last == 0x0A ? data.index(before: data.endIndex) : data.endIndex
-        guard let firstBreak = data[..<end].firstIndex(of: 0x0A),
-              let lastBreak = data[..<end].lastIndex(of: 0x0A),
-              let header = try? decoder.decode(Snapshot.Header.self, from: data[..<firstBreak]), header.type == "snapshot",
-              let summary = try? decoder.decode(Snapshot.Summary.self, from: data[data.index(after: lastBreak)..<end]),
-              summary.type == "end" else {
-            throw CofferError(.failed, operation: "read snapshot", subject: name, cause: "incomplete or damaged record",
-                              hint: "`coffer verify --repo` checks every snapshot")
+        guard let header = try? decoder.decode(Snapshot.Header.self, from: layout.header), header.type == "snapshot",
+              let summary = try? decoder.decode(Snapshot.Summary.self, from: layout.summary), summary.type == "end" else {
+            throw damaged()
         }
         guard header.format <= Snapshot.formatVersion else {
             throw CofferError(.failed, operation: "read snapshot", subject: name,
@@ -223,19 +277,78 @@ public struct SnapshotReader {
 
     /// Calls `body` with every file record, in order.
     public func files(_ body: (Snapshot.File) throws -> Void) throws {
-        let decoder = JSONDecoder()
-        guard var start = data.firstIndex(of: 0x0A).map({ data.index(after: $0) }) else { return }
-        let end = data.last == 0x0A ? data.index(before: data.endIndex) : data.endIndex
-        // The last line is the summary: stop at the line break before it.
-        let stop = data[..<end].lastIndex(of: 0x0A) ?? start
-        while start < stop {
-            let lineEnd = data[start..<stop].firstIndex(of: 0x0A) ?? stop
-            let file: Snapshot.File
-            do { file = try decoder.decode(Snapshot.File.self, from: data[start..<lineEnd]) } catch {
-                throw CofferError(.failed, operation: "read snapshot", subject: name, cause: "damaged file record: \(error)")
+        let cursor = try makeCursor()
+        while let file = try cursor.next() { try body(file) }
+    }
+
+    /// The file records one at a time, in the order they were written.
+    public func makeCursor() throws -> FileCursor {
+        let layout = try layout()
+        return try FileCursor(name: name, fd: storage.openForReading(name), start: layout.filesStart, end: layout.summaryStart,
+                              damaged: damaged)
+    }
+}
+
+/// Pulls file records out of a record, one line at a time, through one buffer.
+public final class FileCursor {
+    let name: String
+    let fd: Int32
+    let end: Int64
+    var position: Int64
+    var buffer: UnsafeMutableRawBufferPointer
+    var start = 0, filled = 0
+    var packs: [String] = []
+    let damaged: (String) -> CofferError
+    lazy var decoder = JSONDecoder()
+
+    init(name: String, fd: Int32, start: Int64, end: Int64, damaged: @escaping (String) -> CofferError) throws {
+        self.name = name; self.fd = fd; self.position = start; self.end = end; self.damaged = damaged
+        buffer = .allocate(byteCount: 1 << 20, alignment: 16)
+    }
+
+    deinit {
+        buffer.deallocate()
+        close(fd)
+    }
+
+    /// The next file, or `nil` after the last.
+    public func next() throws -> Snapshot.File? {
+        while true {
+            if let newline = buffer[start..<filled].firstIndex(of: 0x0A) {
+                let line = UnsafeRawBufferPointer(rebasing: buffer[start..<newline])
+                start = newline + 1
+                return try decode(line)
             }
-            try body(file)
-            start = data.index(after: lineEnd)
+            // No whole line left: keep the partial one, read more.
+            if start > 0 {
+                if filled > start { memmove(buffer.baseAddress!, buffer.baseAddress! + start, filled - start) }
+                filled -= start
+                start = 0
+            }
+            if filled == buffer.count {
+                guard buffer.count < SnapshotReader.longestLine else { throw damaged("a file line longer than \(buffer.count) bytes") }
+                let bigger = UnsafeMutableRawBufferPointer.allocate(byteCount: buffer.count * 2, alignment: 16)
+                bigger.copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[0..<filled]))
+                buffer.deallocate()
+                buffer = bigger
+            }
+            let want = Int(min(Int64(buffer.count - filled), end - position))
+            if want == 0 {
+                guard filled == 0 else { throw damaged("the file lines do not end with a line break") }
+                return nil
+            }
+            try RawIO.preadAll(fd, buffer.baseAddress! + filled, want, at: position, path: name)
+            filled += want
+            position += Int64(want)
+        }
+    }
+
+    func decode(_ line: UnsafeRawBufferPointer) throws -> Snapshot.File {
+        if let file = FileLine.decode(line, packs: &packs) { return file }
+        do {
+            return try decoder.decode(Snapshot.File.self, from: Data(line))
+        } catch {
+            throw damaged("damaged file record: \(error)")
         }
     }
 }

@@ -1,0 +1,219 @@
+import Foundation
+
+/// The file lines of a snapshot record, written and read without Foundation's JSON coders.
+///
+/// A record holds one line per file, so a library of a million files means a million lines
+/// every backup, verify and restore reads: Foundation's coders spent more time on them than
+/// the rest of an unchanged backup. The line is a flat JSON object (FORMAT.md); this codec
+/// writes it with sorted keys, as `JSONEncoder` did before it, and reads any flat object of
+/// strings and numbers in any key order and spacing. A line it does not understand (a nested
+/// value a later format might add) goes to `JSONDecoder`, so nothing valid is refused here.
+enum FileLine {
+    // MARK: writing
+
+    static func append(_ file: Snapshot.File, to out: inout [UInt8]) {
+        out.append(contentsOf: #"{"inode":"#.utf8)
+        appendNumber(String(file.inode), to: &out)
+        out.append(contentsOf: #","mode":"#.utf8)
+        appendNumber(String(file.mode), to: &out)
+        out.append(contentsOf: #","mtime":"#.utf8)
+        appendNumber(mtimeText(file.mtime), to: &out)
+        out.append(contentsOf: #","offset":"#.utf8)
+        appendNumber(String(file.offset), to: &out)
+        out.append(contentsOf: #","pack":"#.utf8)
+        appendString(file.pack.utf8, to: &out)
+        // A path that is UTF-8 is stored as text; any other as base64 of its bytes.
+        if String(validating: file.path, as: UTF8.self) != nil {
+            out.append(contentsOf: #","path":"#.utf8)
+            appendString(file.path, to: &out)
+        } else {
+            out.append(contentsOf: #","path_b64":"#.utf8)
+            appendString(Data(file.path).base64EncodedString().utf8, to: &out)
+        }
+        out.append(contentsOf: #","sha256":"#.utf8)
+        appendString(file.sha256.utf8, to: &out)
+        out.append(contentsOf: #","size":"#.utf8)
+        appendNumber(String(file.size), to: &out)
+        out.append(contentsOf: #","type":"file"}"#.utf8)
+    }
+
+    /// Whole seconds without a fraction are written as integers, as JSONEncoder does; anything
+    /// else in Swift's shortest form that reads back to the same Double.
+    static func mtimeText(_ value: Double) -> String {
+        if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
+        return "\(value)"
+    }
+
+    static func appendNumber(_ text: String, to out: inout [UInt8]) { out.append(contentsOf: text.utf8) }
+
+    static func appendString(_ bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
+        let hex = Array("0123456789abcdef".utf8)
+        out.append(UInt8(ascii: "\""))
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [92, 34])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [92, 92])
+            case 0x0A: out.append(contentsOf: [92, UInt8(ascii: "n")])
+            case 0x0D: out.append(contentsOf: [92, UInt8(ascii: "r")])
+            case 0x09: out.append(contentsOf: [92, UInt8(ascii: "t")])
+            case 0x08: out.append(contentsOf: [92, UInt8(ascii: "b")])
+            case 0x0C: out.append(contentsOf: [92, UInt8(ascii: "f")])
+            case 0..<0x20: out.append(contentsOf: [92, UInt8(ascii: "u"), 48, 48, hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+            default: out.append(byte)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    // MARK: reading
+
+    /// Decodes one line; `nil` when it is not a flat object of strings and numbers with the
+    /// fields of a file (the caller then asks JSONDecoder, which names the problem).
+    static func decode(_ line: UnsafeRawBufferPointer, packs: inout [String]) -> Snapshot.File? {
+        var parser = Parser(bytes: line)
+        var path: PathBytes?, pathBase64: PathBytes?, sha256: PathBytes?, pack: PathBytes?, type: PathBytes?
+        var size: Int64?, mode: UInt32?, mtime: Double?, inode: UInt64?, offset: Int64?
+        guard parser.consume(UInt8(ascii: "{")) else { return nil }
+        if !parser.consume(UInt8(ascii: "}")) {
+            repeat {
+                guard let key = parser.string(), parser.consume(UInt8(ascii: ":")) else { return nil }
+                if parser.peek == UInt8(ascii: "\"") {
+                    guard let value = parser.string() else { return nil }
+                    switch String(decoding: key, as: UTF8.self) {
+                    case "path": path = value
+                    case "path_b64": pathBase64 = value
+                    case "sha256": sha256 = value
+                    case "pack": pack = value
+                    case "type": type = value
+                    default: break
+                    }
+                } else {
+                    guard let number = parser.number() else { return nil }
+                    let text = String(decoding: number, as: UTF8.self)
+                    switch String(decoding: key, as: UTF8.self) {
+                    case "size": guard let v = Int64(text) else { return nil }; size = v
+                    case "mode": guard let v = UInt32(text) else { return nil }; mode = v
+                    case "inode": guard let v = UInt64(text) else { return nil }; inode = v
+                    case "offset": guard let v = Int64(text) else { return nil }; offset = v
+                    case "mtime": guard let v = Double(text) else { return nil }; mtime = v
+                    default: break
+                    }
+                }
+            } while parser.consume(UInt8(ascii: ","))
+            guard parser.consume(UInt8(ascii: "}")) else { return nil }
+        }
+        guard parser.atEnd, type.map({ $0 == PathBytes("file".utf8) }) ?? true,
+              let size, let mode, let mtime, let inode, let offset, let sha256, let pack else { return nil }
+        let filePath: PathBytes
+        if let path {
+            filePath = path
+        } else if let pathBase64, let data = Data(base64Encoded: Data(pathBase64)) {
+            filePath = PathBytes(data)
+        } else {
+            return nil
+        }
+        // Consecutive lines share a few packs: one String each, not one per line.
+        let packName: String
+        if let known = packs.last(where: { $0.utf8.elementsEqual(pack) }) {
+            packName = known
+        } else {
+            packName = String(decoding: pack, as: UTF8.self)
+            packs.append(packName)
+            if packs.count > 8 { packs.removeFirst() }
+        }
+        return Snapshot.File(path: filePath, size: size, mode: mode, mtime: mtime, inode: inode,
+                             sha256: String(decoding: sha256, as: UTF8.self), pack: packName, offset: offset)
+    }
+
+    struct Parser {
+        let bytes: UnsafeRawBufferPointer
+        var index = 0
+
+        init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+        mutating func skipSpace() {
+            while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+        }
+
+        var peek: UInt8? { mutating get { skipSpace(); return index < bytes.count ? bytes[index] : nil } }
+
+        var atEnd: Bool { mutating get { skipSpace(); return index == bytes.count } }
+
+        mutating func consume(_ byte: UInt8) -> Bool {
+            guard peek == byte else { return false }
+            index += 1
+            return true
+        }
+
+        /// A JSON number's text (validated by the caller's conversion).
+        mutating func number() -> ArraySlice<UInt8>? {
+            skipSpace()
+            let start = index
+            while index < bytes.count, (48...57).contains(bytes[index]) || [UInt8(ascii: "-"), UInt8(ascii: "+"), UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[index]) {
+                index += 1
+            }
+            return index > start ? ArraySlice(bytes[start..<index]) : nil
+        }
+
+        /// A JSON string's value as UTF-8 bytes.
+        mutating func string() -> PathBytes? {
+            guard consume(UInt8(ascii: "\"")) else { return nil }
+            var out = PathBytes()
+            while index < bytes.count {
+                let byte = bytes[index]
+                index += 1
+                switch byte {
+                case UInt8(ascii: "\""):
+                    return out
+                case UInt8(ascii: "\\"):
+                    guard index < bytes.count else { return nil }
+                    let escape = bytes[index]
+                    index += 1
+                    switch escape {
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(escape)
+                    case UInt8(ascii: "n"): out.append(0x0A)
+                    case UInt8(ascii: "r"): out.append(0x0D)
+                    case UInt8(ascii: "t"): out.append(0x09)
+                    case UInt8(ascii: "b"): out.append(0x08)
+                    case UInt8(ascii: "f"): out.append(0x0C)
+                    case UInt8(ascii: "u"):
+                        guard var scalar = hex4() else { return nil }
+                        if (0xD800..<0xDC00).contains(scalar) {
+                            guard index + 1 < bytes.count, bytes[index] == 92, bytes[index + 1] == UInt8(ascii: "u") else { return nil }
+                            index += 2
+                            guard let low = hex4(), (0xDC00..<0xE000).contains(low) else { return nil }
+                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        }
+                        guard let unicode = Unicode.Scalar(scalar) else { return nil }
+                        out.append(contentsOf: Array(String(Character(unicode)).utf8))
+                    default:
+                        return nil
+                    }
+                case 0..<0x20:
+                    return nil
+                default:
+                    out.append(byte)
+                }
+            }
+            return nil
+        }
+
+        mutating func hex4() -> UInt32? {
+            guard index + 4 <= bytes.count else { return nil }
+            var value: UInt32 = 0
+            for _ in 0..<4 {
+                let c = bytes[index]
+                index += 1
+                let digit: UInt32
+                switch c {
+                case 48...57: digit = UInt32(c - 48)
+                case 97...102: digit = UInt32(c - 87)
+                case 65...70: digit = UInt32(c - 55)
+                default: return nil
+                }
+                value = value << 4 | digit
+            }
+            return value
+        }
+    }
+}
