@@ -132,7 +132,12 @@ enum FileLine {
         init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
         mutating func skipSpace() {
-            while index < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[index]) { index += 1 }
+            while index < bytes.count {
+                switch bytes[index] {
+                case 0x20, 0x09, 0x0A, 0x0D: index += 1
+                default: return
+                }
+            }
         }
 
         var peek: UInt8? { mutating get { skipSpace(); return index < bytes.count ? bytes[index] : nil } }
@@ -149,8 +154,11 @@ enum FileLine {
         mutating func number() -> ArraySlice<UInt8>? {
             skipSpace()
             let start = index
-            while index < bytes.count, (48...57).contains(bytes[index]) || [UInt8(ascii: "-"), UInt8(ascii: "+"), UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E")].contains(bytes[index]) {
-                index += 1
+            scan: while index < bytes.count {
+                switch bytes[index] {
+                case 48...57, UInt8(ascii: "-"), UInt8(ascii: "+"), UInt8(ascii: "."), UInt8(ascii: "e"), UInt8(ascii: "E"): index += 1
+                default: break scan
+                }
             }
             return index > start ? ArraySlice(bytes[start..<index]) : nil
         }
@@ -158,7 +166,11 @@ enum FileLine {
         /// A JSON string's value as UTF-8 bytes.
         mutating func string() -> PathBytes? {
             guard consume(UInt8(ascii: "\"")) else { return nil }
-            var out = PathBytes()
+            // The common case: no escape before the closing quote, one copy.
+            var run = index
+            while run < bytes.count, bytes[run] != 0x22, bytes[run] != 0x5C, bytes[run] >= 0x20 { run += 1 }
+            var out = PathBytes(bytes[index..<run])
+            index = run
             while index < bytes.count {
                 let byte = bytes[index]
                 index += 1

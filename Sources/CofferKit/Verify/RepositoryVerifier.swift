@@ -24,12 +24,19 @@ public struct RepositoryVerifier {
 
     public init(repository: String?) { repositoryLocation = repository }
 
-    struct Range {
+    /// One stored entry: where it is in its pack and what its bytes must hash to. Entries are
+    /// shared by every snapshot that refers to them, so this grows with what the repository
+    /// stores, not with snapshots × files; names and dependent snapshots are looked up again
+    /// only for an entry found damaged.
+    struct Entry {
         var offset: Int64
         var size: Int64
-        var sha256: String
-        var label: String
-        var snapshots: Set<String>
+        var sha256: SHA256Value
+    }
+
+    struct EntryKey: Hashable {
+        var pack: String
+        var offset: Int64
     }
 
     public func run() throws -> RepositoryReport {
@@ -45,50 +52,49 @@ public struct RepositoryVerifier {
         let selected = try snapshot.map { [try repository.resolve($0)] } ?? all
         report.snapshots = selected.map(\.id)
 
-        // Every entry of every pack the selected snapshots need. A pack's digest covers all its
-        // entries, so the entries of other snapshots in those packs are read too.
-        var ranges: [String: [Int64: Range]] = [:]
-        var packDigests: [String: (size: Int64, sha256: String)] = [:]
-        for pack in all.map(\.summary.pack) { packDigests[pack.name] = (pack.size, pack.sha256) }
-        var databases: [(snapshot: String, database: Snapshot.Database)] = []
-        func add(_ pack: String, _ offset: Int64, _ size: Int64, _ sha256: String, _ label: String, _ snapshot: String) {
-            ranges[pack, default: [:]][offset, default: Range(offset: offset, size: size, sha256: sha256, label: label, snapshots: [])]
-                .snapshots.insert(snapshot)
-        }
-        // Each record is read once.
-        var records: [String: [Snapshot.File]] = [:]
-        for snap in all { var files: [Snapshot.File] = []; try repository.reader(for: snap).files { files.append($0) }; records[snap.id] = files }
+        // The packs the selected snapshots need. A pack's digest covers all its entries, so the
+        // entries of other snapshots in those packs are read too.
         var needed = Set<String>()
-        for snap in selected {
-            databases.append((snap.id, snap.summary.database))
-            needed.insert(snap.summary.database.pack)
-            for file in records[snap.id] ?? [] { needed.insert(file.pack) }
-        }
-        for snap in all {
-            let db = snap.summary.database
-            if needed.contains(db.pack) { add(db.pack, db.offset, db.storedSize, db.storedSha256, db.entry, snap.id) }
-            for file in records[snap.id] ?? [] where needed.contains(file.pack) {
-                add(file.pack, file.offset, file.size, file.sha256, PathText.display(file.path), snap.id)
+        if snapshot != nil {
+            for snap in selected {
+                needed.insert(snap.summary.database.pack)
+                try repository.reader(for: snap).files { needed.insert($0.pack) }
             }
         }
-        report.packs = ranges.count
+        var entries: [String: [Int64: Entry]] = [:]
+        var dependents: [String: Set<Int>] = [:] // pack -> indices into `all`
+        var packDigests: [String: (size: Int64, sha256: String)] = [:]
+        for pack in all.map(\.summary.pack) { packDigests[pack.name] = (pack.size, pack.sha256) }
+        func add(_ pack: String, _ offset: Int64, _ size: Int64, _ sha256: String, _ index: Int) {
+            guard snapshot == nil || needed.contains(pack) else { return }
+            dependents[pack, default: []].insert(index)
+            if entries[pack]?[offset] == nil {
+                entries[pack, default: [:]][offset] = Entry(offset: offset, size: size, sha256: SHA256Value(hex: sha256))
+            }
+        }
+        for (index, snap) in all.enumerated() {
+            let db = snap.summary.database
+            add(db.pack, db.offset, db.storedSize, db.storedSha256, index)
+            try repository.reader(for: snap).files { add($0.pack, $0.offset, $0.size, $0.sha256, index) }
+        }
+        report.packs = entries.count
+        func snapshotsNeeding(_ pack: String) -> [String] { (dependents[pack] ?? []).sorted().map { all[$0].id } }
 
         // References resolve.
+        var damagedEntries: [(key: EntryKey, message: String)] = []
         var usablePacks: [String] = []
-        for (pack, packRanges) in ranges.sorted(by: { $0.key < $1.key }) {
-            let dependents = packRanges.values.reduce(into: Set<String>()) { $0.formUnion($1.snapshots) }
+        for (pack, packEntries) in entries.sorted(by: { $0.key < $1.key }) {
             guard let size = try repository.storage.size(pack) else {
-                report.findings.append(.init(kind: "pack_missing", path: pack, snapshots: dependents.sorted(),
+                report.findings.append(.init(kind: "pack_missing", path: pack, snapshots: snapshotsNeeding(pack),
                                              message: "a pack snapshots need is missing"))
                 continue
             }
             if let expected = packDigests[pack], expected.size != size {
-                report.findings.append(.init(kind: "pack_damaged", path: pack, snapshots: dependents.sorted(),
+                report.findings.append(.init(kind: "pack_damaged", path: pack, snapshots: snapshotsNeeding(pack),
                                              message: "size \(size), recorded \(expected.size)"))
             }
-            for range in packRanges.values where range.offset + range.size > size {
-                report.findings.append(.init(kind: "file_damaged", path: range.label, pack: pack, snapshots: range.snapshots.sorted(),
-                                             message: "its bytes lie past the end of the pack"))
+            for entry in packEntries.values.sorted(by: { $0.offset < $1.offset }) where entry.offset + entry.size > size {
+                damagedEntries.append((EntryKey(pack: pack, offset: entry.offset), "its bytes lie past the end of the pack"))
             }
             usablePacks.append(pack)
         }
@@ -98,15 +104,23 @@ public struct RepositoryVerifier {
             // Two independent lanes on two cores: the packs, read and hashed in one pass, and
             // the database copies, decompressed and integrity-checked (each snapshot has its own).
             var packReport = report, databaseReport = RepositoryReport(repository: report.repository, readData: true)
+            var packDamage: [(key: EntryKey, message: String)] = []
             var failures: [Error?] = [nil, nil]
             let packLane = { [self] in
                 for pack in usablePacks {
-                    try readPack(pack, ranges: ranges[pack]!, expected: packDigests[pack], repository: repository, into: &packReport)
+                    let sorted = entries[pack]!.values.sorted { $0.offset < $1.offset }
+                    let expected = packDigests[pack]
+                    for offset in try readPack(pack, entries: sorted, expected: expected, repository: repository, into: &packReport) {
+                        packDamage.append((EntryKey(pack: pack, offset: offset), "its bytes changed (SHA-256 differs from the one recorded)"))
+                    }
+                    if packReport.findings.last?.kind == "pack_damaged", packReport.findings.last?.path == pack {
+                        packReport.findings[packReport.findings.count - 1].snapshots = snapshotsNeeding(pack)
+                    }
                 }
             }
             let databaseLane = { [self] in
-                for (id, database) in databases {
-                    try checkDatabase(database, snapshot: id, repository: repository, into: &databaseReport)
+                for snap in selected {
+                    try checkDatabase(snap.summary.database, snapshot: snap.id, repository: repository, into: &databaseReport)
                 }
             }
             failures.withUnsafeMutableBufferPointer { failed in
@@ -117,28 +131,54 @@ public struct RepositoryVerifier {
             if let failure = failures.compactMap({ $0 }).first { throw failure }
             report = packReport
             report.findings += databaseReport.findings
+            damagedEntries += packDamage
             progress?.finish()
+        }
+        if !damagedEntries.isEmpty {
+            report.findings += try describe(damagedEntries, all: all, repository: repository)
         }
         report.seconds = Date().timeIntervalSince(started)
         return report
     }
 
+    /// Names damaged entries: the file (or database copy) each one holds, and every snapshot
+    /// that refers to it (one more pass over the records, only when something is damaged).
+    func describe(_ damaged: [(key: EntryKey, message: String)], all: [Snapshot], repository: Repository) throws -> [RepositoryReport.Finding] {
+        var labels: [EntryKey: String] = [:]
+        var snapshots: [EntryKey: Set<String>] = [:]
+        let wanted = Set(damaged.map(\.key))
+        func see(_ key: EntryKey, _ label: @autoclosure () -> String, _ snapshot: String) {
+            guard wanted.contains(key) else { return }
+            if labels[key] == nil { labels[key] = label() }
+            snapshots[key, default: []].insert(snapshot)
+        }
+        for snap in all {
+            let db = snap.summary.database
+            see(EntryKey(pack: db.pack, offset: db.offset), db.entry, snap.id)
+            try repository.reader(for: snap).files { see(EntryKey(pack: $0.pack, offset: $0.offset), PathText.display($0.path), snap.id) }
+        }
+        return damaged.map { item in
+            .init(kind: "file_damaged", path: labels[item.key] ?? "offset \(item.key.offset)", pack: item.key.pack,
+                  snapshots: (snapshots[item.key] ?? []).sorted(), message: item.message)
+        }
+    }
+
     /// One sequential pass, each byte hashed once: the bytes of every entry into that entry's
     /// digest, everything else (headers, padding) and each entry's digest, in order, into the
-    /// pack digest (see FORMAT.md).
-    func readPack(_ pack: String, ranges: [Int64: Range], expected: (size: Int64, sha256: String)?,
-                  repository: Repository, into report: inout RepositoryReport) throws {
+    /// pack digest (see FORMAT.md). Returns the offsets of entries whose bytes do not match.
+    func readPack(_ pack: String, entries sorted: [Entry], expected: (size: Int64, sha256: String)?,
+                  repository: Repository, into report: inout RepositoryReport) throws -> [Int64] {
         let fd = try repository.storage.openForReading(pack)
         defer { close(fd) }
-        let sorted = ranges.values.sorted { $0.offset < $1.offset }
-        var hashers = sorted.map { _ in SHA256() }
+        var entryHasher = SHA256()
         var packHasher = SHA256()
-        var damaged: [Int] = []
+        var damaged: [Int64] = []
         var next = 0 // the first entry not yet complete
         func complete(_ index: Int) {
-            let digest = Array(hashers[index].finalize())
-            packHasher.update(data: digest)
-            if Digest.hex(digest) != sorted[index].sha256 { damaged.append(index) }
+            let digest = entryHasher.finalize()
+            entryHasher = SHA256()
+            digest.withUnsafeBytes { packHasher.update(bufferPointer: $0) }
+            if SHA256Value(digest) != sorted[index].sha256 { damaged.append(sorted[index].offset) }
         }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
@@ -158,7 +198,7 @@ public struct RepositoryVerifier {
                 }
                 if next < sorted.count, sorted[next].offset <= cursor {
                     let stop = min(end, sorted[next].offset + sorted[next].size)
-                    hashers[next].update(bufferPointer: slice(cursor, stop))
+                    entryHasher.update(bufferPointer: slice(cursor, stop))
                     cursor = stop
                     if cursor == sorted[next].offset + sorted[next].size { complete(next); next += 1 }
                 } else {
@@ -176,17 +216,12 @@ public struct RepositoryVerifier {
         if let expected, position == expected.size {
             let digest = Digest.hex(packHasher.finalize())
             if digest != expected.sha256 {
-                let dependents = ranges.values.reduce(into: Set<String>()) { $0.formUnion($1.snapshots) }
-                report.findings.append(.init(kind: "pack_damaged", path: pack, snapshots: dependents.sorted(),
+                report.findings.append(.init(kind: "pack_damaged", path: pack, snapshots: [],
                                              message: "pack digest \(digest.prefix(16))..., recorded \(expected.sha256.prefix(16))..."))
             }
         }
-        for index in damaged {
-            let range = sorted[index]
-            report.findings.append(.init(kind: "file_damaged", path: range.label, pack: pack, snapshots: range.snapshots.sorted(),
-                                         message: "its bytes changed (SHA-256 differs from the one recorded)"))
-        }
         report.filesChecked += next
+        return damaged
     }
 
     /// Decompresses a database copy into a scratch folder, re-hashes and integrity-checks it.

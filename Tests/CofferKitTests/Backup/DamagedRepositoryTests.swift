@@ -36,7 +36,10 @@ import Testing
         let damaged = try #require(report.findings.first { $0.kind == "file_damaged" })
         #expect(damaged.path == PathText.display(file.path))
         #expect(damaged.snapshots == [first.id, second.id].sorted())
-        #expect(report.findings.contains { $0.kind == "pack_damaged" && $0.path == file.pack })
+        #expect(report.findings.contains { $0.kind == "pack_damaged" && $0.path == file.pack && $0.snapshots == [first.id, second.id].sorted() })
+        // Checking only the second snapshot reads the same pack and names the same damage.
+        let selected = try fixture.verifyRepository(snapshot: second.id)
+        #expect(selected.findings.contains { $0.kind == "file_damaged" && $0.path == PathText.display(file.path) })
 
         // Restoring a snapshot that needs the damaged file fails and leaves no target behind.
         let error = #expect(throws: CofferError.self) { try fixture.restore(into: "after-flip") }

@@ -70,3 +70,16 @@ import Testing
         }
     }
 }
+
+@Suite struct SHA256ValueTests {
+    @Test func hexAndBytesAgreeAndMalformedDigestsMatchNothing() {
+        let bytes = (0..<32).map { UInt8($0 * 7 + 3) }
+        let hex = Digest.hex(bytes)
+        #expect(SHA256Value(hex: hex) == SHA256Value(bytes))
+        #expect(SHA256Value(hex: hex.uppercased()) == SHA256Value(bytes))
+        #expect(SHA256Value(hex: String(hex.dropLast())) != SHA256Value(bytes))
+        #expect(SHA256Value(hex: String(hex.dropLast()) + "g") != SHA256Value(bytes))
+        #expect(SHA256Value(hex: hex + "00") != SHA256Value(bytes))
+        #expect(SHA256Value(hex: "") != SHA256Value([UInt8](repeating: 0, count: 32)))
+    }
+}
