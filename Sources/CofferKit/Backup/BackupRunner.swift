@@ -56,8 +56,6 @@ public struct BackupRunner {
             $0.header.dbPath == layout.dbPath && $0.header.mediaRoot == layout.mediaRoot
         }
         report.parent = parent?.id
-        var parentFiles: [PathBytes: Snapshot.File] = [:]
-        if let parent { try repository.reader(for: parent).files { parentFiles[$0.path] = $0 } }
 
         // 1. The database, first.
         let scratch = dryRun ? NSTemporaryDirectory() : repository.storage.temporaryDirectory
@@ -75,13 +73,7 @@ public struct BackupRunner {
 
         // 2. What to back up: the library and the files the copy refers to.
         var candidates = try collect(copyPath: copyPath, layout: layout, problems: &problems)
-        for index in candidates.indices {
-            if let previous = parentFiles[candidates[index].relative],
-               previous.size == candidates[index].info.size, previous.mtime == candidates[index].info.modified,
-               previous.inode == candidates[index].info.inode {
-                candidates[index].reuse = previous
-            }
-        }
+        if let parent { try markUnchanged(&candidates, parent: parent, repository: repository) }
         let toWrite = candidates.filter { $0.reuse == nil }
         report.files = candidates.count
         report.bytes = candidates.reduce(0) { $0 + $1.info.size }
@@ -130,20 +122,34 @@ public struct BackupRunner {
             size: copy.size, sha256: copy.sha256, pageSize: copy.pageSize, pageCount: copy.pageCount,
             schemaVersion: copy.schemaVersion, rowCounts: copy.rowCounts, integrityCheck: copy.integrityCheck)
 
-        var records: [Snapshot.File] = []
-        records.reserveCapacity(candidates.count)
+        // The snapshot record is written while the pack is (it is published after the pack).
+        let header = Snapshot.Header(
+            id: id, time: ISO8601DateFormatter.withFractions.string(from: started), host: ProcessInfo.processInfo.hostName,
+            cofferVersion: CofferVersion.coffer, parent: parent?.id, tags: tags, full: full || parent == nil,
+            dbPath: layout.dbPath, mediaRoot: layout.mediaRoot)
+        let record = try repository.storage.create("snapshots/\(id).jsonl")
+        var recordCommitted = false
+        defer { if !recordCommitted { repository.storage.discard(record) } }
+        let snapshotWriter = try SnapshotWriter(pending: record, header: header)
+        var recordedFiles = 0
+        var recordedBytes: Int64 = 0
+        func recordLine(_ file: Snapshot.File) throws {
+            try snapshotWriter.line(file)
+            recordedFiles += 1
+            recordedBytes += file.size
+        }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         progress?.start(total: toWrite.reduce(0) { $0 + $1.info.size })
         for candidate in candidates {
             if let reuse = candidate.reuse {
-                records.append(reuse)
+                try recordLine(reuse)
                 continue
             }
             let absolute = PathBytes(layout.mediaRoot.utf8).appendingComponent(candidate.relative)
-            if let record = try store(candidate, absolute: absolute, pack: packName, writer: writer, buffer: buffer,
+            if let stored = try store(candidate, absolute: absolute, pack: packName, writer: writer, buffer: buffer,
                                       report: &report, problems: &problems) {
-                records.append(record)
+                try recordLine(stored)
             }
         }
         let pack = try writer.finish()
@@ -153,32 +159,38 @@ public struct BackupRunner {
         report.packBytes = pack.size
 
         // 4. The snapshot record, last.
-        let header = Snapshot.Header(
-            id: id, time: ISO8601DateFormatter.withFractions.string(from: started), host: ProcessInfo.processInfo.hostName,
-            cofferVersion: CofferVersion.coffer, parent: parent?.id, tags: tags, full: full || parent == nil,
-            dbPath: layout.dbPath, mediaRoot: layout.mediaRoot)
         let summary = Snapshot.Summary(
-            files: records.count, bytes: records.reduce(0) { $0 + $1.size }, bytesAdded: report.bytesAdded,
+            files: recordedFiles, bytes: recordedBytes, bytesAdded: report.bytesAdded,
             bytesRead: report.bytesRead, pack: .init(name: packName, size: pack.size, sha256: pack.sha256),
             database: database, problems: problems, findings: findings,
             seconds: ["total": Date().timeIntervalSince(started)])
-        let record = try repository.storage.create("snapshots/\(id).jsonl")
-        do {
-            let snapshotWriter = try SnapshotWriter(pending: record, header: header)
-            for file in records { try snapshotWriter.line(file) }
-            try snapshotWriter.line(summary)
-            try snapshotWriter.flush()
-            try repository.storage.commit(record)
-        } catch {
-            repository.storage.discard(record)
-            throw error
-        }
+        try snapshotWriter.line(summary)
+        try snapshotWriter.flush()
+        try repository.storage.commit(record)
+        recordCommitted = true
         report.snapshot = id
-        report.files = records.count
+        report.files = recordedFiles
         report.bytes = summary.bytes
         report.problems = problems
         report.seconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    /// Marks candidates whose path, size, mtime and inode are those of the parent snapshot:
+    /// they are not read again. Both lists are sorted by path bytes, so the parent's record is
+    /// merged in one streaming pass (a record out of that order only costs re-reading).
+    func markUnchanged(_ candidates: inout [Candidate], parent: Snapshot, repository: Repository) throws {
+        let cursor = try repository.reader(for: parent).makeCursor()
+        var previous = try cursor.next()
+        for index in candidates.indices {
+            let path = candidates[index].relative
+            while let file = previous, file.path.lexicographicallyPrecedes(path) { previous = try cursor.next() }
+            guard let file = previous, file.path == path else { continue }
+            let info = candidates[index].info
+            if file.size == info.size, file.mtime == info.modified, file.inode == info.inode {
+                candidates[index].reuse = file
+            }
+        }
     }
 
     /// The library's files, then the files the copy refers to elsewhere under MEDIA_ROOT,

@@ -78,7 +78,7 @@ public struct RepositoryVerifier {
             try repository.reader(for: snap).files { add($0.pack, $0.offset, $0.size, $0.sha256, index) }
         }
         report.packs = entries.count
-        func snapshotsNeeding(_ pack: String) -> [String] { (dependents[pack] ?? []).sorted().map { all[$0].id } }
+        func snapshotsNeeding(_ pack: String) -> [String] { (dependents[pack] ?? []).map { all[$0].id }.sorted() }
 
         // References resolve.
         var damagedEntries: [(key: EntryKey, message: String)] = []

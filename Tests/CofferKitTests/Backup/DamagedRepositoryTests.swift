@@ -36,7 +36,7 @@ import Testing
         let damaged = try #require(report.findings.first { $0.kind == "file_damaged" })
         #expect(damaged.path == PathText.display(file.path))
         #expect(damaged.snapshots == [first.id, second.id].sorted())
-        #expect(report.findings.contains { $0.kind == "pack_damaged" && $0.path == file.pack && $0.snapshots == [first.id, second.id].sorted() })
+        #expect(report.findings.contains { $0.kind == "pack_damaged" && $0.path == file.pack && $0.snapshots == [first.id, second.id].sorted() }, "\(report.findings)")
         // Checking only the second snapshot reads the same pack and names the same damage.
         let selected = try fixture.verifyRepository(snapshot: second.id)
         #expect(selected.findings.contains { $0.kind == "file_damaged" && $0.path == PathText.display(file.path) })
