@@ -168,8 +168,10 @@ public struct Restorer {
     /// Reads each pack the records need once, in order, and writes the needed entries into
     /// `staging`. Any unsafe entry in a pack refuses the whole restore.
     func extractMedia(_ files: [Snapshot.File], repository: Repository, into staging: String) throws {
-        var byPack: [String: [PathBytes: Snapshot.File]] = [:]
-        for file in files { byPack[file.pack, default: [:]][file.entryName] = file }
+        // Per pack, the indices of the files it holds (keyed by path when the pack is read,
+        // sharing the records' path storage).
+        var byPack: [String: [Int]] = [:]
+        for (index, file) in files.enumerated() { byPack[file.pack, default: []].append(index) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         let stagingFD = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -177,8 +179,9 @@ public struct Restorer {
         defer { close(stagingFD) }
         var created = Set<PathBytes>()
 
-        for (pack, wanted) in byPack.sorted(by: { $0.key < $1.key }) {
-            var remaining = wanted
+        for (pack, indices) in byPack.sorted(by: { $0.key < $1.key }) {
+            var remaining = [PathBytes: Int](minimumCapacity: indices.count)
+            for index in indices { remaining[files[index].path] = index }
             let packPath = repository.location + "/" + pack
             let fd = try repository.storage.openForReading(pack)
             defer { close(fd) }
@@ -193,15 +196,17 @@ public struct Restorer {
                 guard entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink else {
                     throw RestorePlan.refuse(entry.path, "not a regular file (links, devices and FIFOs are never restored)", in: packPath)
                 }
-                guard let file = remaining.removeValue(forKey: entry.path) else { continue }
+                // Entries no file of this snapshot needs (other snapshots' content) are skipped.
+                guard let index = remaining.removeValue(forKey: PathBytes(entry.path.dropFirst(prefix.count))) else { continue }
+                let file = files[index]
                 guard entry.size == file.size else {
                     throw RestorePlan.refuse(entry.path, "size \(entry.size) in the pack, \(file.size) in the snapshot", in: packPath)
                 }
                 try write(file, from: reader, stagingFD: stagingFD, staging: staging, created: &created, buffer: buffer)
             }
-            if let missing = remaining.values.first {
+            if let missing = remaining.values.min() {
                 throw CofferError(.failed, operation: "restore from", subject: packPath,
-                                  cause: "\(remaining.count) file(s) of the snapshot are not in the pack (first: \(PathText.display(missing.path))); nothing was written to the targets",
+                                  cause: "\(remaining.count) file(s) of the snapshot are not in the pack (first: \(PathText.display(files[missing].path))); nothing was written to the targets",
                                   hint: "`coffer verify --repo --read-data` shows what is damaged; restore an older snapshot")
             }
         }

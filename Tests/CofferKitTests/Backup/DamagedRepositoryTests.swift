@@ -138,7 +138,7 @@ import Testing
     }
 
     /// Rewrites the snapshot's pack: the hostile entry first, then the real entries.
-    func plant(_ evil: Evil, in fixture: BackupFixture) throws {
+    func plant(_ evil: Evil?, in fixture: BackupFixture, dropping dropped: String? = nil) throws {
         let repository = try fixture.repository()
         let snapshot = try repository.resolve("latest")
         let packPath = fixture.repo + "/" + snapshot.summary.pack.name
@@ -150,7 +150,7 @@ import Testing
         archive_write_set_format_pax(archive)
         archive_write_set_format_option(archive, "pax", "hdrcharset", "BINARY")
         #expect(archive_write_open_filename(archive, packPath) == ARCHIVE_OK)
-        evil.write(to: archive)
+        evil?.write(to: archive)
         // Copy the original entries after it.
         let reader = archive_read_new()!
         defer { archive_read_free(reader) }
@@ -160,6 +160,7 @@ import Testing
             var entry: OpaquePointer?
             var buffer = [UInt8](repeating: 0, count: 65536)
             while archive_read_next_header(reader, &entry) == ARCHIVE_OK {
+                if let dropped, String(cString: archive_entry_pathname(entry)) == dropped { continue }
                 archive_write_header(archive, entry)
                 while true {
                     let n = archive_read_data(reader, &buffer, buffer.count)
@@ -188,6 +189,23 @@ import Testing
         // Nothing staged is left behind either.
         let siblings = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
         #expect(siblings.allSatisfy { !$0.hasPrefix(".coffer-restore") }, "\(siblings)")
+    }
+
+    @Test func aPackWithoutARecordedFileRefusesTheRestore() throws {
+        let fixture = try BackupFixture(jobs: 8, hostile: false)
+        try fixture.backup()
+        let repository = try fixture.repository()
+        var paths: [PathBytes] = []
+        try repository.reader(for: try repository.resolve("latest")).files { paths.append($0.path) }
+        let victim = try #require(paths.dropFirst(paths.count / 2).first)
+        try plant(nil, in: fixture, dropping: "media/" + String(decoding: victim, as: UTF8.self))
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
+        #expect(error?.status == .failed)
+        #expect(error?.cause.contains("1 file(s) of the snapshot are not in the pack") == true, "\(String(describing: error))")
+        #expect(error?.cause.contains(PathText.display(victim)) == true)
+        let target = fixture.volume.directory.child("target")
+        #expect(!FileManager.default.fileExists(atPath: target + "/media"))
+        #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"))
     }
 
     @Test(arguments: ["../../escaped.txt", "/etc/cron.d/escaped", "library/./x", "library//x", "library/../../x"])
