@@ -135,6 +135,12 @@ final class Bench {
                 Measure.shell("bsdtar -xf '\(self.root)/tar/media.tar' -C '\(self.root)/x'")
             }))
         }
+        if hasBsdtar {
+            // The same, made durable as Coffer's restore is (one syncfs before it renames into place).
+            restore.append(("bsdtar -xf + sync", { self.fresh(self.root + "/x"); try? FileManager.default.createDirectory(atPath: self.root + "/x", withIntermediateDirectories: true) }, {
+                Measure.shell("bsdtar -xf '\(self.root)/tar/media.tar' -C '\(self.root)/x' && sync -f '\(self.root)/x'")
+            }))
+        }
         if hasRestic {
             restore.append(("restic restore", { self.fresh(self.root + "/rr") }, { Measure.run(["restic", "restore", "-q", "latest", "-r", self.root + "/restic", "--target", self.root + "/rr"], environment: self.env("")) }))
         }
@@ -259,7 +265,36 @@ final class Bench {
             if round > 0 { series.samples.append(sample) }
         }
         rows.append(Row(scenario: "live verify, 100,000 jobs and files", tool: "coffer verify", series: series, bytes: 0))
+        try manyFiles(base)
         fresh(base)
+    }
+
+    /// Per-file costs: the same volume's ~100,000 tiny files through backup, verify and restore,
+    /// once each (they take long enough to be stable), beside restic; peak RSS against the small
+    /// profile's shows how memory grows with the number of files.
+    func manyFiles(_ base: String) throws {
+        let env = ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0", "COFFER_REPO": base + "/repo",
+                   "DB_PATH": base + "/db.sqlite", "MEDIA_ROOT": base + "/media"]
+        let scenario = "100,000 files (one run each)"
+        func one(_ tool: String, _ sample: Sample) {
+            var series = Series()
+            series.samples.append(sample)
+            rows.append(Row(scenario: scenario, tool: tool, series: series, bytes: 0))
+            log("\(scenario) / \(tool): \(String(format: "%.3f", series.median)) s, \(sample.peakRSSKiB) KiB")
+        }
+        one("coffer backup --full", Measure.run([coffer, "backup", "--quiet", "--full"], environment: env))
+        one("coffer backup (unchanged)", Measure.run([coffer, "backup", "--quiet"], environment: env))
+        one("coffer verify --repo --read-data", Measure.run([coffer, "verify", "--quiet", "--repo", base + "/repo", "--read-data"], environment: env))
+        one("coffer restore", Measure.run([coffer, "restore", "--quiet", "--db", base + "/r/db.sqlite", "--media-root", base + "/r/media"], environment: env))
+        if have("sqlite3") && have("bsdtar") {
+            try? FileManager.default.createDirectory(atPath: base + "/tar", withIntermediateDirectories: true)
+            one("sqlite3 + bsdtar + sync", Measure.shell("sqlite3 '\(base)/db.sqlite' \".backup '\(base)/tar/db.sqlite'\" && bsdtar -cf '\(base)/tar/media.tar' -C '\(base)/media' library && sync '\(base)/tar/db.sqlite' '\(base)/tar/media.tar'"))
+        }
+        if have("restic") {
+            _ = Measure.run(["restic", "init", "-r", base + "/restic"], environment: self.env(""))
+            one("restic backup (first)", Measure.run(["restic", "backup", "-q", "-r", base + "/restic", base + "/media/library", base + "/db.sqlite"], environment: self.env("")))
+            one("restic backup (again)", Measure.run(["restic", "backup", "-q", "-r", base + "/restic", base + "/media/library", base + "/db.sqlite"], environment: self.env("")))
+        }
     }
 
     func report(seconds: Double) -> String {
