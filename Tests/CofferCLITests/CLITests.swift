@@ -18,6 +18,34 @@ import Testing
         try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
     }
 
+    @Test func cleanupRemovesWhatVerifyCallsOverdueAndDryRunOnlyTells() throws {
+        let scratch = try Scratch()
+        let flags = try volume(scratch, problems: true)
+        let before = try json(try CofferBinary.run(["verify", "--json"] + flags).stdout)
+        let overdue = (before["findings"] as? [[String: Any]] ?? []).filter { $0["kind"] as? String == "expired_temp_dir" }
+        #expect(overdue.count == 1)
+
+        let dry = try CofferBinary.run(["cleanup", "--dry-run", "--json"] + flags)
+        #expect(dry.status == 0, "\(dry.stderr)")
+        let dryReport = try json(dry.stdout)
+        let planned = (dryReport["removed"] as? [[String: Any]] ?? []).compactMap { $0["path"] as? String }
+        #expect(planned == overdue.compactMap { $0["path"] as? String })
+        #expect(dryReport["dry_run"] as? Bool == true)
+        #expect(FileManager.default.fileExists(atPath: planned.first ?? "/nonexistent"))
+
+        let run = try CofferBinary.run(["cleanup"] + flags)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("removed 1 of"), "\(run.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: planned.first ?? "/"))
+        let after = try json(try CofferBinary.run(["verify", "--json"] + flags).stdout)
+        #expect(!(after["findings"] as? [[String: Any]] ?? []).contains { $0["kind"] as? String == "expired_temp_dir" })
+        // The unknown job's directory is recent: kept until it has not changed for 24 hours.
+        #expect((after["findings"] as? [[String: Any]] ?? []).contains { $0["kind"] as? String == "unknown_temp_dir" })
+        // Quiet and clean: nothing on stdout for cron.
+        let quiet = try CofferBinary.run(["cleanup", "--quiet"] + flags)
+        #expect(quiet.status == 0 && quiet.stdout.isEmpty)
+    }
+
     @Test func versionNamesTheLibraries() throws {
         let result = try CofferBinary.run(["--version"])
         #expect(result.status == 0)

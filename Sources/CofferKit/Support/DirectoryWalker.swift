@@ -22,9 +22,14 @@ public struct DirectoryWalker {
         case cannotOpen(relativePath: PathBytes, Errno)
     }
 
+    /// The root as shown in messages.
     public let root: String
+    /// The root as the bytes passed to the kernel (a name need not be UTF-8).
+    public let rootPath: PathBytes
 
-    public init(root: String) { self.root = root }
+    public init(root: String) { self.root = root; rootPath = PathBytes(root.utf8) }
+
+    public init(root: PathBytes) { self.root = PathText.display(root); rootPath = root }
 
     /// Calls `visit` for every entry below the root (directories too, before their contents).
     /// A subdirectory that cannot be opened is passed to `problem` and skipped; the root that
@@ -33,7 +38,7 @@ public struct DirectoryWalker {
         problem: (Problem) -> Void = { _ in },
         visit: (Entry) throws -> Void
     ) throws {
-        let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let rootFD = rootPath.withCPath { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         guard rootFD >= 0 else { throw CofferError.system("open directory", root, errno: errno) }
         defer { close(rootFD) }
 
@@ -65,7 +70,7 @@ public struct DirectoryWalker {
 
     /// Calls `visit` for each entry directly in the root (no descent).
     public func list(_ visit: (Entry) throws -> Void) throws {
-        let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let fd = rootPath.withCPath { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         guard fd >= 0 else { throw CofferError.system("open directory", root, errno: errno) }
         guard let dir = fdopendir(fd) else {
             let code = errno

@@ -93,12 +93,15 @@ public enum FileSystem {
     }
 
     /// Removes a directory tree (names as bytes, links not followed). Missing is fine.
-    public static func removeTree(_ path: String) {
-        guard case .success(let info) = status(path) else { return }
-        guard info.kind == .directory else { unlink(path); return }
+    public static func removeTree(_ path: String) { removeTree(PathBytes(path.utf8)) }
+
+    /// Removes a file or a directory tree without following symlinks (a link is removed, not
+    /// what it points to). Best effort: the caller checks what is left.
+    public static func removeTree(_ root: PathBytes) {
+        guard case .success(let info) = status(root) else { return }
+        guard info.kind == .directory else { _ = root.withCPath { unlink($0) }; return }
         var directories: [PathBytes] = []
-        let root = PathBytes(path.utf8)
-        try? DirectoryWalker(root: path).walk { entry in
+        try? DirectoryWalker(root: root).walk { entry in
             let full = root.appendingComponent(entry.relativePath)
             if entry.kind == .directory {
                 _ = full.withCPath { chmod($0, 0o700) }
@@ -108,7 +111,7 @@ public enum FileSystem {
             }
         }
         for directory in directories.reversed() { _ = directory.withCPath { rmdir($0) } }
-        rmdir(path)
+        _ = root.withCPath { rmdir($0) }
     }
 }
 

@@ -22,9 +22,6 @@ public struct LiveVerifier {
     public var now = Date()
     public var logger = Logger(label: "coffer.verify")
 
-    /// Retention of temp directories after a job finished (the pipeline's cleanup rules).
-    public static let completedRetention: TimeInterval = 24 * 3600
-    public static let failedRetention: TimeInterval = 7 * 24 * 3600
     /// At most this many lines of `integrity_check` output become findings.
     static let integrityLineLimit = 100
 
@@ -220,22 +217,15 @@ public struct LiveVerifier {
                 }
                 // Optional: a damaged database can return NULL where the schema forbids it.
                 let status: String? = row["status"]
-                let retention: TimeInterval
-                switch status {
-                case "COMPLETE": retention = Self.completedRetention
-                case "FAILED", "CANCELED": retention = Self.failedRetention
-                default: return // the pipeline is still working on it
-                }
                 // When the job did not record its end, the directory's last change stands in.
-                let finished: Double? = row["finished"]
-                guard let end = finished ?? (try? FileSystem.status(path).get().modified) else { return }
-                let age = now.timeIntervalSince1970 - end
-                if age > retention {
+                let decision = TempRetention.decide(known: true, status: status, finished: row["finished"],
+                                                    lastChange: try? FileSystem.status(path).get().modified, now: now)
+                if case .expired(let age, let limit) = decision {
                     report.findings.append(Finding(
                         .expiredTempDirectory, jobID: jobID, path: shown,
-                        expected: "removed \(retention == Self.completedRetention ? "24 h" : "7 days") after \(status ?? "NULL")",
+                        expected: "removed \(TempRetention.describe(limit)) after \(status ?? "NULL")",
                         actual: "\(status ?? "NULL") \(Formatting.age(seconds: age)) ago",
-                        message: "temp directory kept past the pipeline's retention"))
+                        message: "temp directory kept past the pipeline's retention; `coffer cleanup` removes it"))
                 }
             }
         } catch let error as CofferError {
