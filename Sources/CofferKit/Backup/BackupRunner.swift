@@ -57,21 +57,36 @@ public struct BackupRunner {
         }
         report.parent = parent?.id
 
-        // 1. The database, first.
+        // 1. The database, first: one consistent cut.
         let scratch = dryRun ? NSTemporaryDirectory() : repository.storage.temporaryDirectory
         let copyPath = scratch + "/db-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
         defer { DatabaseCopy.remove(copyPath) }
-        var copy = try DatabaseCopy.take(from: layout.dbPath, to: copyPath)
+        let copy = try DatabaseCopy.take(from: layout.dbPath, to: copyPath)
         report.databaseBytes = copy.size
-        report.databaseRows = copy.rowCounts
-        var problems: [Snapshot.Problem] = []
-        if copy.integrityCheck != "ok" {
-            problems.append(.init(kind: "database", path: PathText.display(layout.dbPath), jobID: nil,
-                                  message: "integrity_check of the copy: \(copy.integrityCheck)"))
-        }
         logger.debug("database copied", metadata: ["bytes": "\(copy.size)", "seconds": "\(Date().timeIntervalSince(started))"])
 
-        // 2. What to back up: the library and the files the copy refers to.
+        // 2. Two lanes on two cores: the copy is integrity-checked, described and compressed
+        // while the media are collected, reconciled and packed; the database entry closes the pack.
+        let zstPath = copyPath + ".zst"
+        let databaseLane = DatabaseLane(copy: copy)
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) { [dryRun] in databaseLane.run(compressTo: dryRun ? nil : zstPath) }
+        defer { group.wait() } // the copy is removed only after the lane is done with it
+        func databaseResult() throws -> DatabaseCopy {
+            group.wait()
+            if let error = databaseLane.error { throw error }
+            return databaseLane.copy
+        }
+        var problems: [Snapshot.Problem] = []
+        func noteIntegrity(_ copy: DatabaseCopy) {
+            report.databaseRows = copy.rowCounts
+            if copy.integrityCheck != "ok" {
+                problems.insert(.init(kind: "database", path: PathText.display(layout.dbPath), jobID: nil,
+                                      message: "integrity_check of the copy: \(copy.integrityCheck)"), at: 0)
+            }
+        }
+
+        // What to back up: the library and the files the copy refers to.
         var candidates = try collect(copyPath: copyPath, layout: layout, problems: &problems)
         if let parent { try markUnchanged(&candidates, parent: parent, repository: repository) }
         let toWrite = candidates.filter { $0.reuse == nil }
@@ -88,7 +103,7 @@ public struct BackupRunner {
                                        tempDirTemplate: layout.tempDirTemplate, libraryPathTemplate: layout.libraryPathTemplate)
         verifier.minFreeSpaceBytes = 0
         verifier.alertFreeSpaceBytes = 0
-        verifier.checksIntegrity = false // DatabaseCopy ran integrity_check on this very file
+        verifier.checksIntegrity = false // the database lane runs integrity_check on this very file
         let findings = try verifier.run().findings.map { finding -> Finding in
             var finding = finding
             if finding.path == PathText.display(copyPath) { finding.path = PathText.display(layout.dbPath) }
@@ -96,6 +111,7 @@ public struct BackupRunner {
         }
         report.findings = findings.count
         if dryRun {
+            noteIntegrity(try databaseResult())
             report.problems = problems
             report.seconds = Date().timeIntervalSince(started)
             return report
@@ -108,19 +124,6 @@ public struct BackupRunner {
         var committed = false
         defer { if !committed { repository.storage.discard(pending) } }
         let writer = try ArchiveWriter(fd: pending.fd, path: pending.temporaryPath)
-
-        let zstPath = copyPath + ".zst"
-        let zst = try RawIO.createNew(zstPath)
-        let stored: (sha256: String, size: Int64)
-        do {
-            defer { close(zst) }
-            stored = try copy.compress(into: zst, outputPath: zstPath)
-        }
-        let dbOffset = try appendFile(zstPath, entry: PathBytes("db.sqlite.zst".utf8), digest: stored.sha256, to: writer)
-        let database = Snapshot.Database(
-            entry: "db.sqlite.zst", pack: packName, offset: dbOffset, storedSize: stored.size, storedSha256: stored.sha256,
-            size: copy.size, sha256: copy.sha256, pageSize: copy.pageSize, pageCount: copy.pageCount,
-            schemaVersion: copy.schemaVersion, rowCounts: copy.rowCounts, integrityCheck: copy.integrityCheck)
 
         // The snapshot record is written while the pack is (it is published after the pack).
         let header = Snapshot.Header(
@@ -152,6 +155,17 @@ public struct BackupRunner {
                 try recordLine(stored)
             }
         }
+        // The database copy, checked and compressed meanwhile, is the pack's last entry.
+        let described = try databaseResult()
+        noteIntegrity(described)
+        guard let stored = databaseLane.stored else {
+            throw CofferError(.failed, operation: "compress database copy", subject: copyPath, cause: "no compressed copy was made")
+        }
+        let dbOffset = try appendFile(zstPath, entry: PathBytes("db.sqlite.zst".utf8), digest: stored.sha256, to: writer)
+        let database = Snapshot.Database(
+            entry: "db.sqlite.zst", pack: packName, offset: dbOffset, storedSize: stored.size, storedSha256: stored.sha256,
+            size: described.size, sha256: described.sha256, pageSize: described.pageSize, pageCount: described.pageCount,
+            schemaVersion: described.schemaVersion, rowCounts: described.rowCounts, integrityCheck: described.integrityCheck)
         let pack = try writer.finish()
         try repository.storage.commit(pending)
         committed = true
@@ -189,6 +203,28 @@ public struct BackupRunner {
             let info = candidates[index].info
             if file.size == info.size, file.mtime == info.modified, file.inode == info.inode {
                 candidates[index].reuse = file
+            }
+        }
+    }
+
+    /// The database side of a backup, run on its own core: integrity_check and description of
+    /// the copy, then (unless a dry run) its zstd compression into a file beside it.
+    final class DatabaseLane: @unchecked Sendable {
+        var copy: DatabaseCopy
+        var stored: (sha256: String, size: Int64)?
+        var error: Error?
+
+        init(copy: DatabaseCopy) { self.copy = copy }
+
+        func run(compressTo zstPath: String?) {
+            do {
+                try copy.describe()
+                guard let zstPath else { return }
+                let zst = try RawIO.createNew(zstPath)
+                defer { close(zst) }
+                stored = try copy.compress(into: zst, outputPath: zstPath)
+            } catch {
+                self.error = error
             }
         }
     }

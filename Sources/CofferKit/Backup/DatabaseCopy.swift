@@ -11,7 +11,8 @@ import Glibc
 /// One step holds a read snapshot of the source for the whole copy, so WAL writers go on and
 /// the copy is one consistent cut; a paged backup would restart after every commit and might
 /// never finish under load. The copy is then checked and described from the copy itself (a
-/// copy is never trusted by opening it: its SHA-256, page count and row counts are recorded).
+/// copy is never trusted by opening it: its SHA-256, page count and row counts are recorded, see
+/// ``describe()``).
 struct DatabaseCopy {
     var path: String
     var size: Int64
@@ -34,9 +35,8 @@ struct DatabaseCopy {
         } catch let error as DatabaseError {
             throw DatabaseAccess.databaseFailure("copy database", source, error)
         }
-        var copy = DatabaseCopy(path: path, size: (try? FileSystem.status(path).get().size) ?? 0)
-        try copy.describe()
-        return copy
+        // Described (integrity_check, counts) by the caller, which may do it on another core.
+        return DatabaseCopy(path: path, size: (try? FileSystem.status(path).get().size) ?? 0)
     }
 
     /// Integrity, pages, schema and row counts, read from the copy.

@@ -162,7 +162,8 @@ public struct LiveVerifier {
             let path = reference.path
             report.counts.referencedFiles += 1
             if path.starts(with: libraryPrefix) { referenced.insert(path) }
-            let shown = PathText.display(path)
+            // Shown only in a finding: most references have none.
+            var shown: String { PathText.display(path) }
             switch FileSystem.status(path, followLinks: true) {
             case .failure(let errno):
                 report.findings.append(Finding(.missingFile, jobID: reference.jobID, path: shown, expected: "a file",
