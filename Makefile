@@ -2,8 +2,9 @@
 #   make demo   build, then run Coffer's main flow on a sample volume it generates
 #   make test   build, then run the test suite
 SWIFT ?= swift
-# libarchive-tools (bsdtar) and sqlite3 are for the tests that recover a pack by hand.
-DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config libarchive-tools sqlite3
+# libarchive-tools (bsdtar) and sqlite3 are for the tests that recover a pack by hand;
+# python3 reads the CSV exports in a test, as an operator's script would.
+DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config libarchive-tools sqlite3 python3
 
 .PHONY: all deps build test demo bench bench-large bench-deps clean
 

@@ -46,6 +46,23 @@ import Testing
         #expect(quiet.status == 0 && quiet.stdout.isEmpty)
     }
 
+    @Test func exportJobsRefusesBadDurationsAndUnfinishedStatusesWithSixtyFour() throws {
+        let scratch = try Scratch()
+        let flags = try volume(scratch)
+        for bad in [["--older-than", "30 days"], ["--older-than", "-3d"], ["--status", "QUEUED"], ["--status", "COMPLETE,MUXING"],
+                    ["--delete-media"], ["--purge", "--spreadsheet-safe"]] {
+            let result = try CofferBinary.run(["export-jobs", "--out", scratch.child("out")] + bad + flags)
+            #expect(result.status == 64, "\(bad): \(result.stderr)")
+            // Coffer's own checks name the value and what to do; the argument parser's say "Error:" and the usage.
+            #expect(result.stderr.contains("error:") && result.stderr.contains("hint:") || result.stderr.contains("Usage:"), "\(bad): \(result.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: scratch.child("out")))
+        let dry = try CofferBinary.run(["export-jobs", "--out", scratch.child("out"), "--older-than", "1s", "--dry-run", "--json"] + flags)
+        #expect(dry.status == 0, "\(dry.stderr)")
+        #expect(try json(dry.stdout)["dry_run"] as? Bool == true)
+        #expect(!FileManager.default.fileExists(atPath: scratch.child("out")))
+    }
+
     @Test func versionNamesTheLibraries() throws {
         let result = try CofferBinary.run(["--version"])
         #expect(result.status == 0)

@@ -1,6 +1,7 @@
 import CofferFixtures
 @testable import CofferKit
 import Foundation
+import GRDB
 import Testing
 
 /// Real `kill -9` at random moments, real full disks: nothing half-written may be seen.
@@ -98,6 +99,66 @@ import Testing
             let leftovers = try FileManager.default.contentsOfDirectory(atPath: v.scratch.child("r\(round)"))
             #expect(leftovers.sorted() == ["db.sqlite", "media"], "\(leftovers)")
         }
+    }
+
+    /// Every job and event id in the database, and in the complete exports under `out`.
+    func whereRowsAre(_ v: Volume, out: String) throws -> (database: Set<String>, exported: Set<String>) {
+        let database = try DatabaseQueue(path: v.generated.dbPath).read { db in
+            Set(try String.fetchAll(db, sql: "SELECT 'job:' || id FROM jobs UNION ALL SELECT 'event:' || id FROM job_events"))
+        }
+        var exported = Set<String>()
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? [] where name.hasPrefix("jobs-") {
+            let folder = out + "/" + name
+            let manifest = try JSONDecoder().decode(ExportManifest.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/manifest.json")))
+            _ = try JobExporter.readBack(folder, manifest: manifest) // whole, or this throws
+            for (file, prefix) in [("jobs.csv", "job:"), ("job_events.csv", "event:")] {
+                let fd = try RawIO.openForReading(folder + "/" + file)
+                defer { close(fd) }
+                let reader = CSVReader(fd: fd, path: file)
+                _ = try reader.next()
+                while let row = try reader.next() {
+                    if case .text(let id) = row[0] { exported.insert(prefix + String(decoding: id, as: UTF8.self)) }
+                }
+            }
+        }
+        return (database, exported)
+    }
+
+    @Test func exportPurgeKilledAtRandomMomentsLosesNothing() throws {
+        let v = try volume(jobs: 3000, maxFileBytes: 16)
+        try DatabaseQueue(path: v.generated.dbPath).write { db in
+            try db.execute(sql: "UPDATE jobs SET created_at = datetime('now', '-90 days') WHERE status IN ('COMPLETE', 'FAILED', 'CANCELED')")
+        }
+        let everything = try whereRowsAre(v, out: v.scratch.child("none")).database
+        let out = v.scratch.child("exports")
+        let arguments = ["export-jobs", "--quiet", "--older-than", "30d", "--out", out, "--purge", "--db", v.generated.dbPath,
+                         "--media-root", v.generated.mediaRoot]
+        // How long one run takes, on a copy of the database.
+        let probeDB = v.scratch.child("probe.sqlite")
+        try FileManager.default.copyItem(atPath: v.generated.dbPath, toPath: probeDB)
+        let started = Date()
+        let probe = try CofferBinary.run(["export-jobs", "--quiet", "--out", v.scratch.child("probe-out"), "--purge", "--db", probeDB,
+                                          "--media-root", v.generated.mediaRoot])
+        #expect(probe.status == 0, "\(probe.stderr)")
+        let duration = Date().timeIntervalSince(started)
+        var kills = 0
+        for _ in 0..<6 {
+            if try killed(arguments, after: Double.random(in: 0.02...max(0.05, duration))) { kills += 1 }
+            let (database, exported) = try whereRowsAre(v, out: out)
+            #expect(everything.subtracting(database).subtracting(exported).isEmpty, "rows lost after a kill")
+            #expect(database.isSubset(of: everything))
+        }
+        #expect(kills > 0, "no run was killed while working: the volume is too small for this machine")
+        // Running again finishes the work: no old finished job is left, nothing is lost, no temp folder stays.
+        let final = try CofferBinary.run(arguments)
+        #expect(final.status == 0, "\(final.stderr)")
+        let (database, exported) = try whereRowsAre(v, out: out)
+        #expect(everything.subtracting(database).subtracting(exported).isEmpty)
+        let leftovers = try DatabaseQueue(path: v.generated.dbPath).read { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs WHERE status IN ('COMPLETE', 'FAILED', 'CANCELED')")
+        }
+        #expect(leftovers == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).allSatisfy { !$0.hasPrefix(".coffer-export-tmp-") })
     }
 
     @Test func twoConcurrentBackupsOneRunsOneIsRefused() throws {

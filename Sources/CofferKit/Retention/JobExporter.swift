@@ -1,0 +1,432 @@
+import Crypto
+import Foundation
+import GRDB
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `coffer export-jobs`: old finished jobs, with their media rows and events, into CSV files,
+/// and with `purge` out of the database — without losing a row.
+///
+/// The three tables are read in one read transaction (one consistent cut while the pipeline
+/// writes) and streamed into `jobs.csv`, `media.csv` and `job_events.csv` plus a `manifest.json`
+/// in a temporary folder under the output directory; each file is fsynced, then the folder is
+/// renamed into place, so an export appears whole or not at all.
+///
+/// Purge happens only after that, and only after the files were read back, re-hashed and their
+/// rows counted against the manifest: in one IMMEDIATE transaction, the jobs listed in the
+/// export are deleted with their media rows and events, and every count must equal the
+/// export's (a job retried or an event added since the export rolls everything back, exit 2).
+/// A run killed at any moment leaves each job in the database or in a complete export; running
+/// again exports what is still there and purges it.
+public struct JobExporter {
+    public var layout: VolumeLayout
+    public var olderThan: RetentionAge
+    public var outDirectory: String
+    public var statuses: [String] = SeedSchema.finishedStatuses.sorted()
+    public var purge = false
+    public var deleteMedia = false
+    public var dryRun = false
+    public var spreadsheetSafe = false
+    public var now = Date()
+    public var logger = Logger(label: "coffer.export")
+
+    public static let tables = ["jobs", "media", "job_events"]
+    static let temporaryPrefix = ".coffer-export-tmp-"
+
+    public init(configuration: CofferConfiguration, olderThan: RetentionAge, outDirectory: String) {
+        layout = configuration.layout
+        self.olderThan = olderThan
+        self.outDirectory = outDirectory
+    }
+
+    /// `created_at` before this (UTC, SQLite's datetime format).
+    var cutoff: String { Self.sqliteTime(now.addingTimeInterval(-olderThan.seconds)) }
+
+    static func sqliteTime(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        return formatter.string(from: date)
+    }
+
+    /// The selection, on `jobs` as `j`: finished jobs of the chosen statuses created before the cutoff.
+    var selection: (sql: String, arguments: StatementArguments) {
+        let marks = statuses.map { _ in "?" }.joined(separator: ", ")
+        return ("j.status IN (\(marks)) AND julianday(j.created_at) < julianday(?)",
+                StatementArguments(statuses + [cutoff]))
+    }
+
+    func validate() throws {
+        guard !statuses.isEmpty else {
+            throw CofferError(.usage, operation: "export jobs", cause: "--status names no status", hint: "e.g. --status COMPLETE,FAILED")
+        }
+        for status in statuses where !SeedSchema.finishedStatuses.contains(status) {
+            throw CofferError(.usage, operation: "export jobs with status", subject: status,
+                              cause: SeedSchema.statuses.contains(status) ? "not a finished status: unfinished jobs are never exported"
+                                                                          : "no such status",
+                              hint: "choose among COMPLETE, FAILED, CANCELED")
+        }
+        if deleteMedia && !purge {
+            throw CofferError(.usage, operation: "export jobs", cause: "--delete-media needs --purge",
+                              hint: "media of jobs that stay in the database are never deleted")
+        }
+        if spreadsheetSafe && purge {
+            throw CofferError(.usage, operation: "export jobs", cause: "--spreadsheet-safe changes cells, so such an export cannot replace the rows",
+                              hint: "purge with a plain export; make a spreadsheet-safe copy separately")
+        }
+    }
+
+    public func run() throws -> ExportReport {
+        let started = Date()
+        try validate()
+        var report = ExportReport(outDirectory: outDirectory, dryRun: dryRun, olderThan: olderThan.text, cutoff: cutoff,
+                                  statuses: statuses, purge: purge)
+        let queue = try DatabaseAccess.openExisting(layout.dbPath, readOnly: !purge || dryRun)
+        defer { try? queue.close() }
+        let columns: [String: [String]]
+        do {
+            columns = try queue.read { db in
+                var columns: [String: [String]] = [:]
+                for table in Self.tables {
+                    guard try db.tableExists(table) else {
+                        throw CofferError(.failed, operation: "export jobs from", subject: layout.dbPath,
+                                          cause: "no \(table) table: not the pipeline's database; nothing was written",
+                                          hint: "check DB_PATH")
+                    }
+                    columns[table] = try Row.fetchAll(db, sql: "PRAGMA table_info(\(table.quotedDatabaseIdentifier))").map { $0["name"] as String }
+                }
+                return columns
+            }
+        } catch let error as DatabaseError {
+            throw DatabaseAccess.databaseFailure("export jobs from", layout.dbPath, error)
+        }
+
+        if dryRun {
+            try queue.read { db in
+                let (where_, arguments) = selection
+                report.rows["jobs"] = try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs j WHERE \(where_)", arguments: arguments) ?? 0
+                report.rows["media"] = try Int.fetchOne(db, sql: "SELECT count(*) FROM media m JOIN jobs j ON j.id = m.job_id WHERE \(where_)", arguments: arguments) ?? 0
+                report.rows["job_events"] = try Int.fetchOne(db, sql: "SELECT count(*) FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE \(where_)", arguments: arguments) ?? 0
+            }
+            report.seconds = Date().timeIntervalSince(started)
+            return report
+        }
+
+        try FileSystem.makeDirectories(outDirectory, mode: 0o755)
+        let lock = try RepositoryLock.acquire(outDirectory + "/.coffer-export.lock", exclusive: true, command: "export-jobs")
+        defer { withExtendedLifetime(lock) {} }
+        sweepTemporaryFolders()
+
+        // 1. The export, whole or not at all.
+        let name = "jobs-" + Snapshot.makeID(now)
+        let temporary = outDirectory + "/" + Self.temporaryPrefix + name
+        let final = outDirectory + "/" + name
+        try FileSystem.makeDirectory(temporary, mode: 0o700)
+        var published = false
+        defer { if !published { FileSystem.removeTree(temporary) } }
+        var manifest = ExportManifest(created: ISO8601DateFormatter.withFractions.string(from: now), source: layout.dbPath,
+                                      olderThan: olderThan.text, cutoff: cutoff, statuses: statuses, spreadsheetSafe: spreadsheetSafe)
+        do {
+            try queue.read { db in
+                for table in Self.tables {
+                    manifest.files[table + ".csv"] = try writeTable(table, columns: columns[table]!, db: db, into: temporary,
+                                                                    binaryCells: &manifest.binaryCells)
+                }
+            }
+        } catch let error as DatabaseError {
+            throw DatabaseAccess.databaseFailure("export jobs from", layout.dbPath, error)
+        }
+        try writeManifest(manifest, into: temporary)
+        try FileSystem.syncDirectory(temporary)
+        guard rename(temporary, final) == 0 else { throw CofferError.system("rename export into", final, errno: errno) }
+        published = true
+        try FileSystem.syncDirectory(outDirectory)
+        report.export = final
+        for (file, entry) in manifest.files { report.rows[String(file.dropLast(4))] = entry.rows }
+
+        // 2. Purge, only what the export holds, checked.
+        if purge {
+            let ids = try Self.readBack(final, manifest: manifest)
+            report.purged = try purgeJobs(ids, manifest: manifest, queue: queue)
+            if deleteMedia { report.mediaDeleted = try deleteMediaFiles(of: final) }
+        }
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    func sweepTemporaryFolders() {
+        try? DirectoryWalker(root: outDirectory).list { entry in
+            guard entry.kind == .directory, entry.relativePath.starts(with: PathBytes(Self.temporaryPrefix.utf8)) else { return }
+            FileSystem.removeTree(PathBytes(outDirectory.utf8).appendingComponent(entry.relativePath))
+        }
+    }
+
+    /// Streams one table's selected rows into `TABLE.csv`, every column in schema order.
+    func writeTable(_ table: String, columns: [String], db: Database, into folder: String,
+                    binaryCells: inout [ExportManifest.BinaryCell]) throws -> ExportManifest.File {
+        let alias = table == "jobs" ? "j" : (table == "media" ? "m" : "e")
+        let expressions = columns.map { column -> String in
+            let c = "\(alias).\(column.quotedDatabaseIdentifier)"
+            // Text is read as its bytes: TEXT that is not UTF-8 stays exact.
+            return "typeof(\(c)), CASE WHEN typeof(\(c)) = 'text' THEN CAST(\(c) AS BLOB) ELSE \(c) END"
+        }.joined(separator: ", ")
+        let (where_, arguments) = selection
+        let from = table == "jobs" ? "jobs j" : "\(table) \(alias) JOIN jobs j ON j.id = \(alias).job_id"
+        let order = columns.contains("id") ? " ORDER BY \(alias).id" : ""
+        let path = folder + "/" + table + ".csv"
+        let fd = try RawIO.createNew(path)
+        defer { close(fd) }
+        let writer = CSVWriter(fd: fd, path: path, spreadsheetSafe: spreadsheetSafe)
+        try writer.row(columns.map { .text(Array($0.utf8)) })
+        let cursor = try Row.fetchCursor(db, sql: "SELECT \(expressions) FROM \(from) WHERE \(where_)\(order)", arguments: arguments)
+        var row = 0
+        while let values = try cursor.next() {
+            row += 1
+            var cells: [CSVCell] = []
+            cells.reserveCapacity(columns.count)
+            for (index, column) in columns.enumerated() {
+                let type: String = values[index * 2]
+                let cell = values[index * 2 + 1] as DatabaseValue
+                switch cell.storage {
+                case .null: cells.append(.null)
+                case .int64(let value): cells.append(.text(Array(String(value).utf8)))
+                case .double(let value): cells.append(.text(Array(ExportManifest.realText(value).utf8)))
+                case .string(let value): cells.append(.text(Array(value.utf8)))
+                case .blob(let data):
+                    let bytes = PathBytes(data)
+                    if type == "text", String(validating: bytes, as: UTF8.self) != nil {
+                        cells.append(.text(bytes))
+                    } else {
+                        // A BLOB, or TEXT that is not UTF-8: hex, listed in the manifest.
+                        binaryCells.append(.init(file: table + ".csv", row: row, column: column, type: type == "text" ? "text" : "blob"))
+                        cells.append(.text(Array(("\\x" + Digest.hex(bytes)).utf8)))
+                    }
+                }
+            }
+            try writer.row(cells)
+        }
+        try writer.flush()
+        try RawIO.sync(fd, path: path)
+        return .init(rows: writer.rows - 1, bytes: writer.bytes, sha256: Digest.hex(writer.hasher.finalize()), columns: columns)
+    }
+
+    func writeManifest(_ manifest: ExportManifest, into folder: String) throws {
+        let path = folder + "/manifest.json"
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = try encoder.encode(manifest) + Data("\n".utf8)
+        let fd = try RawIO.createNew(path)
+        defer { close(fd) }
+        try data.withUnsafeBytes { try RawIO.writeAll(fd, $0.baseAddress!, $0.count, path: path) }
+        try RawIO.sync(fd, path: path)
+    }
+
+    /// Reads every file of an export back: its SHA-256 and row count must be the manifest's.
+    /// Returns the job ids of `jobs.csv`.
+    static func readBack(_ folder: String, manifest: ExportManifest) throws -> [String] {
+        var ids: [String] = []
+        for (file, entry) in manifest.files.sorted(by: { $0.key < $1.key }) {
+            let path = folder + "/" + file
+            let fd = try RawIO.openForReading(path)
+            defer { close(fd) }
+            let reader = CSVReader(fd: fd, path: path)
+            guard let header = try reader.next(), header == entry.columns.map({ .text(Array($0.utf8)) }) else {
+                throw CofferError(.failed, operation: "read back", subject: path, cause: "the header is not the manifest's columns")
+            }
+            let idColumn = file == "jobs.csv" ? entry.columns.firstIndex(of: "id") : nil
+            var rows = 0
+            while let cells = try reader.next() {
+                rows += 1
+                guard cells.count == entry.columns.count else { throw reader.failure("\(cells.count) fields, \(entry.columns.count) columns") }
+                if let idColumn {
+                    guard case .text(let id) = cells[idColumn], let text = String(validating: id, as: UTF8.self), !text.hasPrefix("\\x") else {
+                        throw CofferError(.failed, operation: "purge jobs of", subject: path,
+                                          cause: "row \(rows) has a job id that is NULL or not UTF-8; nothing was purged")
+                    }
+                    ids.append(text)
+                }
+            }
+            let sha = try Self.sha256(of: path)
+            guard rows == entry.rows, sha == entry.sha256 else {
+                throw CofferError(.failed, operation: "read back", subject: path,
+                                  cause: "\(rows) rows and SHA-256 \(sha.prefix(16))... on disk, the manifest says \(entry.rows) and \(entry.sha256.prefix(16))...; nothing was purged",
+                                  hint: "check the disk of the export folder, then run the export again")
+            }
+        }
+        return ids
+    }
+
+    static func sha256(of path: String) throws -> String {
+        let fd = try RawIO.openForReading(path)
+        defer { close(fd) }
+        var hasher = SHA256()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let n = try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
+            if n == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+        return Digest.hex(hasher.finalize())
+    }
+
+    /// Deletes exactly the exported jobs, their media rows and events, in one transaction;
+    /// every count must be the export's, else nothing is deleted (exit 2).
+    func purgeJobs(_ ids: [String], manifest: ExportManifest, queue: DatabaseQueue) throws -> [String: Int] {
+        let expected = manifest.files.reduce(into: [String: Int]()) { $0[String($1.key.dropLast(4))] = $1.value.rows }
+        do {
+            try queue.inTransaction(.immediate) { db in
+                try db.execute(sql: "CREATE TEMP TABLE coffer_purge (id TEXT PRIMARY KEY)")
+                let insert = try db.makeStatement(sql: "INSERT OR IGNORE INTO temp.coffer_purge (id) VALUES (?)")
+                for id in ids { try insert.execute(arguments: [id]) }
+                let (where_, arguments) = selection
+                let now: [String: Int] = [
+                    "jobs": try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs j WHERE j.id IN temp.coffer_purge AND \(where_)", arguments: arguments) ?? -1,
+                    "media": try Int.fetchOne(db, sql: "SELECT count(*) FROM media WHERE job_id IN temp.coffer_purge") ?? -1,
+                    "job_events": try Int.fetchOne(db, sql: "SELECT count(*) FROM job_events WHERE job_id IN temp.coffer_purge") ?? -1,
+                ]
+                guard now == expected, ids.count == expected["jobs"] else {
+                    throw CofferError(.failed, operation: "purge jobs from", subject: layout.dbPath,
+                                      cause: "the database changed since the export (now \(Self.describe(now)), exported \(Self.describe(expected))); nothing was purged, the export stays",
+                                      hint: "run export-jobs --purge again: it exports and purges what is there then")
+                }
+                var deleted: [String: Int] = [:]
+                for table in ["job_events", "media", "jobs"] {
+                    let column = table == "jobs" ? "id" : "job_id"
+                    try db.execute(sql: "DELETE FROM \(table) WHERE \(column) IN temp.coffer_purge")
+                    deleted[table] = db.changesCount
+                }
+                try db.execute(sql: "DROP TABLE temp.coffer_purge")
+                guard deleted == expected else {
+                    throw CofferError(.failed, operation: "purge jobs from", subject: layout.dbPath,
+                                      cause: "deleted \(Self.describe(deleted)), exported \(Self.describe(expected)); rolled back, nothing was purged")
+                }
+                return .commit
+            }
+            return expected
+        } catch let error as DatabaseError {
+            throw DatabaseAccess.databaseFailure("purge jobs from", layout.dbPath, error)
+        }
+    }
+
+    static func describe(_ counts: [String: Int]) -> String {
+        Self.tables.map { "\(counts[$0] ?? 0) \($0)" }.joined(separator: ", ")
+    }
+
+    /// After the purge: the files the exported media rows referred to, and the jobs' temp
+    /// directories. Only under MEDIA_ROOT; links are removed, never followed.
+    func deleteMediaFiles(of folder: String) throws -> Int {
+        let path = folder + "/media.csv"
+        let fd = try RawIO.openForReading(path)
+        defer { close(fd) }
+        let reader = CSVReader(fd: fd, path: path)
+        guard let header = try reader.next() else { return 0 }
+        let names = header.map { cell -> String in if case .text(let bytes) = cell { String(decoding: bytes, as: UTF8.self) } else { "" } }
+        let root = PathBytes(layout.mediaRoot.utf8)
+        let rootPrefix = root + [UInt8(ascii: "/")]
+        let tempPrefix = PathBytes(layout.tempRoot.utf8) + [UInt8(ascii: "/")]
+        var deleted = 0
+        while let cells = try reader.next() {
+            for (index, name) in names.enumerated() where MediaReferences.columns.contains(name) || name == "temp_dir" {
+                guard index < cells.count, case .text(var value) = cells[index], !value.isEmpty else { continue }
+                if value.starts(with: Array("\\x".utf8)) { value = Digest.bytes(hex: String(decoding: value.dropFirst(2), as: UTF8.self)) }
+                let absolute = PathNormalizer.absolute(value, under: root)
+                if name == "temp_dir" {
+                    guard absolute.starts(with: tempPrefix), case .success(let info) = FileSystem.status(absolute), info.kind == .directory else { continue }
+                    FileSystem.removeTree(absolute)
+                    deleted += 1
+                } else {
+                    guard absolute.starts(with: rootPrefix), case .success(let info) = FileSystem.status(absolute),
+                          info.kind == .regular || info.kind == .symlink else { continue }
+                    if absolute.withCPath({ unlink($0) }) == 0 { deleted += 1 }
+                }
+            }
+        }
+        return deleted
+    }
+}
+
+/// `manifest.json` of an export (FORMAT.md).
+public struct ExportManifest: Codable, Sendable {
+    public struct File: Codable, Sendable, Equatable {
+        public var rows: Int
+        public var bytes: Int64
+        public var sha256: String
+        public var columns: [String]
+    }
+
+    /// A cell written as `\x` and hex: a BLOB, or TEXT whose bytes are not UTF-8.
+    public struct BinaryCell: Codable, Sendable, Equatable {
+        public var file: String
+        /// 1-based, not counting the header.
+        public var row: Int
+        public var column: String
+        /// `blob` or `text`.
+        public var type: String
+    }
+
+    public var format = "coffer-jobs-export"
+    public var version = 1
+    public var created: String
+    public var source: String
+    public var olderThan: String
+    public var cutoff: String
+    public var statuses: [String]
+    public var spreadsheetSafe: Bool
+    public var csv = "RFC 4180, UTF-8, CRLF line ends, header row; NULL is an empty unquoted field, the empty string \"\""
+    public var files: [String: File] = [:]
+    public var binaryCells: [BinaryCell] = []
+
+    enum CodingKeys: String, CodingKey {
+        case format, version, created, source, olderThan = "older_than", cutoff, statuses, spreadsheetSafe = "spreadsheet_safe"
+        case csv, files, binaryCells = "binary_cells"
+    }
+
+    /// A REAL in the shortest decimal form that reads back to the same value.
+    static func realText(_ value: Double) -> String {
+        if value.isNaN { return "NaN" }
+        if value.isInfinite { return value < 0 ? "-Inf" : "Inf" }
+        return "\(value)"
+    }
+}
+
+/// What `coffer export-jobs` did. Encoded as the `--json` document.
+public struct ExportReport: Sendable, Codable {
+    public var command = "export-jobs"
+    public var outDirectory: String
+    public var dryRun: Bool
+    public var olderThan: String
+    public var cutoff: String
+    public var statuses: [String]
+    public var purge: Bool
+    /// The export folder written.
+    public var export: String?
+    /// Rows exported (or, in a dry run, that would be) per table.
+    public var rows: [String: Int] = [:]
+    /// Rows deleted per table by the purge.
+    public var purged: [String: Int]?
+    public var mediaDeleted: Int?
+    public var seconds: Double = 0
+
+    public var status: ExitStatus { .ok }
+
+    enum CodingKeys: String, CodingKey {
+        case command, outDirectory = "out_directory", dryRun = "dry_run", olderThan = "older_than", cutoff, statuses, purge
+        case export, rows, purged, mediaDeleted = "media_deleted", seconds
+    }
+
+    public func text() -> String {
+        let counts = JobExporter.tables.map { "\(rows[$0] ?? 0) \($0)" }.joined(separator: ", ")
+        if dryRun {
+            return "dry run: would export \(counts) (\(statuses.joined(separator: ",")) jobs created before \(cutoff) UTC)"
+                + (purge ? " and purge them" : "")
+        }
+        var lines = ["exported \(counts) into \(PathText.display(export ?? outDirectory))"]
+        if let purged { lines.append("purged \(JobExporter.tables.map { "\(purged[$0] ?? 0) \($0)" }.joined(separator: ", ")) from the database") }
+        if let mediaDeleted { lines.append("deleted \(mediaDeleted) media files and temp directories") }
+        return lines.joined(separator: "\n")
+    }
+}
