@@ -185,6 +185,69 @@ import Testing
         #expect(try f.volume.verify().findings(.integrity).isEmpty)
     }
 
+    /// Every row of the three tables with each cell's storage class.
+    func typedDump(_ f: Fixture) throws -> [[DatabaseValue]] {
+        var rows: [[DatabaseValue]] = []
+        for table in JobExporter.tables {
+            let columns = try DatabaseQueue(path: f.volume.dbPath).read { db in
+                try Row.fetchAll(db, sql: "PRAGMA table_info(\(table))").map { $0["name"] as String }
+            }
+            let select = columns.map { "typeof(\($0)), \($0)" }.joined(separator: ", ")
+            rows += try f.dump("SELECT '\(table)', \(select) FROM \(table) ORDER BY id")
+        }
+        return rows
+    }
+
+    func importer(_ f: Fixture, _ folder: String, dryRun: Bool = false) throws -> JobImporter {
+        var importer = JobImporter(configuration: try f.volume.configuration(), exportDirectory: folder)
+        importer.dryRun = dryRun
+        return importer
+    }
+
+    @Test func exportPurgeImportGivesBackTheIdenticalRows() throws {
+        let f = try fixture()
+        let before = try typedDump(f)
+        let report = try f.exporter(purge: true).run()
+        let folder = try #require(report.export)
+        #expect(try typedDump(f) != before)
+
+        let dry = try importer(f, folder, dryRun: true).run()
+        #expect(dry.inserted == report.rows)
+        #expect(try typedDump(f).count == before.count - report.rows.values.reduce(0, +))
+
+        let imported = try importer(f, folder).run()
+        #expect(imported.inserted == report.rows)
+        #expect(imported.present.values.allSatisfy { $0 == 0 })
+        #expect(try typedDump(f) == before)
+        // Again: everything is already there, nothing is duplicated.
+        let again = try importer(f, folder).run()
+        #expect(again.present == report.rows)
+        #expect(again.inserted.values.allSatisfy { $0 == 0 })
+        #expect(try typedDump(f) == before)
+    }
+
+    @Test func aDamagedOrLossyExportIsNotImported() throws {
+        let f = try fixture()
+        let folder = try #require(try f.exporter(purge: true).run().export)
+        let after = try typedDump(f)
+        // One changed byte in a CSV: refused before anything is written.
+        let path = folder + "/job_events.csv"
+        chmod(path, 0o600)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        bytes[bytes.count / 2] ^= 0x01
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let error = #expect(throws: CofferError.self) { try importer(f, folder).run() }
+        #expect(error?.status == .failed)
+        #expect(try typedDump(f) == after)
+        // A spreadsheet-safe export changed cells: refused.
+        var lossy = try f.exporter("1s")
+        lossy.spreadsheetSafe = true
+        let lossyFolder = try #require(try lossy.run().export)
+        #expect(throws: CofferError.self) { try importer(f, lossyFolder).run() }
+        // And a folder that is not an export.
+        #expect(throws: CofferError.self) { try importer(f, f.volume.mediaRoot).run() }
+    }
+
     @Test func aDatabaseChangedSinceTheExportIsNotPurged() throws {
         let f = try fixture()
         let exporter = try f.exporter()
