@@ -143,9 +143,11 @@ public struct Snapshot: Sendable {
         /// Reconciliation of the database copy against the files, at the time of the snapshot.
         public var findings: [Finding]
         public var seconds: [String: Double]
+        /// Packs `coffer prune` rewrote that this snapshot refers to, with their digests.
+        public var repacked: [Pack]?
 
         enum CodingKeys: String, CodingKey {
-            case type, files, bytes, bytesAdded = "bytes_added", bytesRead = "bytes_read", pack, database, problems, findings, seconds
+            case type, files, bytes, bytesAdded = "bytes_added", bytesRead = "bytes_read", pack, database, problems, findings, seconds, repacked
         }
     }
 

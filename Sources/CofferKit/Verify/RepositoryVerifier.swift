@@ -64,7 +64,7 @@ public struct RepositoryVerifier {
         var entries: [String: [Int64: Entry]] = [:]
         var dependents: [String: Set<Int>] = [:] // pack -> indices into `all`
         var packDigests: [String: (size: Int64, sha256: String)] = [:]
-        for pack in all.map(\.summary.pack) { packDigests[pack.name] = (pack.size, pack.sha256) }
+        for pack in all.flatMap({ [$0.summary.pack] + ($0.summary.repacked ?? []) }) { packDigests[pack.name] = (pack.size, pack.sha256) }
         func add(_ pack: String, _ offset: Int64, _ size: Int64, _ sha256: String, _ index: Int) {
             guard snapshot == nil || needed.contains(pack) else { return }
             dependents[pack, default: []].insert(index)
