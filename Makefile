@@ -6,7 +6,7 @@ SWIFT ?= swift
 # python3 reads the CSV exports in a test, as an operator's script would.
 DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config libarchive-tools sqlite3 python3
 
-.PHONY: all deps build test demo bench bench-large bench-deps clean
+.PHONY: all deps build test demo bench bench-large bench-export bench-deps clean
 
 all: build
 
@@ -48,6 +48,11 @@ bench: bench-deps
 bench-large: bench-deps
 	$(SWIFT) build -c release
 	.build/release/coffer-bench --profile large --runs 2 --coffer .build/release/coffer
+
+# Retention at scale: export-jobs of 1,000,000 jobs and 5,000,000 events beside sqlite3 -csv.
+bench-export: bench-deps
+	$(SWIFT) build -c release
+	.build/release/coffer-bench --profile export --runs 2 --coffer .build/release/coffer
 
 clean:
 	rm -rf .build
