@@ -110,7 +110,7 @@ import Testing
         for name in (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? [] where name.hasPrefix("jobs-") {
             let folder = out + "/" + name
             let manifest = try JSONDecoder().decode(ExportManifest.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/manifest.json")))
-            _ = try JobExporter.readBack(folder, manifest: manifest) // whole, or this throws
+            try JobExporter.readBack(folder, manifest: manifest) // whole, or this throws
             for (file, prefix) in [("jobs.csv", "job:"), ("job_events.csv", "event:")] {
                 let fd = try RawIO.openForReading(folder + "/" + file)
                 defer { close(fd) }

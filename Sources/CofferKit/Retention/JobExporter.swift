@@ -149,8 +149,8 @@ public struct JobExporter {
 
         // 2. Purge, only what the export holds, checked.
         if purge {
-            let ids = try Self.readBack(final, manifest: manifest)
-            report.purged = try purgeJobs(ids, manifest: manifest, queue: queue)
+            try Self.readBack(final, manifest: manifest)
+            report.purged = try purgeJobs(from: final, manifest: manifest, queue: queue)
             if deleteMedia { report.mediaDeleted = try deleteMediaFiles(of: final) }
         }
         report.seconds = Date().timeIntervalSince(started)
@@ -225,10 +225,9 @@ public struct JobExporter {
     }
 
     /// Reads every file of an export back: its SHA-256 and row count must be the manifest's.
-    /// Returns the job ids of `jobs.csv`.
-    static func readBack(_ folder: String, manifest: ExportManifest) throws -> [String] {
-        var ids: [String] = []
-        for (file, entry) in manifest.files.sorted(by: { $0.key < $1.key }) {
+    /// Calls `jobID` with each job id of `jobs.csv` (streamed: a million jobs in constant memory).
+    static func readBack(_ folder: String, manifest: ExportManifest, only: String? = nil, jobID: (String) throws -> Void = { _ in }) throws {
+        for (file, entry) in manifest.files.sorted(by: { $0.key < $1.key }) where only == nil || only == file {
             let path = folder + "/" + file
             let fd = try RawIO.openForReading(path)
             defer { close(fd) }
@@ -246,7 +245,7 @@ public struct JobExporter {
                         throw CofferError(.failed, operation: "purge jobs of", subject: path,
                                           cause: "row \(rows) has a job id that is NULL or not UTF-8; nothing was purged")
                     }
-                    ids.append(text)
+                    try jobID(text)
                 }
             }
             let sha = try Self.sha256(of: path)
@@ -256,7 +255,6 @@ public struct JobExporter {
                                   hint: "check the disk of the export folder, then run the export again")
             }
         }
-        return ids
     }
 
     static func sha256(of path: String) throws -> String {
@@ -275,20 +273,26 @@ public struct JobExporter {
 
     /// Deletes exactly the exported jobs, their media rows and events, in one transaction;
     /// every count must be the export's, else nothing is deleted (exit 2).
-    func purgeJobs(_ ids: [String], manifest: ExportManifest, queue: DatabaseQueue) throws -> [String: Int] {
+    func purgeJobs(from folder: String, manifest: ExportManifest, queue: DatabaseQueue) throws -> [String: Int] {
         let expected = manifest.files.reduce(into: [String: Int]()) { $0[String($1.key.dropLast(4))] = $1.value.rows }
         do {
             try queue.inTransaction(.immediate) { db in
                 try db.execute(sql: "CREATE TEMP TABLE coffer_purge (id TEXT PRIMARY KEY)")
                 let insert = try db.makeStatement(sql: "INSERT OR IGNORE INTO temp.coffer_purge (id) VALUES (?)")
-                for id in ids { try insert.execute(arguments: [id]) }
+                // The ids come from the export as it is on disk, read (and checked) once more;
+                // only jobs.csv, to hold the write lock the pipeline waits on no longer than needed.
+                var ids = 0
+                try Self.readBack(folder, manifest: manifest, only: "jobs.csv") { id in
+                    try insert.execute(arguments: [id])
+                    ids += 1
+                }
                 let (where_, arguments) = selection
                 let now: [String: Int] = [
                     "jobs": try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs j WHERE j.id IN temp.coffer_purge AND \(where_)", arguments: arguments) ?? -1,
                     "media": try Int.fetchOne(db, sql: "SELECT count(*) FROM media WHERE job_id IN temp.coffer_purge") ?? -1,
                     "job_events": try Int.fetchOne(db, sql: "SELECT count(*) FROM job_events WHERE job_id IN temp.coffer_purge") ?? -1,
                 ]
-                guard now == expected, ids.count == expected["jobs"] else {
+                guard now == expected, ids == expected["jobs"] else {
                     throw CofferError(.failed, operation: "purge jobs from", subject: layout.dbPath,
                                       cause: "the database changed since the export (now \(Self.describe(now)), exported \(Self.describe(expected))); nothing was purged, the export stays",
                                       hint: "run export-jobs --purge again: it exports and purges what is there then")

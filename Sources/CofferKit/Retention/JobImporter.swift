@@ -45,7 +45,7 @@ public struct JobImporter {
             throw CofferError(.failed, operation: "import", subject: exportDirectory, cause: "the manifest does not list jobs.csv, media.csv and job_events.csv")
         }
         // Every file whole and as the manifest says, before anything is written.
-        _ = try JobExporter.readBack(exportDirectory, manifest: manifest)
+        try JobExporter.readBack(exportDirectory, manifest: manifest)
 
         var report = ImportReport(export: exportDirectory, dryRun: dryRun)
         let queue = try DatabaseAccess.openExisting(layout.dbPath, readOnly: dryRun)

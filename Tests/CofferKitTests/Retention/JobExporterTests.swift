@@ -253,14 +253,14 @@ import Testing
         let exporter = try f.exporter()
         let folder = try #require(try exporter.run().export)
         let manifest = try JSONDecoder().decode(ExportManifest.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/manifest.json")))
-        let ids = try JobExporter.readBack(folder, manifest: manifest)
+        try JobExporter.readBack(folder, manifest: manifest)
         // An event arrives for an exported job: purging would lose it.
         try DatabaseQueue(path: f.volume.dbPath).write { db in
             try db.execute(sql: "INSERT INTO job_events (job_id, event) VALUES ('hostile-1', 'late')")
         }
         let before = try f.dump("SELECT * FROM job_events ORDER BY id")
         let queue = try DatabaseAccess.openExisting(f.volume.dbPath, readOnly: false)
-        let error = #expect(throws: CofferError.self) { try exporter.purgeJobs(ids, manifest: manifest, queue: queue) }
+        let error = #expect(throws: CofferError.self) { try exporter.purgeJobs(from: folder, manifest: manifest, queue: queue) }
         #expect(error?.status == .failed)
         #expect(error?.cause.contains("nothing was purged") == true)
         try queue.close()
