@@ -29,6 +29,8 @@ let package = Package(
             dependencies: [
                 "CArchive",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // The system SQLite's C API, as GRDB links it: export-jobs reads cells in place.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Crypto", package: "swift-crypto"),

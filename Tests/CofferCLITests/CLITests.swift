@@ -63,6 +63,24 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: scratch.child("out")))
     }
 
+    /// One-letter relative paths everywhere (Foundation traps on some of them).
+    @Test func oneLetterRelativePathsWork() throws {
+        let scratch = try Scratch()
+        let env = ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"]
+        let steps: [[String]] = [
+            ["init", "--db", "d", "--media-root", "m"],
+            ["backup", "--quiet", "--db", "d", "--media-root", "m", "--repo", "r"],
+            ["restore", "--quiet", "--repo", "r", "--db", "x", "--media-root", "y"],
+            ["export-jobs", "--quiet", "--db", "d", "--media-root", "m", "--out", "o"],
+            ["cleanup", "--quiet", "--db", "d", "--media-root", "m"],
+        ]
+        for step in steps {
+            let result = try CofferBinary.run(step, environment: env, workingDirectory: scratch.path)
+            #expect(result.status == 0 && !result.crashed, "\(step): \(result.stderr)")
+        }
+        #expect(FileManager.default.fileExists(atPath: scratch.child("y/library")))
+    }
+
     @Test func versionNamesTheLibraries() throws {
         let result = try CofferBinary.run(["--version"])
         #expect(result.status == 0)

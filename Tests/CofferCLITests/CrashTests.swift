@@ -142,8 +142,8 @@ import Testing
         #expect(probe.status == 0, "\(probe.stderr)")
         let duration = Date().timeIntervalSince(started)
         var kills = 0
-        for _ in 0..<6 {
-            if try killed(arguments, after: Double.random(in: 0.02...max(0.05, duration))) { kills += 1 }
+        for _ in 0..<8 {
+            if try killed(arguments, after: Double.random(in: 0.001...max(0.02, duration))) { kills += 1 }
             let (database, exported) = try whereRowsAre(v, out: out)
             #expect(everything.subtracting(database).subtracting(exported).isEmpty, "rows lost after a kill")
             #expect(database.isSubset(of: everything))

@@ -37,7 +37,7 @@ public struct CofferConfiguration: Sendable {
         workingDirectory: String = FileManager.default.currentDirectoryPath
     ) throws -> CofferConfiguration {
         let file = try configFile.map { try ConfigFile(path: absolute($0, in: workingDirectory)) }
-        let fileDirectory = file.map { ($0.path as NSString).deletingLastPathComponent } ?? workingDirectory
+        let fileDirectory = file.map { PathText.parent($0.path) } ?? workingDirectory
 
         var settings: [Setting] = []
         for key in SettingKey.allCases {

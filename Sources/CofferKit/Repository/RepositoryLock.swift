@@ -41,7 +41,7 @@ public final class RepositoryLock {
             close(fd)
             guard code == EWOULDBLOCK else { throw CofferError.system("lock", path, errno: code) }
             let who = holder.map { "coffer \($0.command), pid \($0.pid) on \($0.host), started \($0.started)" } ?? "another coffer run"
-            throw CofferError(.locked, operation: "lock repository", subject: (path as NSString).deletingLastPathComponent,
+            throw CofferError(.locked, operation: "lock repository", subject: PathText.parent(path),
                               cause: "held by \(who)", hint: "wait for it to finish; the lock goes away with its process")
         }
         let lock = RepositoryLock(fd: fd, exclusive: exclusive)

@@ -70,7 +70,7 @@ public final class LocalStorage: RepositoryStorage {
         pending.closed = true
         let final = path(pending.name)
         guard rename(pending.temporaryPath, final) == 0 else { throw CofferError.system("rename into", final, errno: errno) }
-        try FileSystem.syncDirectory((final as NSString).deletingLastPathComponent)
+        try FileSystem.syncDirectory(PathText.parent(final))
     }
 
     public func discard(_ pending: PendingObject) {

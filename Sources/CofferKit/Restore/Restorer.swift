@@ -66,12 +66,16 @@ public struct Restorer {
         defer { for step in cleanup.reversed() { step() } }
         var stagedMedia: String?
         if restoresMedia {
-            let parent = (layout.mediaRoot as NSString).deletingLastPathComponent
+            let parent = PathText.parent(layout.mediaRoot)
             try FileSystem.makeDirectories(parent, mode: 0o755)
             let staging = try ScratchDirectory(prefix: ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)", in: parent)
             cleanup.append { staging.remove() }
             progress?.start(total: report.bytes)
             try extractMedia(files, repository: repository, into: staging.path)
+            // The volume's folders exist even when they held no file (empty folders are not stored).
+            for root in [layout.libraryRoot, layout.tempRoot] where root.hasPrefix(layout.mediaRoot + "/") {
+                try FileSystem.makeDirectories(staging.path + "/" + root.dropFirst(layout.mediaRoot.count + 1), mode: 0o755)
+            }
             // One syncfs for the whole staged tree instead of an fsync per file: everything is
             // on disk before anything is renamed into place.
             try FileSystem.syncFilesystem(of: staging.path)
@@ -79,7 +83,7 @@ public struct Restorer {
         }
         var stagedDatabase: String?
         if restoresDatabase {
-            let directory = (layout.dbPath as NSString).deletingLastPathComponent
+            let directory = PathText.parent(layout.dbPath)
             try FileSystem.makeDirectories(directory, mode: 0o755)
             let staging = try ScratchDirectory(prefix: ".coffer-restore-db", in: directory)
             cleanup.append { staging.remove() }
@@ -102,7 +106,7 @@ public struct Restorer {
             // restored one: it goes first (the pipeline must be stopped for a forced restore).
             for suffix in ["-wal", "-shm"] { unlink(layout.dbPath + suffix) }
             guard rename(stagedDatabase, layout.dbPath) == 0 else { throw CofferError.system("rename database into", layout.dbPath, errno: errno) }
-            try FileSystem.syncDirectory((layout.dbPath as NSString).deletingLastPathComponent)
+            try FileSystem.syncDirectory(PathText.parent(layout.dbPath))
         }
         report.restoreSeconds = Date().timeIntervalSince(started)
 
@@ -122,8 +126,8 @@ public struct Restorer {
     }
 
     static func stagingPrefixes(_ layout: VolumeLayout) -> [(directory: String, prefix: String)] {
-        [((layout.mediaRoot as NSString).deletingLastPathComponent, ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)."),
-         ((layout.dbPath as NSString).deletingLastPathComponent, ".coffer-restore-db.")]
+        [(PathText.parent(layout.mediaRoot), ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)."),
+         (PathText.parent(layout.dbPath), ".coffer-restore-db.")]
     }
 
     func sweepStaging(_ layout: VolumeLayout) {
@@ -156,7 +160,7 @@ public struct Restorer {
 
     func checkSpace(bytes: Int64, near layout: VolumeLayout) throws {
         var probe = restoresMedia ? layout.mediaRoot : layout.dbPath
-        while case .failure = FileSystem.status(probe), probe != "/" { probe = (probe as NSString).deletingLastPathComponent }
+        while case .failure = FileSystem.status(probe), probe != "/" { probe = PathText.parent(probe) }
         guard case .success(let space) = FileSystem.freeSpace(probe) else { return }
         if Int64(clamping: space.available) < bytes {
             throw CofferError(.failed, operation: "check free space in", subject: probe,
@@ -278,7 +282,7 @@ public struct Restorer {
             }
         }
         guard rename(staging, mediaRoot) == 0 else { throw CofferError.system("rename media into", mediaRoot, errno: errno) }
-        try FileSystem.syncDirectory((mediaRoot as NSString).deletingLastPathComponent)
+        try FileSystem.syncDirectory(PathText.parent(mediaRoot))
     }
 
     func merge(_ staging: String, into mediaRoot: String) throws {

@@ -19,7 +19,7 @@ public enum CSVCell: Equatable, Sendable {
 /// With `spreadsheetSafe`, a text field that starts with `=`, `+`, `-`, `@`, TAB or CR gets a
 /// leading `'`, so a spreadsheet does not run it as a formula. That changes the data (lossy) and
 /// is off by default.
-final class CSVWriter {
+struct CSVWriter {
     let fd: Int32
     let path: String
     let spreadsheetSafe: Bool
@@ -35,8 +35,44 @@ final class CSVWriter {
         buffer.reserveCapacity(1 << 20 + 4096)
     }
 
+    // Field by field, without building cells: `text`/`raw`/`null` for each, then `endRow`.
+    private var fieldsInRow = 0
+
+    private mutating func separate() {
+        if fieldsInRow > 0 { buffer.append(UInt8(ascii: ",")) }
+        fieldsInRow += 1
+    }
+
+    /// A NULL: nothing between the separators.
+    mutating func null() { separate() }
+
+    /// Bytes that never need quotes (a number).
+    mutating func raw(_ bytes: some Sequence<UInt8>) {
+        separate()
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// A text field, quoted when needed.
+    mutating func text(_ bytes: UnsafeRawBufferPointer) {
+        separate()
+        if !spreadsheetSafe, bytes.count > 0,
+           !bytes.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == 0x0D || $0 == 0x0A }) {
+            buffer.append(contentsOf: bytes)
+            return
+        }
+        field(Array(bytes))
+    }
+
+    mutating func endRow() throws {
+        buffer.append(0x0D)
+        buffer.append(0x0A)
+        rows += 1
+        fieldsInRow = 0
+        if buffer.count >= 1 << 20 { try flush() }
+    }
+
     /// Writes a row (the header row too: call it first with the column names).
-    func row(_ cells: [CSVCell]) throws {
+    mutating func row(_ cells: [CSVCell]) throws {
         for (index, cell) in cells.enumerated() {
             if index > 0 { buffer.append(UInt8(ascii: ",")) }
             switch cell {
@@ -50,7 +86,7 @@ final class CSVWriter {
         if buffer.count >= 1 << 20 { try flush() }
     }
 
-    private func field(_ value: [UInt8]) {
+    private mutating func field(_ value: [UInt8]) {
         var value = value
         if spreadsheetSafe, let first = value.first, [UInt8(ascii: "="), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "@"), 0x09, 0x0D].contains(first) {
             value.insert(UInt8(ascii: "'"), at: 0)
@@ -68,7 +104,7 @@ final class CSVWriter {
         buffer.append(UInt8(ascii: "\""))
     }
 
-    func flush() throws {
+    mutating func flush() throws {
         guard !buffer.isEmpty else { return }
         try buffer.withUnsafeBytes { try RawIO.writeAll(fd, $0.baseAddress!, $0.count, path: path) }
         hasher.update(data: buffer)

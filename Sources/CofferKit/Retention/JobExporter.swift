@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GRDB
+import GRDBSQLite
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -168,49 +169,62 @@ public struct JobExporter {
     func writeTable(_ table: String, columns: [String], db: Database, into folder: String,
                     binaryCells: inout [ExportManifest.BinaryCell]) throws -> ExportManifest.File {
         let alias = table == "jobs" ? "j" : (table == "media" ? "m" : "e")
-        let expressions = columns.map { column -> String in
-            let c = "\(alias).\(column.quotedDatabaseIdentifier)"
-            // Text is read as its bytes: TEXT that is not UTF-8 stays exact.
-            return "typeof(\(c)), CASE WHEN typeof(\(c)) = 'text' THEN CAST(\(c) AS BLOB) ELSE \(c) END"
-        }.joined(separator: ", ")
+        let expressions = columns.map { "\(alias).\($0.quotedDatabaseIdentifier)" }.joined(separator: ", ")
         let (where_, arguments) = selection
         let from = table == "jobs" ? "jobs j" : "\(table) \(alias) JOIN jobs j ON j.id = \(alias).job_id"
         let order = columns.contains("id") ? " ORDER BY \(alias).id" : ""
         let path = folder + "/" + table + ".csv"
         let fd = try RawIO.createNew(path)
         defer { close(fd) }
-        let writer = CSVWriter(fd: fd, path: path, spreadsheetSafe: spreadsheetSafe)
+        var writer = CSVWriter(fd: fd, path: path, spreadsheetSafe: spreadsheetSafe)
         try writer.row(columns.map { .text(Array($0.utf8)) })
-        let cursor = try Row.fetchCursor(db, sql: "SELECT \(expressions) FROM \(from) WHERE \(where_)\(order)", arguments: arguments)
+        let statement = try db.makeStatement(sql: "SELECT \(expressions) FROM \(from) WHERE \(where_)\(order)")
+        statement.arguments = arguments
+        let sqlite = statement.sqliteStatement
+        let cursor = try Row.fetchCursor(statement)
         var row = 0
-        while let values = try cursor.next() {
+        // Each cell is read in place from SQLite (its storage class and bytes), no copies.
+        while try cursor.next() != nil {
             row += 1
-            var cells: [CSVCell] = []
-            cells.reserveCapacity(columns.count)
             for (index, column) in columns.enumerated() {
-                let type: String = values[index * 2]
-                let cell = values[index * 2 + 1] as DatabaseValue
-                switch cell.storage {
-                case .null: cells.append(.null)
-                case .int64(let value): cells.append(.text(Array(String(value).utf8)))
-                case .double(let value): cells.append(.text(Array(ExportManifest.realText(value).utf8)))
-                case .string(let value): cells.append(.text(Array(value.utf8)))
-                case .blob(let data):
-                    let bytes = PathBytes(data)
-                    if type == "text", String(validating: bytes, as: UTF8.self) != nil {
-                        cells.append(.text(bytes))
+                let i = Int32(index)
+                switch sqlite3_column_type(sqlite, i) {
+                case SQLITE_NULL:
+                    writer.null()
+                case SQLITE_INTEGER:
+                    writer.raw(String(sqlite3_column_int64(sqlite, i)).utf8)
+                case SQLITE_FLOAT:
+                    writer.raw(ExportManifest.realText(sqlite3_column_double(sqlite, i)).utf8)
+                case let type:
+                    let isText = type == SQLITE_TEXT
+                    let pointer = isText ? UnsafeRawPointer(sqlite3_column_text(sqlite, i)) : sqlite3_column_blob(sqlite, i)
+                    let bytes = UnsafeRawBufferPointer(start: pointer, count: Int(sqlite3_column_bytes(sqlite, i)))
+                    if isText, Self.isUTF8(bytes) {
+                        writer.text(bytes)
                     } else {
                         // A BLOB, or TEXT that is not UTF-8: hex, listed in the manifest.
-                        binaryCells.append(.init(file: table + ".csv", row: row, column: column, type: type == "text" ? "text" : "blob"))
-                        cells.append(.text(Array(("\\x" + Digest.hex(bytes)).utf8)))
+                        binaryCells.append(.init(file: table + ".csv", row: row, column: column, type: isText ? "text" : "blob"))
+                        writer.raw(("\\x" + Digest.hex(bytes)).utf8)
                     }
                 }
             }
-            try writer.row(cells)
+            try writer.endRow()
         }
         try writer.flush()
         try RawIO.sync(fd, path: path)
         return .init(rows: writer.rows - 1, bytes: writer.bytes, sha256: Digest.hex(writer.hasher.finalize()), columns: columns)
+    }
+
+    /// Whether bytes are UTF-8 (ASCII is checked word by word first: nearly every cell is ASCII).
+    static func isUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var ascii = true
+        var index = 0
+        while index + 8 <= bytes.count {
+            if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { ascii = false; break }
+            index += 8
+        }
+        if ascii { while index < bytes.count { if bytes[index] >= 0x80 { ascii = false; break }; index += 1 } }
+        return ascii || String(validating: bytes, as: UTF8.self) != nil
     }
 
     func writeManifest(_ manifest: ExportManifest, into folder: String) throws {

@@ -69,7 +69,7 @@ public enum FileSystem {
 
     /// Creates the directory and its missing parents (parents get 0755).
     public static func makeDirectories(_ path: String, mode: mode_t) throws {
-        let parent = (path as NSString).deletingLastPathComponent
+        let parent = PathText.parent(path)
         if !parent.isEmpty, parent != path, case .failure = status(parent) {
             try makeDirectories(parent, mode: 0o755)
         }

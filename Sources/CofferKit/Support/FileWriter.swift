@@ -68,6 +68,6 @@ public enum RawIO {
         defer { close(fd) }
         try sync(fd, path: temporary)
         guard rename(temporary, final) == 0 else { throw CofferError.system("rename into", final, errno: errno) }
-        try FileSystem.syncDirectory((final as NSString).deletingLastPathComponent)
+        try FileSystem.syncDirectory(PathText.parent(final))
     }
 }

@@ -5,6 +5,17 @@ import Foundation
 public typealias PathBytes = [UInt8]
 
 public enum PathText {
+    /// The folder that holds `path`: "/a/b" -> "/a", "/a" -> "/", "a" -> ".", "a/b/" -> "a".
+    /// (Foundation's `deletingLastPathComponent` traps on some one-character relative paths.)
+    public static func parent(_ path: String) -> String {
+        var bytes = Array(path.utf8)
+        while bytes.count > 1, bytes.last == UInt8(ascii: "/") { bytes.removeLast() }
+        guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return "." }
+        var end = slash
+        while end > 0, bytes[end - 1] == UInt8(ascii: "/") { end -= 1 }
+        return end == 0 ? "/" : String(decoding: bytes[..<end], as: UTF8.self)
+    }
+
     /// A printable, single-line rendering of a path: valid UTF-8 is kept, control characters are
     /// escaped (`\n`, `\t`, `\r`, `\xNN`), a backslash is doubled, and every byte that is not
     /// valid UTF-8 becomes `\xNN`. Two different paths never render the same.

@@ -27,7 +27,7 @@ public enum VolumeInitializer {
                                   cause: "exists and is not a directory", hint: "choose another MEDIA_ROOT or move that file away")
             }
         }
-        let dbDirectory = (layout.dbPath as NSString).deletingLastPathComponent
+        let dbDirectory = PathText.parent(layout.dbPath)
         var created: [String] = []
         for directory in [dbDirectory, layout.mediaRoot, layout.libraryRoot, layout.tempRoot]
         where !created.contains(directory) {
@@ -78,6 +78,6 @@ public enum VolumeInitializer {
         // Checked again right before the rename: a database created meanwhile is not replaced.
         try refuseExistingDatabase(path)
         guard rename(staging, path) == 0 else { throw CofferError.system("rename database into", path, errno: errno) }
-        try FileSystem.syncDirectory((path as NSString).deletingLastPathComponent)
+        try FileSystem.syncDirectory(PathText.parent(path))
     }
 }

@@ -23,3 +23,13 @@ import Testing
         #expect(PathText.display([0x61, 0xE2, 0x82]) == "a\\xE2\\x82")
     }
 }
+
+@Suite struct PathParentTests {
+    @Test func parentsOfEveryShape() {
+        let cases: [(String, String)] = [
+            ("/a/b", "/a"), ("/a", "/"), ("/", "/"), ("a", "."), ("o", "."), ("a/b", "a"), ("a/b/", "a"),
+            ("/a//b", "/a"), ("//a", "/"), ("./x", "."), ("../y", ".."), ("/media/library/Café 🎬/x.mkv", "/media/library/Café 🎬"),
+        ]
+        for (path, parent) in cases { #expect(PathText.parent(path) == parent, "\(path)") }
+    }
+}
