@@ -6,7 +6,7 @@ import Logging
 struct CofferCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coffer",
-        abstract: "Back up, verify and restore the media pipeline's database and media tree.",
+        abstract: "Back up, verify, restore and archive the media pipeline's database and media tree.",
         discussion: """
             Settings come from flags, then the environment, then --config FILE, then defaults;
             `coffer config` shows each value and its source.
