@@ -64,6 +64,21 @@ public struct Restorer {
         sweepStaging(layout)
         var cleanup: [() -> Void] = []
         defer { for step in cleanup.reversed() { step() } }
+        // The database on a second core: extracted, re-hashed, its paths rewritten and
+        // integrity-checked in its staging place while the media are written.
+        let databaseLane = DatabaseLane()
+        let group = DispatchGroup()
+        defer { group.wait() } // before the staging is removed
+        if restoresDatabase {
+            let directory = PathText.parent(layout.dbPath)
+            try FileSystem.makeDirectories(directory, mode: 0o755)
+            let staging = try ScratchDirectory(prefix: ".coffer-restore-db", in: directory)
+            cleanup.append { staging.remove() }
+            let path = staging.path + "/db.sqlite"
+            DispatchQueue.global().async(group: group) { [self] in
+                databaseLane.run { try prepareDatabase(snap, from: repository, at: path, lane: databaseLane) }
+            }
+        }
         var stagedMedia: String?
         if restoresMedia {
             let parent = PathText.parent(layout.mediaRoot)
@@ -83,19 +98,10 @@ public struct Restorer {
         }
         var stagedDatabase: String?
         if restoresDatabase {
-            let directory = PathText.parent(layout.dbPath)
-            try FileSystem.makeDirectories(directory, mode: 0o755)
-            let staging = try ScratchDirectory(prefix: ".coffer-restore-db", in: directory)
-            cleanup.append { staging.remove() }
-            let path = staging.path + "/db.sqlite"
-            let sha = try DatabaseExtractor.extract(snap.summary.database, from: repository, to: path)
-            guard sha == snap.summary.database.sha256 else {
-                throw CofferError(.failed, operation: "restore database from", subject: snap.id,
-                                  cause: "the decompressed copy's SHA-256 differs from the one recorded; nothing was written to the targets")
-            }
-            report.pathsRewritten = try rewritePaths(in: path, from: snap.header.mediaRoot, to: layout.mediaRoot)
-            guard chmod(path, 0o644) == 0 else { throw CofferError.system("set permissions of", path, errno: errno) }
-            stagedDatabase = path
+            group.wait()
+            if let error = databaseLane.error { throw error }
+            stagedDatabase = databaseLane.path
+            report.pathsRewritten = databaseLane.rewritten
         }
         progress?.finish()
 
@@ -114,6 +120,7 @@ public struct Restorer {
         if restoresDatabase {
             var verifier = LiveVerifier(configuration: configuration)
             verifier.full = true
+            verifier.integrityLines = databaseLane.integrity // run on these very bytes, before the rename
             report.verify = try verifier.run()
             // The read-only check leaves an empty -wal and -shm beside the database; one
             // read-write open and close removes them, so the target holds just the database.
@@ -123,6 +130,38 @@ public struct Restorer {
         }
         report.seconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    /// The database side of a restore, run on its own core.
+    final class DatabaseLane: @unchecked Sendable {
+        var path: String?
+        var rewritten = 0
+        var integrity: [String]?
+        var error: Error?
+
+        func run(_ body: () throws -> Void) {
+            do { try body() } catch { self.error = error }
+        }
+    }
+
+    /// Extracts the snapshot's database copy to `path`, checks its digest, rewrites its media
+    /// paths to the new MEDIA_ROOT and runs integrity_check on the result.
+    func prepareDatabase(_ snap: Snapshot, from repository: Repository, at path: String, lane: DatabaseLane) throws {
+        let sha = try DatabaseExtractor.extract(snap.summary.database, from: repository, to: path)
+        guard sha == snap.summary.database.sha256 else {
+            throw CofferError(.failed, operation: "restore database from", subject: snap.id,
+                              cause: "the decompressed copy's SHA-256 differs from the one recorded; nothing was written to the targets")
+        }
+        lane.rewritten = try rewritePaths(in: path, from: snap.header.mediaRoot, to: configuration.layout.mediaRoot)
+        let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
+        do {
+            lane.integrity = try queue.read { try String.fetchAll($0, sql: "PRAGMA integrity_check(\(LiveVerifier.integrityLineLimit))") }
+        } catch let error as DatabaseError {
+            lane.integrity = ["integrity_check failed: \(error.message ?? "\(error.resultCode)")"]
+        }
+        try queue.close()
+        guard chmod(path, 0o644) == 0 else { throw CofferError.system("set permissions of", path, errno: errno) }
+        lane.path = path
     }
 
     static func stagingPrefixes(_ layout: VolumeLayout) -> [(directory: String, prefix: String)] {

@@ -19,6 +19,9 @@ public struct LiveVerifier {
     public var full = false
     /// Run neither (a caller that has just run `integrity_check` on the same file).
     public var checksIntegrity = true
+    /// The output of `integrity_check` a caller already ran on these very bytes (restore runs
+    /// it on the staged copy while the media are written); reported as if run here.
+    public var integrityLines: [String]?
     public var now = Date()
     public var logger = Logger(label: "coffer.verify")
 
@@ -83,10 +86,10 @@ public struct LiveVerifier {
     // MARK: Database
 
     func checkDatabase(_ db: Database, into report: inout VerifyReport) throws {
-        let pragma = full ? "integrity_check" : "quick_check"
+        let pragma = full || integrityLines != nil ? "integrity_check" : "quick_check"
         if checksIntegrity {
             try attempt(pragma, into: &report) { report in
-                let lines = try String.fetchAll(db, sql: "PRAGMA \(pragma)(\(Self.integrityLineLimit))")
+                let lines = try integrityLines ?? String.fetchAll(db, sql: "PRAGMA \(pragma)(\(Self.integrityLineLimit))")
                 if lines != ["ok"] {
                     for line in lines {
                         report.findings.append(Finding(.integrity, path: PathText.display(layout.dbPath),
