@@ -33,7 +33,16 @@ public struct BackupRunner {
     struct Candidate {
         var relative: PathBytes
         var info: FileInfo
-        var reuse: Snapshot.File?
+        var reuse: Reuse?
+    }
+
+    /// Where an unchanged file's bytes already are (from the parent snapshot), kept small: a
+    /// library of a million files holds a million of these.
+    struct Reuse {
+        var sha256: SHA256Value
+        var pack: Int32 // index into the pack names
+        var offset: Int64
+        var mode: UInt32
     }
 
     public func run() throws -> BackupReport {
@@ -88,13 +97,19 @@ public struct BackupRunner {
 
         // What to back up: the library and the files the copy refers to.
         var candidates = try collect(copyPath: copyPath, layout: layout, problems: &problems)
-        if let parent { try markUnchanged(&candidates, parent: parent, repository: repository) }
-        let toWrite = candidates.filter { $0.reuse == nil }
+        var packNames: [String] = []
+        if let parent { packNames = try markUnchanged(&candidates, parent: parent, repository: repository) }
+        var bytesToWrite: Int64 = 0
         report.files = candidates.count
-        report.bytes = candidates.reduce(0) { $0 + $1.info.size }
-        report.filesAdded = toWrite.count
-        if dryRun { report.bytesAdded = toWrite.reduce(0) { $0 + $1.info.size } }
-        report.estimatedBytes = toWrite.reduce(copy.size + 1 << 20) { $0 + $1.info.size + Self.entryOverhead }
+        for candidate in candidates {
+            report.bytes += candidate.info.size
+            if candidate.reuse == nil {
+                report.filesAdded += 1
+                bytesToWrite += candidate.info.size
+            }
+        }
+        if dryRun { report.bytesAdded = bytesToWrite }
+        report.estimatedBytes = copy.size + 1 << 20 + bytesToWrite + Int64(report.filesAdded) * Self.entryOverhead
         try checkSpace(for: report.estimatedBytes, in: repository.location)
 
         // Reconciliation of the copy against the media, as it is now.
@@ -143,10 +158,12 @@ public struct BackupRunner {
         }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
-        progress?.start(total: toWrite.reduce(0) { $0 + $1.info.size })
+        progress?.start(total: bytesToWrite)
         for candidate in candidates {
             if let reuse = candidate.reuse {
-                try recordLine(reuse)
+                try recordLine(Snapshot.File(path: candidate.relative, size: candidate.info.size, mode: reuse.mode,
+                                             mtime: candidate.info.modified, inode: candidate.info.inode, sha256: reuse.sha256.hex,
+                                             pack: packNames[Int(reuse.pack)], offset: reuse.offset))
                 continue
             }
             let absolute = PathBytes(layout.mediaRoot.utf8).appendingComponent(candidate.relative)
@@ -193,7 +210,10 @@ public struct BackupRunner {
     /// Marks candidates whose path, size, mtime and inode are those of the parent snapshot:
     /// they are not read again. Both lists are sorted by path bytes, so the parent's record is
     /// merged in one streaming pass (a record out of that order only costs re-reading).
-    func markUnchanged(_ candidates: inout [Candidate], parent: Snapshot, repository: Repository) throws {
+    /// Returns the pack names the reused entries' indices refer to.
+    func markUnchanged(_ candidates: inout [Candidate], parent: Snapshot, repository: Repository) throws -> [String] {
+        var packNames: [String] = []
+        var packIndex: [String: Int32] = [:]
         let cursor = try repository.reader(for: parent).makeCursor()
         var previous = try cursor.next()
         for index in candidates.indices {
@@ -201,10 +221,21 @@ public struct BackupRunner {
             while let file = previous, file.path.lexicographicallyPrecedes(path) { previous = try cursor.next() }
             guard let file = previous, file.path == path else { continue }
             let info = candidates[index].info
-            if file.size == info.size, file.mtime == info.modified, file.inode == info.inode {
-                candidates[index].reuse = file
+            let digest = SHA256Value(hex: file.sha256)
+            // A digest that does not read back the same (a damaged record) is not trusted: re-read.
+            guard file.size == info.size, file.mtime == info.modified, file.inode == info.inode,
+                  digest.hex == file.sha256.lowercased() else { continue }
+            let pack: Int32
+            if let known = packIndex[file.pack] {
+                pack = known
+            } else {
+                pack = Int32(packNames.count)
+                packIndex[file.pack] = pack
+                packNames.append(file.pack)
             }
+            candidates[index].reuse = Reuse(sha256: digest, pack: pack, offset: file.offset, mode: file.mode)
         }
+        return packNames
     }
 
     /// The database side of a backup, run on its own core: integrity_check and description of
@@ -234,8 +265,19 @@ public struct BackupRunner {
     func collect(copyPath: String, layout: VolumeLayout, problems: inout [Snapshot.Problem]) throws -> [Candidate] {
         let root = PathBytes(layout.mediaRoot.utf8)
         let rootPrefix = root + [UInt8(ascii: "/")]
-        var seen = Set<PathBytes>()
         var candidates: [Candidate] = []
+        var walked = 0
+        // Referenced files the walk did not list (tmp/ files of jobs in flight): usually few.
+        var extra = Set<PathBytes>()
+
+        func isWalked(_ relative: PathBytes) -> Bool {
+            var low = 0, high = walked
+            while low < high {
+                let middle = (low + high) / 2
+                if candidates[middle].relative.lexicographicallyPrecedes(relative) { low = middle + 1 } else { high = middle }
+            }
+            return low < walked && candidates[low].relative == relative
+        }
 
         func consider(_ absolute: PathBytes, jobID: String?, referenced: Bool) {
             guard absolute.starts(with: rootPrefix) else {
@@ -243,7 +285,9 @@ public struct BackupRunner {
                                       message: "referred to by the database but outside MEDIA_ROOT; not backed up"))
                 return
             }
-            guard seen.insert(absolute).inserted else { return }
+            if referenced {
+                guard !isWalked(Array(absolute.dropFirst(rootPrefix.count))), extra.insert(absolute).inserted else { return }
+            }
             switch FileSystem.status(absolute) {
             case .failure(let errno):
                 if referenced {
@@ -273,6 +317,8 @@ public struct BackupRunner {
         } catch let error as CofferError {
             problems.append(.init(kind: "unreadable", path: PathText.display(library), jobID: nil, message: error.cause))
         }
+        candidates.sort { $0.relative.lexicographicallyPrecedes($1.relative) }
+        walked = candidates.count
 
         let queue = try DatabaseQueue(path: copyPath, configuration: DatabaseAccess.configuration(readOnly: true))
         defer { try? queue.close() }

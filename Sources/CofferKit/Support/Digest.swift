@@ -68,6 +68,17 @@ struct SHA256Value: Hashable {
         }
     }
 
+    /// The digest in lowercase hex (what `Digest.hex` writes for the same bytes).
+    var hex: String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(64)
+        for word in [a, b, c, d] {
+            for shift in stride(from: 60, through: 0, by: -4) { out.append(digits[Int((word >> UInt64(shift)) & 0xF)]) }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     private init(_ words: (UInt64, UInt64, UInt64, UInt64)) {
         (a, b, c, d) = words
     }

@@ -76,6 +76,8 @@ import Testing
         let bytes = (0..<32).map { UInt8($0 * 7 + 3) }
         let hex = Digest.hex(bytes)
         #expect(SHA256Value(hex: hex) == SHA256Value(bytes))
+        #expect(SHA256Value(bytes).hex == hex)
+        #expect(SHA256Value(hex: hex.uppercased()).hex == hex)
         #expect(SHA256Value(hex: hex.uppercased()) == SHA256Value(bytes))
         #expect(SHA256Value(hex: String(hex.dropLast())) != SHA256Value(bytes))
         #expect(SHA256Value(hex: String(hex.dropLast()) + "g") != SHA256Value(bytes))
