@@ -41,12 +41,26 @@ public struct Restorer {
                                    mediaRoot: layout.mediaRoot, dryRun: dryRun)
 
         // Records, checked before anything is written.
-        var files: [Snapshot.File] = []
-        var seen = Set<PathBytes>()
+        var files: [PlannedFile] = []
+        var packNames: [String] = []
+        var packIndex: [String: Int32] = [:]
+        var sorted = true
         try repository.reader(for: snap).files { file in
             if let reason = RestorePlan.problem(with: file.path) { throw RestorePlan.refuse(file.path, reason, in: snap.id) }
-            guard seen.insert(file.path).inserted else { throw RestorePlan.refuse(file.path, "listed twice", in: snap.id) }
-            files.append(file)
+            if let last = files.last, !last.path.lexicographicallyPrecedes(file.path) { sorted = false }
+            let pack: Int32
+            if let known = packIndex[file.pack] { pack = known } else {
+                pack = Int32(packNames.count)
+                packIndex[file.pack] = pack
+                packNames.append(file.pack)
+            }
+            files.append(PlannedFile(path: file.path, size: file.size, mode: file.mode, mtime: file.mtime,
+                                     sha256: SHA256Value(hex: file.sha256), pack: pack))
+        }
+        // Records are sorted by path; one that is not (written by hand?) is checked the slow way.
+        let order = sorted ? Array(files.indices) : files.indices.sorted { files[$0].path.lexicographicallyPrecedes(files[$1].path) }
+        for (previous, next) in zip(order, order.dropFirst()) where files[previous].path == files[next].path {
+            throw RestorePlan.refuse(files[next].path, "listed twice", in: snap.id)
         }
         if restoresMedia {
             report.files = files.count
@@ -86,7 +100,7 @@ public struct Restorer {
             let staging = try ScratchDirectory(prefix: ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)", in: parent)
             cleanup.append { staging.remove() }
             progress?.start(total: report.bytes)
-            try extractMedia(files, repository: repository, into: staging.path)
+            try extractMedia(files, packNames: packNames, repository: repository, into: staging.path)
             // The volume's folders exist even when they held no file (empty folders are not stored).
             for root in [layout.libraryRoot, layout.tempRoot] where root.hasPrefix(layout.mediaRoot + "/") {
                 try FileSystem.makeDirectories(staging.path + "/" + root.dropFirst(layout.mediaRoot.count + 1), mode: 0o755)
@@ -210,11 +224,21 @@ public struct Restorer {
 
     /// Reads each pack the records need once, in order, and writes the needed entries into
     /// `staging`. Any unsafe entry in a pack refuses the whole restore.
-    func extractMedia(_ files: [Snapshot.File], repository: Repository, into staging: String) throws {
+    /// One file to restore, as the record says (kept small: a million of them may be held).
+    struct PlannedFile {
+        var path: PathBytes
+        var size: Int64
+        var mode: UInt32
+        var mtime: Double
+        var sha256: SHA256Value
+        var pack: Int32 // index into the pack names
+    }
+
+    func extractMedia(_ files: [PlannedFile], packNames: [String], repository: Repository, into staging: String) throws {
         // Per pack, the indices of the files it holds (keyed by path when the pack is read,
         // sharing the records' path storage).
         var byPack: [String: [Int]] = [:]
-        for (index, file) in files.enumerated() { byPack[file.pack, default: []].append(index) }
+        for (index, file) in files.enumerated() { byPack[packNames[Int(file.pack)], default: []].append(index) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         let stagingFD = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -257,7 +281,7 @@ public struct Restorer {
 
     /// Creates one file under the staging folder (no links followed, never an existing file),
     /// writes it, skipping all-zero blocks so sparse files stay sparse, and checks its digest.
-    func write(_ file: Snapshot.File, from reader: ArchiveReader, stagingFD: Int32, staging: String,
+    func write(_ file: PlannedFile, from reader: ArchiveReader, stagingFD: Int32, staging: String,
                created: inout Set<PathBytes>, buffer: UnsafeMutableRawBufferPointer) throws {
         let components = file.path.split(separator: UInt8(ascii: "/"))
         var parent: PathBytes = []
@@ -289,8 +313,7 @@ public struct Restorer {
             progress?.advance(by: Int64(n))
         }
         guard ftruncate(fd, off_t(written)) == 0 else { throw CofferError.system("set size of", shown, errno: errno) }
-        let digest = Digest.hex(hasher.finalize())
-        guard written == file.size, digest == file.sha256 else {
+        guard written == file.size, SHA256Value(hasher.finalize()) == file.sha256 else {
             throw CofferError(.failed, operation: "restore", subject: PathText.display(file.path),
                               cause: "its bytes in the pack do not match the snapshot (SHA-256 or size); nothing was written to the targets",
                               hint: "`coffer verify --repo --read-data` lists the damage; restore an older snapshot")

@@ -229,6 +229,23 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("target")))
     }
 
+    /// A file listed twice (next to itself, or far apart in a record out of order) is refused.
+    @Test(arguments: [true, false])
+    func aFileListedTwiceIsRefused(adjacent: Bool) throws {
+        let fixture = try BackupFixture(jobs: 12, hostile: false)
+        try fixture.backup()
+        let snapshot = try fixture.repository().resolve("latest")
+        let record = fixture.repo + "/snapshots/\(snapshot.id).jsonl"
+        chmod(record, 0o644)
+        var lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n").map(String.init)
+        let first = try #require(lines.firstIndex { $0.contains(#""type":"file""#) })
+        lines.insert(lines[first], at: adjacent ? first + 1 : lines.count - 1)
+        try (lines.joined(separator: "\n") + "\n").write(toFile: record, atomically: false, encoding: .utf8)
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
+        #expect(error?.cause.contains("listed twice") == true, "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("target")))
+    }
+
     @Test func modesAreMaskedToPermissionBits() {
         #expect(RestorePlan.problem(with: PathBytes("library/ok name\nwith newline.mkv".utf8)) == nil)
         #expect(RestorePlan.problem(with: PathBytes(repeating: UInt8(ascii: "a"), count: 256)) != nil)
