@@ -6,7 +6,7 @@ SWIFT ?= swift
 # python3 reads the CSV exports in a test, as an operator's script would.
 DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config libarchive-tools sqlite3 python3
 
-.PHONY: all deps build test demo bench bench-large bench-export bench-deps clean
+.PHONY: all deps build test demo bench bench-large bench-export bench-deps profile clean
 
 all: build
 
@@ -53,6 +53,14 @@ bench-large: bench-deps
 bench-export: bench-deps
 	$(SWIFT) build -c release
 	.build/release/coffer-bench --profile export --runs 2 --coffer .build/release/coffer
+
+# Instruction counts (valgrind's callgrind) of the main commands: reproducible where timings are not.
+profile: deps
+	@command -v valgrind >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq valgrind >/dev/null; }
+	$(SWIFT) build -c release
+	benchmarks/profile.sh
 
 clean:
 	rm -rf .build
