@@ -29,6 +29,8 @@ public final class ArchiveWriter {
         var packDigest = false
         var inData = false
         var failure: CofferError?
+        /// When set, the bytes the pack digest covers go here instead of `hasher`.
+        var forward: ((UnsafeRawBufferPointer) -> Void)?
         init(fd: Int32, path: String) { self.fd = fd; self.path = path }
     }
 
@@ -61,7 +63,8 @@ public final class ArchiveWriter {
             do {
                 try RawIO.writeAll(sink.fd, buffer!, length, path: sink.path)
                 if !(sink.packDigest && sink.inData) {
-                    sink.hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: length))
+                    let bytes = UnsafeRawBufferPointer(start: buffer, count: length)
+                    if let forward = sink.forward { forward(bytes) } else { sink.hasher.update(bufferPointer: bytes) }
                 }
                 sink.written += Int64(length)
                 return la_ssize_t(length)
@@ -70,6 +73,14 @@ public final class ArchiveWriter {
                 return -1
             } catch { return -1 }
         }, nil, nil), "open output")
+    }
+
+    /// Hands the bytes the pack digest covers (all but entry data) to `hashing`, in order,
+    /// instead of hashing them here; the caller then hashes entry data and inserts each entry's
+    /// digest (``HashPipeline``), and ``finish()``'s digest is not the pack digest. Set it
+    /// before the first entry.
+    func forwardPackBytes(to hashing: @escaping (UnsafeRawBufferPointer) -> Void) {
+        sink.forward = hashing
     }
 
     deinit {
@@ -110,7 +121,7 @@ public final class ArchiveWriter {
     /// the entry's data, which the pack digest takes in place of the data (see FORMAT.md).
     public func endFile(digest: [UInt8] = []) throws {
         sink.inData = false
-        sink.hasher.update(data: digest)
+        if sink.forward == nil { sink.hasher.update(data: digest) }
         try check(archive_write_finish_entry(archive), "finish entry in")
     }
 

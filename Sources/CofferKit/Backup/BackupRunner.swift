@@ -139,6 +139,10 @@ public struct BackupRunner {
         var committed = false
         defer { if !committed { repository.storage.discard(pending) } }
         let writer = try ArchiveWriter(fd: pending.fd, path: pending.temporaryPath)
+        // Every byte of the pack is hashed on a second thread, in order, while this one reads
+        // and writes.
+        let pipeline = HashPipeline()
+        writer.forwardPackBytes { pipeline.packBytes($0) }
 
         // The snapshot record is written while the pack is (it is published after the pack).
         let header = Snapshot.Header(
@@ -156,34 +160,52 @@ public struct BackupRunner {
             recordedFiles += 1
             recordedBytes += file.size
         }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buffer.deallocate() }
+        // Record lines in order; a stored file's line waits for its digest from the pipeline.
+        var waiting: [(file: Snapshot.File, entry: Int?)] = []
+        var head = 0
+        func recordReady(waitingForAll: Bool) throws {
+            if waitingForAll { pipeline.drain() }
+            while head < waiting.count {
+                if let entry = waiting[head].entry {
+                    guard let digest = pipeline.takeDigest(entry) else { break }
+                    waiting[head].file.sha256 = digest.hex
+                }
+                try recordLine(waiting[head].file)
+                head += 1
+            }
+            if head >= 4096 { waiting.removeFirst(head); head = 0 }
+        }
+        var entries = 0
         progress?.start(total: bytesToWrite)
         for candidate in candidates {
             if let reuse = candidate.reuse {
-                try recordLine(Snapshot.File(path: candidate.relative, size: candidate.info.size, mode: reuse.mode,
-                                             mtime: candidate.info.modified, inode: candidate.info.inode, sha256: reuse.sha256.hex,
-                                             pack: packNames[Int(reuse.pack)], offset: reuse.offset))
-                continue
+                waiting.append((Snapshot.File(path: candidate.relative, size: candidate.info.size, mode: reuse.mode,
+                                              mtime: candidate.info.modified, inode: candidate.info.inode, sha256: reuse.sha256.hex,
+                                              pack: packNames[Int(reuse.pack)], offset: reuse.offset), nil))
+            } else {
+                let absolute = PathBytes(layout.mediaRoot.utf8).appendingComponent(candidate.relative)
+                if let stored = try store(candidate, absolute: absolute, pack: packName, writer: writer, pipeline: pipeline,
+                                          entry: entries, report: &report, problems: &problems) {
+                    waiting.append((stored, entries))
+                    entries += 1
+                }
             }
-            let absolute = PathBytes(layout.mediaRoot.utf8).appendingComponent(candidate.relative)
-            if let stored = try store(candidate, absolute: absolute, pack: packName, writer: writer, buffer: buffer,
-                                      report: &report, problems: &problems) {
-                try recordLine(stored)
-            }
+            try recordReady(waitingForAll: false)
         }
+        try recordReady(waitingForAll: true)
         // The database copy, checked and compressed meanwhile, is the pack's last entry.
         let described = try databaseResult()
         noteIntegrity(described)
         guard let stored = databaseLane.stored else {
             throw CofferError(.failed, operation: "compress database copy", subject: copyPath, cause: "no compressed copy was made")
         }
-        let dbOffset = try appendFile(zstPath, entry: PathBytes("db.sqlite.zst".utf8), digest: stored.sha256, to: writer)
+        let dbOffset = try appendFile(zstPath, entry: PathBytes("db.sqlite.zst".utf8), digest: stored.sha256, to: writer, pipeline: pipeline)
         let database = Snapshot.Database(
             entry: "db.sqlite.zst", pack: packName, offset: dbOffset, storedSize: stored.size, storedSha256: stored.sha256,
             size: described.size, sha256: described.sha256, pageSize: described.pageSize, pageCount: described.pageCount,
             schemaVersion: described.schemaVersion, rowCounts: described.rowCounts, integrityCheck: described.integrityCheck)
-        let pack = try writer.finish()
+        let packSize = try writer.finish().size
+        let pack = (sha256: pipeline.finish(), size: packSize)
         try repository.storage.commit(pending)
         committed = true
         progress?.finish()
@@ -343,7 +365,7 @@ public struct BackupRunner {
     }
 
     /// Copies a whole file (the compressed database) into the pack as one entry.
-    func appendFile(_ path: String, entry: PathBytes, digest: String, to writer: ArchiveWriter) throws -> Int64 {
+    func appendFile(_ path: String, entry: PathBytes, digest: String, to writer: ArchiveWriter, pipeline: HashPipeline) throws -> Int64 {
         let fd = try RawIO.openForReading(path)
         defer { close(fd) }
         let size = (try? FileSystem.status(path).get().size) ?? 0
@@ -357,14 +379,16 @@ public struct BackupRunner {
             try writer.write(buffer.baseAddress!, count: n)
             remaining -= Int64(n)
         }
-        try writer.endFile(digest: Digest.bytes(hex: digest))
+        pipeline.endEntry(knownDigest: Digest.bytes(hex: digest))
+        try writer.endFile()
         return offset
     }
 
     /// Reads one media file into the pack, hashing it on the way. A file that changes while it
     /// is read is stored as read, and recorded as a problem.
+    /// Its record comes back without its SHA-256: the pipeline has it under `entry`.
     func store(_ candidate: Candidate, absolute: PathBytes, pack: String, writer: ArchiveWriter,
-               buffer: UnsafeMutableRawBufferPointer, report: inout BackupReport,
+               pipeline: HashPipeline, entry: Int, report: inout BackupReport,
                problems: inout [Snapshot.Problem]) throws -> Snapshot.File? {
         let shown = PathText.display(absolute)
         // O_NONBLOCK: a file swapped for a FIFO since the walk must not hang the backup.
@@ -389,10 +413,10 @@ public struct BackupRunner {
         var changed = before.size != candidate.info.size || before.modified != candidate.info.modified
         let offset = try writer.beginFile(path: PathBytes("media/".utf8) + candidate.relative, size: before.size,
                                           mode: before.mode, modified: before.modified)
-        var hasher = SHA256()
         var remaining = before.size
         var readFailure: String?
         while remaining > 0 {
+            let buffer = pipeline.acquire()
             let want = Int(min(Int64(buffer.count), remaining))
             var n: Int
             do {
@@ -408,13 +432,13 @@ public struct BackupRunner {
                 memset(buffer.baseAddress!, 0, want)
                 n = want
             }
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
-            try Overlap.hash(chunk, into: &hasher) { try writer.write(chunk.baseAddress!, count: n) }
+            pipeline.entryData(buffer, count: n)
+            try writer.write(buffer.baseAddress!, count: n)
             remaining -= Int64(n)
             progress?.advance(by: Int64(n))
         }
-        let digest = Array(hasher.finalize())
-        try writer.endFile(digest: digest)
+        pipeline.endEntry(entry)
+        try writer.endFile()
         if fstat(fd, &st) == 0 {
             let after = FileInfo(st)
             if after.size != before.size || after.modified != before.modified { changed = true }
@@ -427,7 +451,7 @@ public struct BackupRunner {
         }
         report.bytesAdded += before.size
         return Snapshot.File(path: candidate.relative, size: before.size, mode: before.mode & 0o7777, mtime: before.modified,
-                             inode: before.inode, sha256: Digest.hex(digest), pack: pack, offset: offset)
+                             inode: before.inode, sha256: "", pack: pack, offset: offset)
     }
 }
 
