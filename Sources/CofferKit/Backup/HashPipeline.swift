@@ -13,6 +13,10 @@ final class HashPipeline: @unchecked Sendable {
     private let slots: [UnsafeMutableRawBufferPointer]
     private let free: DispatchSemaphore
     private var next = 0
+    /// Buffers taken (writing thread) and given back (hashing thread): a run that fails
+    /// between the two must not leave the semaphore below its start (libdispatch traps).
+    private var acquired = 0
+    private var released = 0
 
     // Touched only on `queue`.
     private var packHasher = SHA256()
@@ -28,12 +32,14 @@ final class HashPipeline: @unchecked Sendable {
 
     deinit {
         queue.sync {} // nothing may still read a buffer
+        for _ in 0..<max(0, acquired - released) { free.signal() }
         for slot in slots { slot.deallocate() }
     }
 
     /// The next buffer to fill (waits while all are being hashed).
     func acquire() -> UnsafeMutableRawBufferPointer {
         free.wait()
+        acquired += 1
         defer { next = (next + 1) % slots.count }
         return slots[next]
     }
@@ -42,6 +48,7 @@ final class HashPipeline: @unchecked Sendable {
     func entryData(_ slot: UnsafeMutableRawBufferPointer, count: Int) {
         queue.async { [self] in
             entryHasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: slot[0..<count]))
+            released += 1
             free.signal()
         }
     }

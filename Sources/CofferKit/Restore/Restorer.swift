@@ -239,8 +239,21 @@ public struct Restorer {
         // sharing the records' path storage).
         var byPack: [String: [Int]] = [:]
         for (index, file) in files.enumerated() { byPack[packNames[Int(file.pack)], default: []].append(index) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buffer.deallocate() }
+        // Bytes are hashed on their own thread while this one writes them; every digest is
+        // checked before anything is renamed into place.
+        let pipeline = HashPipeline()
+        var checks: [(entry: Int, file: Int)] = []
+        var checked = 0
+        var entries = 0
+        func checkDigests(waitingForAll: Bool) throws {
+            if waitingForAll { pipeline.drain() }
+            while checked < checks.count, let digest = pipeline.takeDigest(checks[checked].entry) {
+                let file = files[checks[checked].file]
+                guard digest == file.sha256 else { throw Self.mismatch(file) }
+                checked += 1
+            }
+            if checked >= 4096 { checks.removeFirst(checked); checked = 0 }
+        }
         let stagingFD = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard stagingFD >= 0 else { throw CofferError.system("open", staging, errno: errno) }
         defer { close(stagingFD) }
@@ -269,7 +282,10 @@ public struct Restorer {
                 guard entry.size == file.size else {
                     throw RestorePlan.refuse(entry.path, "size \(entry.size) in the pack, \(file.size) in the snapshot", in: packPath)
                 }
-                try write(file, from: reader, stagingFD: stagingFD, staging: staging, created: &created, buffer: buffer)
+                try write(file, from: reader, stagingFD: stagingFD, staging: staging, created: &created, pipeline: pipeline, entry: entries)
+                checks.append((entries, index))
+                entries += 1
+                try checkDigests(waitingForAll: false)
             }
             if let missing = remaining.values.min() {
                 throw CofferError(.failed, operation: "restore from", subject: packPath,
@@ -277,12 +293,22 @@ public struct Restorer {
                                   hint: "`coffer verify --repo --read-data` shows what is damaged; restore an older snapshot")
             }
         }
+        try checkDigests(waitingForAll: true)
+        guard checked == checks.count else {
+            throw CofferError(.failed, operation: "restore", subject: staging, cause: "a digest of a restored file is missing; nothing was written to the targets")
+        }
+    }
+
+    static func mismatch(_ file: PlannedFile) -> CofferError {
+        CofferError(.failed, operation: "restore", subject: PathText.display(file.path),
+                    cause: "its bytes in the pack do not match the snapshot (SHA-256 or size); nothing was written to the targets",
+                    hint: "`coffer verify --repo --read-data` lists the damage; restore an older snapshot")
     }
 
     /// Creates one file under the staging folder (no links followed, never an existing file),
     /// writes it, skipping all-zero blocks so sparse files stay sparse, and checks its digest.
     func write(_ file: PlannedFile, from reader: ArchiveReader, stagingFD: Int32, staging: String,
-               created: inout Set<PathBytes>, buffer: UnsafeMutableRawBufferPointer) throws {
+               created: inout Set<PathBytes>, pipeline: HashPipeline, entry: Int) throws {
         let components = file.path.split(separator: UInt8(ascii: "/"))
         var parent: PathBytes = []
         for component in components.dropLast() {
@@ -296,28 +322,24 @@ public struct Restorer {
         let fd = file.path.withCPath { openat(stagingFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         guard fd >= 0 else { throw CofferError.system("create", shown, errno: errno) }
         defer { close(fd) }
-        var hasher = SHA256()
         var written: Int64 = 0
         while true {
+            let buffer = pipeline.acquire()
             let n = try reader.read(into: buffer)
+            pipeline.entryData(buffer, count: n) // hands the buffer back even when empty
             if n == 0 { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
-            try Overlap.hash(chunk, into: &hasher) {
-                if Self.isZero(chunk) {
-                    guard lseek(fd, off_t(n), SEEK_CUR) >= 0 else { throw CofferError.system("seek in", shown, errno: errno) }
-                } else {
-                    try RawIO.writeAll(fd, chunk.baseAddress!, n, path: shown)
-                }
+            if Self.isZero(chunk) {
+                guard lseek(fd, off_t(n), SEEK_CUR) >= 0 else { throw CofferError.system("seek in", shown, errno: errno) }
+            } else {
+                try RawIO.writeAll(fd, chunk.baseAddress!, n, path: shown)
             }
             written += Int64(n)
             progress?.advance(by: Int64(n))
         }
+        pipeline.endEntry(entry) // its digest is checked against the record before anything is published
         guard ftruncate(fd, off_t(written)) == 0 else { throw CofferError.system("set size of", shown, errno: errno) }
-        guard written == file.size, SHA256Value(hasher.finalize()) == file.sha256 else {
-            throw CofferError(.failed, operation: "restore", subject: PathText.display(file.path),
-                              cause: "its bytes in the pack do not match the snapshot (SHA-256 or size); nothing was written to the targets",
-                              hint: "`coffer verify --repo --read-data` lists the damage; restore an older snapshot")
-        }
+        guard written == file.size else { throw Self.mismatch(file) }
         guard fchmod(fd, mode_t(file.mode & 0o777)) == 0 else { throw CofferError.system("set mode of", shown, errno: errno) }
         let seconds = file.mtime.rounded(.down)
         var times = [timespec(tv_sec: Int(seconds), tv_nsec: Int((file.mtime - seconds) * 1e9)),
