@@ -31,7 +31,8 @@ final class HashPipeline: @unchecked Sendable {
     }
 
     deinit {
-        queue.sync {} // nothing may still read a buffer
+        // Every block handed to the queue holds the pipeline, so none is pending here (and this
+        // may run on the queue itself, after the last one: no `sync` on it).
         for _ in 0..<max(0, acquired - released) { free.signal() }
         for slot in slots { slot.deallocate() }
     }
