@@ -211,18 +211,27 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"))
     }
 
-    @Test(arguments: ["../../escaped.txt", "/etc/cron.d/escaped", "library/./x", "library//x", "library/../../x"])
-    func aHostileRecordIsRefusedBeforeAnythingIsWritten(path: String) throws {
-        let fixture = try BackupFixture(jobs: 8, hostile: false)
+    /// A backed-up volume whose latest record was edited: `edit` gets its lines and the index
+    /// of the first file line.
+    func editedRecord(jobs: Int, _ edit: (inout [String], Int) -> Void) throws -> BackupFixture {
+        let fixture = try BackupFixture(jobs: jobs, hostile: false)
         try fixture.backup()
         let snapshot = try fixture.repository().resolve("latest")
         let record = fixture.repo + "/snapshots/\(snapshot.id).jsonl"
         chmod(record, 0o644)
         var lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n").map(String.init)
-        let index = try #require(lines.firstIndex { $0.contains(#""type":"file""#) })
-        lines[index] = lines[index].replacingOccurrences(
-            of: #""path":"[^"]*""#, with: "\"path\":\"\(path)\"", options: .regularExpression)
+        let first = try #require(lines.firstIndex { $0.contains(#""type":"file""#) })
+        edit(&lines, first)
         try (lines.joined(separator: "\n") + "\n").write(toFile: record, atomically: false, encoding: .utf8)
+        return fixture
+    }
+
+    @Test(arguments: ["../../escaped.txt", "/etc/cron.d/escaped", "library/./x", "library//x", "library/../../x"])
+    func aHostileRecordIsRefusedBeforeAnythingIsWritten(path: String) throws {
+        let fixture = try editedRecord(jobs: 8) { lines, index in
+            lines[index] = lines[index].replacingOccurrences(
+                of: #""path":"[^"]*""#, with: "\"path\":\"\(path)\"", options: .regularExpression)
+        }
         let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
         #expect(error?.status == .failed)
         #expect(error?.cause.hasPrefix("refused ") == true)
@@ -232,15 +241,9 @@ import Testing
     /// A file listed twice (next to itself, or far apart in a record out of order) is refused.
     @Test(arguments: [true, false])
     func aFileListedTwiceIsRefused(adjacent: Bool) throws {
-        let fixture = try BackupFixture(jobs: 12, hostile: false)
-        try fixture.backup()
-        let snapshot = try fixture.repository().resolve("latest")
-        let record = fixture.repo + "/snapshots/\(snapshot.id).jsonl"
-        chmod(record, 0o644)
-        var lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n").map(String.init)
-        let first = try #require(lines.firstIndex { $0.contains(#""type":"file""#) })
-        lines.insert(lines[first], at: adjacent ? first + 1 : lines.count - 1)
-        try (lines.joined(separator: "\n") + "\n").write(toFile: record, atomically: false, encoding: .utf8)
+        let fixture = try editedRecord(jobs: 12) { lines, first in
+            lines.insert(lines[first], at: adjacent ? first + 1 : lines.count - 1)
+        }
         let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
         #expect(error?.cause.contains("listed twice") == true, "\(String(describing: error))")
         #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("target")))
