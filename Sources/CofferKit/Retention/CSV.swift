@@ -121,6 +121,8 @@ final class CSVReader {
     private var buffer: UnsafeMutableRawBufferPointer
     private var start = 0, filled = 0, atEOF = false
     private(set) var line = 0
+    /// Every byte read so far, hashed as it is read (after the last record: the whole file's).
+    private(set) var hasher = SHA256()
 
     init(fd: Int32, path: String) {
         self.fd = fd
@@ -141,6 +143,7 @@ final class CSVReader {
             if atEOF { return nil }
             let n = try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
             if n == 0 { atEOF = true; return nil }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             start = 0
             filled = n
         }

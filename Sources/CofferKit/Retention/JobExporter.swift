@@ -270,27 +270,13 @@ public struct JobExporter {
                     try jobID(text)
                 }
             }
-            let sha = try Self.sha256(of: path)
+            let sha = Digest.hex(reader.hasher.finalize()) // the same single read
             guard rows == entry.rows, sha == entry.sha256 else {
                 throw CofferError(.failed, operation: "read back", subject: path,
                                   cause: "\(rows) rows and SHA-256 \(sha.prefix(16))... on disk, the manifest says \(entry.rows) and \(entry.sha256.prefix(16))...; nothing was purged",
                                   hint: "check the disk of the export folder, then run the export again")
             }
         }
-    }
-
-    static func sha256(of path: String) throws -> String {
-        let fd = try RawIO.openForReading(path)
-        defer { close(fd) }
-        var hasher = SHA256()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buffer.deallocate() }
-        while true {
-            let n = try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
-            if n == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-        }
-        return Digest.hex(hasher.finalize())
     }
 
     /// Deletes exactly the exported jobs, their media rows and events, in one transaction;

@@ -1,5 +1,6 @@
 import CofferFixtures
 @testable import CofferKit
+import Crypto
 import Foundation
 import GRDB
 import Testing
@@ -115,7 +116,9 @@ import Testing
         let manifest = try JSONDecoder().decode(ExportManifest.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/manifest.json")))
         #expect(manifest.binaryCells.contains { $0.file == "media.csv" && $0.column == "video_path" && $0.type == "blob" })
         #expect(manifest.binaryCells.contains { $0.file == "media.csv" && $0.column == "source_title" && $0.type == "text" })
-        for (file, entry) in manifest.files { #expect(try JobExporter.sha256(of: folder + "/" + file) == entry.sha256) }
+        for (file, entry) in manifest.files {
+            #expect(Digest.hex(SHA256.hash(data: try Data(contentsOf: URL(fileURLWithPath: folder + "/" + file)))) == entry.sha256)
+        }
     }
 
     /// Constant memory for any number of rows: SQLite streams every table in id order, with no
