@@ -184,12 +184,7 @@ public struct Restorer {
     }
 
     func sweepStaging(_ layout: VolumeLayout) {
-        for (directory, prefix) in Self.stagingPrefixes(layout) {
-            try? DirectoryWalker(root: directory).list { entry in
-                guard entry.kind == .directory, entry.relativePath.starts(with: PathBytes(prefix.utf8)) else { return }
-                FileSystem.removeTree(directory + "/" + String(decoding: entry.relativePath, as: UTF8.self))
-            }
-        }
+        for (directory, prefix) in Self.stagingPrefixes(layout) { FileSystem.removeDirectories(in: directory, named: prefix) }
     }
 
     func checkTargets(_ layout: VolumeLayout) throws {

@@ -121,7 +121,7 @@ public struct JobExporter {
         try FileSystem.makeDirectories(outDirectory, mode: 0o755)
         let lock = try RepositoryLock.acquire(outDirectory + "/.coffer-export.lock", exclusive: true, command: "export-jobs")
         defer { withExtendedLifetime(lock) {} }
-        sweepTemporaryFolders()
+        FileSystem.removeDirectories(in: outDirectory, named: Self.temporaryPrefix)
 
         // 1. The export, whole or not at all.
         let name = "jobs-" + Snapshot.makeID(now)
@@ -158,13 +158,6 @@ public struct JobExporter {
         }
         report.seconds = Date().timeIntervalSince(started)
         return report
-    }
-
-    func sweepTemporaryFolders() {
-        try? DirectoryWalker(root: outDirectory).list { entry in
-            guard entry.kind == .directory, entry.relativePath.starts(with: PathBytes(Self.temporaryPrefix.utf8)) else { return }
-            FileSystem.removeTree(PathBytes(outDirectory.utf8).appendingComponent(entry.relativePath))
-        }
     }
 
     /// Streams one table's selected rows into `TABLE.csv`, every column in schema order.

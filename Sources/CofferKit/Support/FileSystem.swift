@@ -95,6 +95,15 @@ public enum FileSystem {
     /// Removes a directory tree (names as bytes, links not followed). Missing is fine.
     public static func removeTree(_ path: String) { removeTree(PathBytes(path.utf8)) }
 
+    /// Removes the folders directly in `directory` whose names start with `prefix` (what runs
+    /// killed before they finished left behind). Best effort.
+    static func removeDirectories(in directory: String, named prefix: String) {
+        try? DirectoryWalker(root: directory).list { entry in
+            guard entry.kind == .directory, entry.relativePath.starts(with: PathBytes(prefix.utf8)) else { return }
+            removeTree(PathBytes(directory.utf8).appendingComponent(entry.relativePath))
+        }
+    }
+
     /// Removes a file or a directory tree without following symlinks (a link is removed, not
     /// what it points to). Best effort: the caller checks what is left.
     public static func removeTree(_ root: PathBytes) {
