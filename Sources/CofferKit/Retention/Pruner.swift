@@ -113,21 +113,38 @@ public struct Pruner {
             return report
         }
 
-        // 3. New packs for the partly used ones.
+        // 3. New packs for the partly used ones. One more pass over the kept records says what
+        // each needed entry is (name, mode, mtime, digest) and which records point into them.
+        var described: [String: [Int64: RepackEntry]] = [:]
+        var pointing: [Snapshot] = []
+        let repacked = Set(toRepack)
+        for snap in kept where !repacked.isEmpty {
+            var refers = false
+            func describe(_ pack: String, _ offset: Int64, _ entry: @autoclosure () -> RepackEntry) {
+                guard repacked.contains(pack) else { return }
+                refers = true
+                if described[pack]?[offset] == nil { described[pack, default: [:]][offset] = entry() }
+            }
+            let db = snap.summary.database
+            describe(db.pack, db.offset, RepackEntry(name: PathBytes(db.entry.utf8), mode: 0o644, mtime: Date().timeIntervalSince1970,
+                                                      size: db.storedSize, sha256: db.storedSha256))
+            try repository.reader(for: snap).files { file in
+                describe(file.pack, file.offset, RepackEntry(name: file.entryName, mode: file.mode, mtime: file.mtime, size: file.size, sha256: file.sha256))
+            }
+            if refers { pointing.append(snap) }
+        }
         var moved: [EntryKey: EntryKey] = [:]
         var newPacks: [String: Snapshot.Pack] = [:] // old pack -> new
         for pack in toRepack {
-            let (newPack, offsets) = try repack(pack, keeping: needed[pack]!, kept: kept, repository: repository)
+            let (newPack, offsets) = try repack(pack, entries: described[pack] ?? [:], repository: repository)
             newPacks[pack] = newPack
             for (old, new) in offsets { moved[EntryKey(pack: pack, offset: old)] = EntryKey(pack: newPack.name, offset: new) }
         }
 
         // 4. Records that point into repacked packs, rewritten and replaced one at a time.
-        if !newPacks.isEmpty {
-            for snap in kept where try refersTo(Set(newPacks.keys), snap, repository: repository) {
-                try rewrite(snap, moved: moved, newPacks: newPacks, repository: repository)
-                report.recordsRewritten += 1
-            }
+        for snap in pointing {
+            try rewrite(snap, moved: moved, newPacks: newPacks, repository: repository)
+            report.recordsRewritten += 1
         }
 
         // 5. The forgotten snapshots' records.
@@ -153,32 +170,19 @@ public struct Pruner {
 
     static func paddedSize(_ size: Int64) -> Int64 { (size + 511) / 512 * 512 }
 
-    func refersTo(_ packs: Set<String>, _ snap: Snapshot, repository: Repository) throws -> Bool {
-        if packs.contains(snap.summary.database.pack) { return true }
-        var found = false
-        try repository.reader(for: snap).files { if packs.contains($0.pack) { found = true } }
-        return found
+    /// What a needed entry of a repacked pack is, from a record that refers to it.
+    struct RepackEntry {
+        var name: PathBytes
+        var mode: UInt32
+        var mtime: Double
+        var size: Int64
+        var sha256: String
     }
 
     /// Copies the needed entries of `pack` into a new pack, re-hashing each against the record
     /// that refers to it. Returns the new pack and old offset -> new offset.
-    func repack(_ pack: String, keeping entries: [Int64: Int64], kept: [Snapshot], repository: Repository) throws
+    func repack(_ pack: String, entries described: [Int64: RepackEntry], repository: Repository) throws
         -> (Snapshot.Pack, [Int64: Int64]) {
-        // What each entry is: name, mode, mtime and digest, from a record that refers to it.
-        struct Entry { var name: PathBytes; var mode: UInt32; var mtime: Double; var size: Int64; var sha256: String }
-        var described: [Int64: Entry] = [:]
-        for snap in kept {
-            let db = snap.summary.database
-            if db.pack == pack, entries[db.offset] != nil, described[db.offset] == nil {
-                described[db.offset] = Entry(name: PathBytes(db.entry.utf8), mode: 0o644, mtime: Date().timeIntervalSince1970,
-                                             size: db.storedSize, sha256: db.storedSha256)
-            }
-            try repository.reader(for: snap).files { file in
-                if file.pack == pack, entries[file.offset] != nil, described[file.offset] == nil {
-                    described[file.offset] = Entry(name: file.entryName, mode: file.mode, mtime: file.mtime, size: file.size, sha256: file.sha256)
-                }
-            }
-        }
         let name = "packs/\(Snapshot.makeID(Date())).tar"
         let pending = try repository.storage.create(name)
         var committed = false
