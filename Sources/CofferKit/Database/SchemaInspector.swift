@@ -16,11 +16,14 @@ public enum SchemaInspector {
         public var appliedMigrations: [String]
         /// What differs from the closest known version: `missing ...` or `unexpected ...`.
         public var differences: [String]
+        /// Migrations a pipeline release applied (`coffer migrate up --migrations`), after
+        /// Coffer's own `version`. Their structure is not compared: only the release knows it.
+        public var releaseMigrations: [String]?
     }
 
     /// Tables that belong to SQLite or to the migration history, not to the schema.
     static func isInternal(_ name: String) -> Bool {
-        name.hasPrefix("sqlite_") || name == "grdb_migrations"
+        name.hasPrefix("sqlite_") || name == "grdb_migrations" || name == MigrationHistory.table
     }
 
     public static func inspect(_ db: Database) throws -> Report {
@@ -29,12 +32,17 @@ public enum SchemaInspector {
         let actual = try fingerprint(db)
 
         // The version the history claims; a pipeline-made database claims the seed's.
-        let unknown = applied.filter { SchemaMigrations.version(of: $0) == nil }
+        let releases = try MigrationHistory.read(db).filter { $0.source == Migration.Source.release.rawValue }.map(\.identifier)
+        let unknown = applied.filter { SchemaMigrations.version(of: $0) == nil && !releases.contains($0) }
         let claimed = hasHistory ? applied.compactMap(SchemaMigrations.version(of:)).max() ?? 0 : 1
         var differences = unknown.map { "unknown migration \($0) in history (a newer coffer applied it?)" }
         guard claimed >= 1 else {
             return Report(version: nil, hasHistory: hasHistory, appliedMigrations: applied,
                           differences: differences + ["no migration applied"])
+        }
+        if !releases.isEmpty {
+            return Report(version: unknown.isEmpty ? claimed : nil, hasHistory: hasHistory, appliedMigrations: applied,
+                          differences: differences, releaseMigrations: releases)
         }
         let expected = try expectedFingerprint(version: claimed)
         differences += summarized(expected.subtracting(actual)).map { "missing \($0)" }

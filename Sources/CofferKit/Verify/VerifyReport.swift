@@ -91,7 +91,8 @@ public struct VerifyReport: Sendable, Codable {
         lines.append("verify \(PathText.display(dbPath)) + \(PathText.display(mediaRoot))")
         let schemaText: String
         if let schema {
-            schemaText = schema.version.map { "schema version \($0)" + (schema.hasHistory ? "" : " (made by the pipeline)") } ?? "schema not recognized"
+            schemaText = schema.version.map { "schema version \($0)" + (schema.hasHistory ? "" : " (made by the pipeline)")
+                + (schema.releaseMigrations.map { " + release migrations \($0.joined(separator: ", "))" } ?? "") } ?? "schema not recognized"
         } else {
             schemaText = "schema not read"
         }
