@@ -144,7 +144,7 @@ import Testing
         let args = ["--db", scratch.child("data/db.sqlite"), "--media-root", scratch.child("media")]
         let first = try CofferBinary.run(["init"] + args)
         #expect(first.status == 0, "\(first.stderr)")
-        #expect(first.stdout.contains("schema version 1"))
+        #expect(first.stdout.contains("schema version 2"))
         let before = try Data(contentsOf: URL(fileURLWithPath: scratch.child("data/db.sqlite")))
         let second = try CofferBinary.run(["init"] + args)
         #expect(second.status == 2)

@@ -142,7 +142,7 @@ import Testing
         #expect(probe.status == 0, "\(probe.stderr)")
         let duration = Date().timeIntervalSince(started)
         var kills = 0
-        for _ in 0..<8 {
+        for _ in 0..<6 {
             if try killed(arguments, after: Double.random(in: 0.001...max(0.02, duration))) { kills += 1 }
             let (database, exported) = try whereRowsAre(v, out: out)
             #expect(everything.subtracting(database).subtracting(exported).isEmpty, "rows lost after a kill")
@@ -212,6 +212,73 @@ import Testing
         // 1: its check reports the grown videos whose rows still hold the old size; that is the volume, not the restore.
         #expect(restored.status == 0 || restored.status == 1, "\(restored.stderr)")
         #expect(try TreeSnapshot(v.scratch.child("r/media/library")) == TreeSnapshot(v.generated.mediaRoot + "/library"))
+    }
+
+    @Test func migrateUpKilledAtRandomMomentsLeavesAWholeVersion() throws {
+        let v = try volume(jobs: 100, maxFileBytes: 1024)
+        // Padded so every migration takes a while: 40,000 more jobs, media rows and events.
+        let queue = try DatabaseQueue(path: v.generated.dbPath, configuration: DatabaseAccess.configuration(readOnly: false))
+        try queue.write { db in
+            try db.execute(sql: """
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
+                INSERT INTO jobs (id, url, status, created_at) SELECT 'pad-' || i, 'https://example.com/v/' || i, 'COMPLETE', '2026-01-01 00:00:00' FROM n
+                """)
+            try db.execute(sql: "INSERT INTO media (job_id, source_title, source_uploader) SELECT id, 'Padded ' || id || ' café 🎉', 'Jürgen' FROM jobs WHERE id LIKE 'pad-%'")
+            try db.execute(sql: "INSERT INTO job_events (job_id, event) SELECT id, 'finished' FROM jobs WHERE id LIKE 'pad-%'")
+        }
+        try queue.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+        func counts(_ db: Database) throws -> [Int] {
+            try ["jobs", "media", "job_events"].map { try Int.fetchOne(db, sql: "SELECT count(*) FROM \($0)") ?? -1 }
+        }
+        let expected = try queue.read(counts)
+        try queue.close()
+        let template = v.scratch.child("template.sqlite")
+        try FileManager.default.copyItem(atPath: v.generated.dbPath, toPath: template)
+        func reset() throws {
+            for suffix in ["", "-wal", "-shm"] { unlink(v.generated.dbPath + suffix) }
+            try FileManager.default.copyItem(atPath: template, toPath: v.generated.dbPath)
+        }
+        let arguments = ["migrate", "up", "--no-backup", "--quiet", "--migrations", cliReleaseFolder,
+                         "--db", v.generated.dbPath, "--media-root", v.generated.mediaRoot]
+        let started = Date()
+        #expect(try CofferBinary.run(arguments).status == 0)
+        let duration = Date().timeIntervalSince(started)
+
+        let all = ["0001_seed", "0002_media_fts", "0003_jobs_paused", "0004_media_codec"]
+        var kills = 0
+        var seen: Set<Int> = []
+        for _ in 0..<6 {
+            try reset()
+            if try killed(arguments, after: Double.random(in: 0.02...max(0.05, duration))) { kills += 1 }
+            let db = try DatabaseQueue(path: v.generated.dbPath, configuration: DatabaseAccess.configuration(readOnly: false))
+            let state = try db.read { db -> (history: [String], recorded: Int, fts: Bool, paused: Bool, codec: Bool, integrity: String, orphans: Int, counts: [Int]) in
+                let history = try db.tableExists("grdb_migrations") ? try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid") : []
+                let recorded = try db.tableExists("coffer_migrations") ? try Int.fetchOne(db, sql: "SELECT count(*) FROM coffer_migrations") ?? 0 : 0
+                let jobsSQL = try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'jobs'") ?? ""
+                return (history, recorded, try db.tableExists("media_fts"), jobsSQL.contains("'PAUSED'"),
+                        try db.columns(in: "media").contains { $0.name == "video_codec" },
+                        try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "; "),
+                        try Row.fetchAll(db, sql: "PRAGMA foreign_key_check").count, try counts(db))
+            }
+            try db.close()
+            // A whole version: the history is a prefix of the migrations, and the schema is that version's.
+            #expect(Array(all.prefix(state.history.count)) == state.history, "\(state.history)")
+            #expect(state.recorded == state.history.count)
+            #expect(state.fts == state.history.contains("0002_media_fts"))
+            #expect(state.paused == state.history.contains("0003_jobs_paused"))
+            #expect(state.codec == state.history.contains("0004_media_codec"))
+            #expect(state.integrity == "ok")
+            #expect(state.orphans == 0)
+            #expect(state.counts == expected, "no row may be lost")
+            seen.insert(state.history.count)
+            // A rerun finishes the job.
+            #expect(try CofferBinary.run(arguments).status == 0)
+        }
+        let db = try DatabaseQueue(path: v.generated.dbPath)
+        #expect(try db.read(counts) == expected)
+        try db.close()
+        print("migrate up: \(kills) of 6 runs killed (a full run took \(String(format: "%.2f", duration)) s), versions seen after a kill: \(seen.sorted())")
+        #expect(kills > 0)
     }
 
     @Test func twoConcurrentBackupsOneRunsOneIsRefused() throws {

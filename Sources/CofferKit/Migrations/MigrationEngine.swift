@@ -161,7 +161,7 @@ struct MigrationEngine {
                 // GRDB's foreign_key_check before commit, or the commit itself.
                 var outcome = box.outcomes.last ?? MigrationOutcome(migration)
                 outcome.applied = false
-                outcome.failure = .init(statement: nil, message: error.resultCode == .SQLITE_CONSTRAINT_FOREIGNKEY
+                outcome.failure = .init(statement: nil, message: error.extendedResultCode == .SQLITE_CONSTRAINT_FOREIGNKEY
                     ? "foreign_key_check failed before commit: \(error.message ?? "violation")" : (error.message ?? "\(error.resultCode)"))
                 outcomes.append(outcome)
                 break

@@ -11,7 +11,7 @@ import Testing
         let report = try volume.verify(full: true)
         #expect(report.findings.isEmpty, "\(report.findingList)")
         #expect(report.status == .ok)
-        #expect(report.schema?.version == 1)
+        #expect(report.schema?.version == (schema == .coffer ? SchemaMigrations.latestVersion : 1))
         #expect(report.schema?.hasHistory == (schema == .coffer))
         #expect(report.counts.jobs == volume.generated.jobs)
         #expect(report.counts.mediaRows == volume.generated.mediaRows)

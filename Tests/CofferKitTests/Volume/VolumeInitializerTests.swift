@@ -26,7 +26,7 @@ import Testing
         #expect(names == ["db.sqlite"])
         let queue = try DatabaseAccess.openExisting(layout.dbPath, readOnly: true)
         let schema = try queue.read(SchemaInspector.inspect)
-        #expect(schema.version == 1 && schema.hasHistory)
+        #expect(schema.version == SchemaMigrations.latestVersion && schema.hasHistory)
         #expect(try queue.read { try String.fetchOne($0, sql: "PRAGMA journal_mode") } == "wal")
     }
 
@@ -49,7 +49,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: dir.child("data"), withIntermediateDirectories: true)
         FileManager.default.createFile(atPath: layout.dbPath, contents: Data())
         _ = try VolumeInitializer.initialize(layout)
-        #expect(try DatabaseAccess.openExisting(layout.dbPath, readOnly: true).read(SchemaInspector.inspect).version == 1)
+        #expect(try DatabaseAccess.openExisting(layout.dbPath, readOnly: true).read(SchemaInspector.inspect).version == SchemaMigrations.latestVersion)
     }
 
     @Test func dryRunCreatesNothing() throws {
