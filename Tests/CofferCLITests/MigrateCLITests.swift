@@ -49,6 +49,11 @@ let cliReleaseFolder = URL(fileURLWithPath: #filePath)
         #expect(text.stdout.contains("changed table jobs"))
         #expect(text.stdout.contains("safe: `coffer migrate up`"))
 
+        let before = try Data(contentsOf: URL(fileURLWithPath: v.generated.dbPath))
+        let dry = try CofferBinary.run(["migrate", "up", "--dry-run"] + release + v.flags)
+        #expect(dry.status == 0 && dry.stdout.contains("dry run on a copy"), "\(dry.stdout)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: v.generated.dbPath)) == before)
+
         let up = try CofferBinary.run(["migrate", "up"] + release + v.flags)
         #expect(up.status == 0, "\(up.stdout)\(up.stderr)")
         #expect(up.stdout.contains("the database is at version 4"))

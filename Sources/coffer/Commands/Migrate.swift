@@ -120,11 +120,20 @@ struct MigrateUp: ParsableCommand {
     @Flag(help: "Apply migrations that drop tables or columns, lose rows or add NOT NULL over NULLs.")
     var allowDestructive = false
 
+    @Flag(help: "Change nothing: run `migrate plan` (every pending migration, on a copy) instead.")
+    var dryRun = false
+
     func validate() throws {
         if noBackup && options.repo != nil { throw ValidationError("--repo and --no-backup exclude each other") }
     }
 
     func run() throws {
+        if dryRun {
+            var plan = MigratePlan()
+            plan.options = options
+            plan.migrationOptions = migrationOptions
+            return try plan.run()
+        }
         try CofferCLI.run(options) { output in
             var upgrader = MigrationUpgrader(configuration: try options.configuration(), set: try migrationOptions.set())
             upgrader.target = to
