@@ -27,10 +27,11 @@ import Testing
     }
 
     /// Starts coffer, kills it with SIGKILL after `delay` seconds (if it still runs).
-    func killed(_ arguments: [String], after delay: Double) throws -> Bool {
+    func killed(_ arguments: [String], after delay: Double, environment: [String: String] = [:]) throws -> Bool {
         let process = Process()
         process.executableURL = CofferBinary.url
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -216,11 +217,11 @@ import Testing
 
     @Test func migrateUpKilledAtRandomMomentsLeavesAWholeVersion() throws {
         let v = try volume(jobs: 100, maxFileBytes: 1024)
-        // Padded so every migration takes a while: 40,000 more jobs, media rows and events.
+        // Padded so every migration takes a while: 20,000 more jobs, media rows and events.
         let queue = try DatabaseQueue(path: v.generated.dbPath, configuration: DatabaseAccess.configuration(readOnly: false))
         try queue.write { db in
             try db.execute(sql: """
-                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 40000)
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
                 INSERT INTO jobs (id, url, status, created_at) SELECT 'pad-' || i, 'https://example.com/v/' || i, 'COMPLETE', '2026-01-01 00:00:00' FROM n
                 """)
             try db.execute(sql: "INSERT INTO media (job_id, source_title, source_uploader) SELECT id, 'Padded ' || id || ' café 🎉', 'Jürgen' FROM jobs WHERE id LIKE 'pad-%'")
@@ -240,16 +241,20 @@ import Testing
         }
         let arguments = ["migrate", "up", "--no-backup", "--quiet", "--migrations", cliReleaseFolder,
                          "--db", v.generated.dbPath, "--media-root", v.generated.mediaRoot]
+        // Each migration holds its transaction open 0.4 s more, so kills land inside them.
+        let pause = ["COFFER_TEST_MIGRATION_PAUSE": "0.4"]
         let started = Date()
-        #expect(try CofferBinary.run(arguments).status == 0)
+        #expect(try CofferBinary.run(arguments, environment: pause).status == 0)
         let duration = Date().timeIntervalSince(started)
 
         let all = ["0001_seed", "0002_media_fts", "0003_jobs_paused", "0004_media_codec"]
         var kills = 0
         var seen: Set<Int> = []
-        for _ in 0..<6 {
+        for round in 0..<6 {
             try reset()
-            if try killed(arguments, after: Double.random(in: 0.02...max(0.05, duration))) { kills += 1 }
+            // Spread over the whole run: before, inside and between the migrations.
+            let delay = duration * (Double(round) + Double.random(in: 0.2...0.8)) / 6
+            if try killed(arguments, after: delay, environment: pause) { kills += 1 }
             let db = try DatabaseQueue(path: v.generated.dbPath, configuration: DatabaseAccess.configuration(readOnly: false))
             let state = try db.read { db -> (history: [String], recorded: Int, fts: Bool, paused: Bool, codec: Bool, integrity: String, orphans: Int, counts: [Int]) in
                 let history = try db.tableExists("grdb_migrations") ? try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid") : []
@@ -278,7 +283,8 @@ import Testing
         #expect(try db.read(counts) == expected)
         try db.close()
         print("migrate up: \(kills) of 6 runs killed (a full run took \(String(format: "%.2f", duration)) s), versions seen after a kill: \(seen.sorted())")
-        #expect(kills > 0)
+        #expect(kills >= 4)
+        #expect(seen.contains { $0 >= 1 && $0 < all.count }, "a kill between the first and the last migration")
     }
 
     @Test func twoConcurrentBackupsOneRunsOneIsRefused() throws {

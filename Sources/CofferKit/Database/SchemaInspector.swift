@@ -41,7 +41,9 @@ public enum SchemaInspector {
                           differences: differences + ["no migration applied"])
         }
         if !releases.isEmpty {
-            return Report(version: unknown.isEmpty ? claimed : nil, hasHistory: hasHistory, appliedMigrations: applied,
+            // The release owns the tables' shape; Coffer's own objects must still be there.
+            differences += try missingBuiltInObjects(db, version: claimed).map { "missing \($0)" }
+            return Report(version: differences.isEmpty ? claimed : nil, hasHistory: hasHistory, appliedMigrations: applied,
                           differences: differences, releaseMigrations: releases)
         }
         let expected = try expectedFingerprint(version: claimed)
@@ -60,6 +62,19 @@ public enum SchemaInspector {
                 item.hasPrefix("column \(table).") || item.hasPrefix("foreign key \(table).") || item.contains(" on \(table)(")
             }
         }.sorted()
+    }
+
+    /// Objects Coffer's migrations 2...version added (the full-text table and its triggers)
+    /// that are not in `db`: a release that rebuilds `media` must re-create the triggers.
+    static func missingBuiltInObjects(_ db: Database, version: Int) throws -> [String] {
+        guard version >= 2 else { return [] }
+        let seedTables = Set(SeedSchema.tables)
+        let owned = try expectedFingerprint(version: version).filter { item in
+            if item.hasPrefix("trigger ") || item.hasPrefix("view ") { return true }
+            guard item.hasPrefix("table ") else { return false }
+            return !seedTables.contains(String(item.dropFirst(6)))
+        }
+        return owned.subtracting(try fingerprint(db)).sorted()
     }
 
     /// The structure Coffer's migrations 1...version produce.

@@ -86,6 +86,10 @@ struct MigrationEngine {
             throw MigrationStopped(failure: failed.failure, outcome: outcome)
         }
         outcome.seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+        // Test-only: holds the transaction open, so the kill -9 test lands inside migrations.
+        if let pause = ProcessInfo.processInfo.environment["COFFER_TEST_MIGRATION_PAUSE"].flatMap(Double.init) {
+            Thread.sleep(forTimeInterval: pause)
+        }
         if let before {
             let after = try SchemaShape.read(db, counting: true)
             let diff = SchemaDiff(before: before, after: after)
@@ -93,9 +97,16 @@ struct MigrationEngine {
             outcome.rowsAfter = after.rowCounts
             outcome.changes = diff.changes
             outcome.warnings = diff.warnings
-            if !allowDestructive && !diff.destructive.isEmpty {
+            let builtIn = try MigrationHistory.read(db).compactMap { SchemaMigrations.version(of: $0.identifier) }.max() ?? 0
+            for object in try SchemaInspector.missingBuiltInObjects(db, version: builtIn) {
+                outcome.warnings.append(MigrationWarning(kind: .builtInDropped,
+                    message: "Coffer's \(object) is gone (was media rebuilt?): the full-text index would go stale; the migration must re-create it (FORMAT.md)",
+                    destructive: true))
+            }
+            let destructive = outcome.destructive
+            if !allowDestructive && !destructive.isEmpty {
                 let failure = MigrationOutcome.Failure(statement: nil, message: "destructive: "
-                    + diff.destructive.map(\.message).joined(separator: "; ") + " (rolled back; --allow-destructive applies it)")
+                    + destructive.map(\.message).joined(separator: "; ") + " (rolled back; --allow-destructive applies it)")
                 outcome.failure = failure
                 throw MigrationStopped(failure: failure, outcome: outcome)
             }
@@ -125,6 +136,11 @@ struct MigrationEngine {
             } catch let error as DatabaseError {
                 throw StatementFailed(failure: .init(statement: statement.sql, message: error.message ?? "\(error.resultCode)"))
             }
+            // Whatever got past the keyword check: a statement that ended the transaction.
+            guard db.isInsideTransaction else {
+                throw StatementFailed(failure: .init(statement: statement.sql, message: "this statement ended the migration's transaction: "
+                    + "what ran before it is committed without being recorded; `coffer migrate status` shows the database as it is"))
+            }
         }
     }
 
@@ -142,8 +158,20 @@ struct MigrationEngine {
         var outcomes: [MigrationOutcome] = []
         let box = OutcomeBox()
         let migrator = migrator(collecting: box)
+        let order = migrations.map(\.identifier)
         for migration in pending {
             box.outcomes = []
+            // The database may have moved since its status was read (another run migrated it):
+            // what is applied is skipped, and GRDB is never asked to go back (it would trap).
+            let applied = try queue.read { try migrator.appliedIdentifiers($0) }
+            if applied.contains(migration.identifier) { continue }
+            if let position = order.firstIndex(of: migration.identifier),
+               let later = order[(position + 1)...].first(where: applied.contains) {
+                var outcome = MigrationOutcome(migration)
+                outcome.failure = .init(statement: nil, message: "\(later) is already applied: the database changed while this run looked at it")
+                outcomes.append(outcome)
+                break
+            }
             do {
                 try migrator.migrate(queue, upTo: migration.identifier)
                 guard var outcome = box.outcomes.last else { continue }

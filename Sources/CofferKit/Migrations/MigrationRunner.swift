@@ -17,9 +17,8 @@ public struct MigrationPlanner {
 
     public func run() throws -> MigrationReport {
         let dbPath = configuration.layout.dbPath
-        let status = try MigrationFiles.readStatus(dbPath, set: set)
-        var report = MigrationReport(command: "migrate plan", database: dbPath, status: status)
-        guard status.problems.isEmpty, !status.pending.isEmpty else { return report }
+        var report = MigrationReport(command: "migrate plan", database: dbPath, status: try MigrationFiles.readStatus(dbPath, set: set))
+        guard report.status.problems.isEmpty, !report.status.pending.isEmpty else { return report }
 
         let started = Date()
         MigrationFiles.sweep(besides: dbPath)
@@ -31,11 +30,24 @@ public struct MigrationPlanner {
 
         let queue = try DatabaseQueue(path: copyPath, configuration: DatabaseAccess.configuration(readOnly: false))
         defer { try? queue.close() }
+        // The copy is the cut the plan works on: its status, not the one read a moment before
+        // (a `migrate up` may have committed in between).
+        let status = try queue.read { try MigrationStatus.inspect($0, set: set, database: dbPath) }
+        report.status = status
+        guard status.problems.isEmpty, !status.pending.isEmpty else { return report }
         try MigrationFiles.prepareHistory(queue, status: status, set: set)
         let pending = status.pending.compactMap { set.migration(identifier: $0.identifier) }
         report.outcomes = try MigrationEngine(migrations: set.migrations, analyze: true).apply(pending, to: queue) { outcome in
             try queue.inDatabase { db in
-                let lines = try String.fetchAll(db, sql: "PRAGMA integrity_check(20)")
+                var lines = try String.fetchAll(db, sql: "PRAGMA integrity_check(20)")
+                // SQLite 3.40's integrity_check does not look into FTS5 indexes.
+                if try db.tableExists("media_fts") {
+                    do {
+                        try db.execute(sql: "INSERT INTO media_fts (media_fts) VALUES ('integrity-check')")
+                    } catch let error as DatabaseError {
+                        lines = (lines == ["ok"] ? [] : lines) + ["media_fts: \(error.message ?? "\(error.resultCode)")"]
+                    }
+                }
                 outcome.integrityCheck = lines.joined(separator: "; ")
                 outcome.foreignKeyViolations = try MigrationFiles.foreignKeyViolations(db)
             }
@@ -96,7 +108,7 @@ public struct MigrationUpgrader {
             runner.tags = ["pre-migrate"]
             let backupReport = try runner.run()
             report.backupSnapshot = backupReport.snapshot
-            report.restoreHint = "coffer restore --snapshot \(backupReport.snapshot ?? "latest") --only db --db \(PathText.display(dbPath)).restored"
+            report.restoreHint = "coffer restore --repo \(PathText.display(backupReport.repository)) --snapshot \(backupReport.snapshot ?? "latest") --only db --db \(PathText.display(dbPath)).restored --media-root \(PathText.display(configuration.layout.mediaRoot))"
                 + ", stop the pipeline, then move the restored file over \(PathText.display(dbPath)) (and remove its -wal and -shm)"
         case .copy:
             let copy = try MigrationFiles.keepCopy(of: dbPath, version: status.version ?? 0)

@@ -91,13 +91,11 @@ public struct MigrationStatus: Sendable, Codable {
             }
             status.version = history.compactMap { known[$0.identifier]?.id }.max()
             // Coffer's own structure is known: a database whose history has only built-in
-            // migrations must look like them.
-            if history.allSatisfy({ known[$0.identifier]?.source == .builtIn }) {
-                let schema = try SchemaInspector.inspect(db)
-                if schema.version == nil && !schema.differences.isEmpty {
-                    status.problems.append(Problem(kind: .schemaDrift, migration: nil,
-                        message: "the schema differs from what its history says: " + schema.differences.joined(separator: "; ")))
-                }
+            // migrations must look like them, and one with a release's must keep Coffer's objects.
+            let drift = try SchemaInspector.inspect(db).differences.filter { !$0.hasPrefix("unknown migration") }
+            if !drift.isEmpty && !status.problems.contains(where: { $0.kind == .newerDatabase }) {
+                status.problems.append(Problem(kind: .schemaDrift, migration: nil,
+                    message: "the schema differs from what its history says: " + drift.joined(separator: "; ")))
             }
         }
 

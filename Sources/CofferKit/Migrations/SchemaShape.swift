@@ -27,8 +27,10 @@ struct SchemaShape {
         var foreignKeys: Set<String>
         /// Rows, for ordinary tables when counted.
         var rows: Int?
-        /// NULLs per nullable column, when counted.
-        var nulls: [String: Int] = [:]
+        /// Non-NULL values per column (but the primary key), when counted.
+        var values: [String: Int] = [:]
+
+        func nulls(_ column: String) -> Int? { rows.flatMap { rows in values[column].map { rows - $0 } } }
     }
 
     var tables: [String: Table] = [:]
@@ -59,11 +61,11 @@ struct SchemaShape {
                 table.foreignKeys.insert("\(name).\(from) → \(parent)(\(to ?? "primary key")) on delete \(key["on_delete"] as String? ?? "")")
             }
             if counting && !table.virtual {
-                let nullable = table.columns.filter { !$0.notNull && $0.primaryKey == 0 }
-                let selections = ["count(*)"] + nullable.map { "count(*) - count(\($0.name.quotedDatabaseIdentifier))" }
+                let counted = table.columns.filter { $0.primaryKey == 0 }
+                let selections = ["count(*)"] + counted.map { "count(\($0.name.quotedDatabaseIdentifier))" }
                 if let counts = try Row.fetchOne(db, sql: "SELECT \(selections.joined(separator: ", ")) FROM \(name.quotedDatabaseIdentifier)") {
                     table.rows = counts[0]
-                    for (index, column) in nullable.enumerated() { table.nulls[column.name] = counts[index + 1] }
+                    for (index, column) in counted.enumerated() { table.values[column.name] = counts[index + 1] }
                 }
             }
             shape.tables[name] = table
@@ -98,7 +100,8 @@ public struct MigrationWarning: Sendable, Codable, Equatable {
     public enum Kind: String, Sendable, Codable {
         case tableDropped = "table_dropped", columnDropped = "column_dropped", rowsLost = "rows_lost"
         case notNullOverNulls = "not_null_over_nulls", foreignKeyDropped = "foreign_key_dropped"
-        case indexDropped = "index_dropped", triggerDropped = "trigger_dropped"
+        case indexDropped = "index_dropped", triggerDropped = "trigger_dropped", valuesLost = "values_lost"
+        case builtInDropped = "built_in_dropped"
     }
     public var kind: Kind
     public var message: String
@@ -152,11 +155,19 @@ struct SchemaDiff {
             guard let previous = oldColumns[column.name], previous != column else { continue }
             changes.append(SchemaChange(object: "column", name: "\(name).\(column.name)", change: .changed,
                                         detail: "\(previous.definition) → \(column.definition)"))
-            if column.notNull && !previous.notNull, let nulls = old.nulls[column.name], nulls > 0 {
+            if column.notNull && !previous.notNull, let nulls = old.nulls(column.name), nulls > 0 {
                 warnings.append(MigrationWarning(kind: .notNullOverNulls,
                     message: "\(name).\(column.name) became NOT NULL over \(nulls) NULL value(s): they were changed or their rows dropped",
                     destructive: true))
             }
+        }
+        // Values that became NULL (a column dropped and added again, an UPDATE to NULL), beyond
+        // what lost rows explain.
+        let rowsLost = max(0, (old.rows ?? 0) - (new.rows ?? 0))
+        for column in new.columns {
+            guard let before = old.values[column.name], let after = new.values[column.name], before - after > rowsLost else { continue }
+            warnings.append(MigrationWarning(kind: .valuesLost,
+                message: "\(name).\(column.name): \(before - after - rowsLost) value(s) became NULL (\(before) → \(after) non-NULL)", destructive: true))
         }
         for key in new.foreignKeys.subtracting(old.foreignKeys).sorted() {
             changes.append(SchemaChange(object: "foreign key", name: key, change: .added))
@@ -193,14 +204,15 @@ struct SchemaDiff {
 }
 
 /// SQL text compared by meaning rather than layout: comments dropped, whitespace collapsed,
-/// quoted text kept as written.
+/// quoted text kept as written. It works on Unicode scalars, not Characters: "\r\n" is one
+/// Character in Swift, and a comment must end at the "\n" of a CRLF line.
 enum SQLText {
     static func normalized(_ sql: String) -> String {
-        var out: [Character] = []
-        let chars = Array(sql)
+        var out = String.UnicodeScalarView()
+        let chars = Array(sql.unicodeScalars)
         var i = 0
         var pendingSpace = false
-        func emit(_ c: Character) {
+        func emit(_ c: Unicode.Scalar) {
             // No space after ( nor before ) or ,.
             if pendingSpace && !out.isEmpty && out.last != "(" && c != ")" && c != "," { out.append(" ") }
             pendingSpace = false
@@ -220,9 +232,9 @@ enum SQLText {
                 pendingSpace = true
                 continue
             }
-            if c.isWhitespace { pendingSpace = true; i += 1; continue }
+            if c.properties.isWhitespace { pendingSpace = true; i += 1; continue }
             if c == "'" || c == "\"" || c == "`" || c == "[" {
-                let close: Character = c == "[" ? "]" : c
+                let close: Unicode.Scalar = c == "[" ? "]" : c
                 emit(c)
                 i += 1
                 while i < chars.count {
@@ -244,6 +256,6 @@ enum SQLText {
 
     /// The first keyword of a statement, uppercased (`BEGIN`, `ATTACH`...).
     static func firstKeyword(_ sql: String) -> String {
-        String(normalized(sql).prefix { $0.isLetter }).uppercased()
+        String(String(normalized(sql).unicodeScalars.prefix { $0.properties.isAlphabetic })).uppercased()
     }
 }

@@ -239,8 +239,9 @@ extension TestVolume {
         #expect(kinds[1] == [.columnDropped])
         #expect(kinds[2] == [.rowsLost])
         #expect(kinds[3].contains(.notNullOverNulls), "\(plan.text())")
-        // media was rebuilt without the FTS triggers: called out, not destructive.
+        // media was rebuilt without the FTS triggers: the search index would go stale.
         #expect(kinds[3].contains(.triggerDropped))
+        #expect(kinds[3].contains(.builtInDropped))
         #expect(plan.text().contains("job_events: "))
 
         let counts = try volume.rowCounts()
@@ -256,6 +257,42 @@ extension TestVolume {
         let allowed = try volume.migrateUp(release, allowDestructive: true)
         #expect(allowed.exitStatus == .ok, "\(allowed.text())")
         #expect(allowed.versionAfter == 5)
+        // Allowed, but not forgotten: status and verify name the missing triggers.
+        let status = try volume.status(release)
+        #expect(status.problems.map(\.kind) == [.schemaDrift])
+        #expect(status.problems.first?.message.contains("media_fts_insert") == true)
+        #expect(!(try volume.verify().findings(.schema).isEmpty))
+    }
+
+    @Test(arguments: [
+        "ALTER TABLE media DROP COLUMN source_id; ALTER TABLE media ADD COLUMN source_id TEXT;",
+        "UPDATE media SET source_id = NULL WHERE id % 2 = 0;",
+    ])
+    func valuesThatBecomeNullAreDestructive(sql: String) throws {
+        let directory = try TemporaryDirectory()
+        let release = try writeRelease(["0003_ids.sql": sql], in: directory)
+        let volume = try TestVolume(jobs: 40)
+        _ = try volume.migrateUp()
+        let plan = try volume.plan(release)
+        #expect(plan.outcomes.first?.warnings.map(\.kind) == [.valuesLost], "\(plan.text())")
+        #expect(plan.exitStatus == .findings)
+        #expect(try volume.migrateUp(release).exitStatus == .failed)
+        #expect(try volume.history().count == 2)
+    }
+
+    @Test func aRunNeverAsksGRDBToGoBack() throws {
+        // The status was read, then another run migrated further: applied ones are skipped, and a
+        // later one already applied stops the run instead of trapping in GRDB.
+        let volume = try TestVolume(jobs: 5)
+        _ = try volume.migrateUp(releaseFolder)
+        let queue = try DatabaseQueue(path: volume.dbPath)
+        defer { try? queue.close() }
+        let set = try MigrationSet(directory: releaseFolder)
+        let engine = MigrationEngine(migrations: set.migrations, analyze: true)
+        #expect(try engine.apply(Array(set.migrations.dropFirst()), to: queue).isEmpty)
+        try queue.write { db in try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = '0003_jobs_paused'") }
+        let outcomes = try engine.apply([set.migrations[2]], to: queue)
+        #expect(outcomes.first?.failure?.message.contains("0004_media_codec is already applied") == true)
     }
 
     @Test func aChangedAppliedMigrationIsDetectedAndBlocksUp() throws {
@@ -349,7 +386,11 @@ extension TestVolume {
         #expect(try old.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM jobs") } == counts["jobs"])
     }
 
-    @Test(arguments: ["BEGIN; CREATE TABLE t (x); COMMIT;", "ATTACH 'elsewhere.db' AS other; CREATE TABLE other.t (x);", "VACUUM;"])
+    @Test(arguments: [
+        "BEGIN; CREATE TABLE t (x); COMMIT;", "ATTACH 'elsewhere.db' AS other; CREATE TABLE other.t (x);", "VACUUM;",
+        "CREATE TABLE half_done (x);\r\nINSERT INTO half_done VALUES (1);\r\n-- finish\r\nCOMMIT;\r\nCREATE TABLE after (y);",
+        "CREATE TABLE half_done (x); /* done */ END;", "CREATE TABLE half_done (x);\n-- c1\n-- c2\n  commit transaction;",
+    ])
     func statementsThatWouldEscapeTheTransactionAreRefused(sql: String) throws {
         let directory = try TemporaryDirectory()
         let release = try writeRelease(["0003_escape.sql": sql], in: directory)
@@ -359,6 +400,8 @@ extension TestVolume {
         #expect(report.outcomes.last?.failure?.message.contains("not allowed") == true, "\(report.text())")
         #expect(report.versionAfter == 2)
         #expect(!FileManager.default.fileExists(atPath: "elsewhere.db"))
+        let tables = try DatabaseQueue(path: volume.dbPath).read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master") }
+        #expect(!tables.contains("half_done") && !tables.contains("t"))
     }
 
     @Test func aBrokenForeignKeyIsCaughtBeforeCommit() throws {
