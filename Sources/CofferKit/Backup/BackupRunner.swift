@@ -95,19 +95,25 @@ public struct BackupRunner {
             }
         }
 
-        // What to back up: the library and the files the copy refers to.
-        var candidates = try collect(copyPath: copyPath, layout: layout, problems: &problems)
-        var packNames: [String] = []
-        if let parent { packNames = try markUnchanged(&candidates, parent: parent, repository: repository) }
+        // What to back up: the library and the files the copy refers to, in path order, merged
+        // with the parent's record as they come, spooled to an unlinked scratch file (memory
+        // stays flat whatever the number of files).
+        let spool = try CandidateSpool(in: scratch)
+        var parentMerge = try parent.map { try ParentMerge(cursor: try repository.reader(for: $0).makeCursor()) }
         var bytesToWrite: Int64 = 0
-        report.files = candidates.count
-        for candidate in candidates {
+        try collect(copyPath: copyPath, layout: layout, problems: &problems) { candidate in
+            var candidate = candidate
+            candidate.reuse = try parentMerge?.reuse(for: candidate)
+            report.files += 1
             report.bytes += candidate.info.size
             if candidate.reuse == nil {
                 report.filesAdded += 1
                 bytesToWrite += candidate.info.size
             }
+            try spool.append(candidate)
         }
+        let packNames = parentMerge?.packNames ?? []
+        parentMerge = nil
         if dryRun { report.bytesAdded = bytesToWrite }
         report.estimatedBytes = copy.size + 1 << 20 + bytesToWrite + Int64(report.filesAdded) * Self.entryOverhead
         try checkSpace(for: report.estimatedBytes, in: repository.location)
@@ -177,7 +183,8 @@ public struct BackupRunner {
         }
         var entries = 0
         progress?.start(total: bytesToWrite)
-        for candidate in candidates {
+        try spool.rewind()
+        while let candidate = try spool.next() {
             if let reuse = candidate.reuse {
                 waiting.append((Snapshot.File(path: candidate.relative, size: candidate.info.size, mode: reuse.mode,
                                               mtime: candidate.info.modified, inode: candidate.info.inode, sha256: reuse.sha256.hex,
@@ -229,24 +236,30 @@ public struct BackupRunner {
         return report
     }
 
-    /// Marks candidates whose path, size, mtime and inode are those of the parent snapshot:
-    /// they are not read again. Both lists are sorted by path bytes, so the parent's record is
-    /// merged in one streaming pass (a record out of that order only costs re-reading).
-    /// Returns the pack names the reused entries' indices refer to.
-    func markUnchanged(_ candidates: inout [Candidate], parent: Snapshot, repository: Repository) throws -> [String] {
+    /// Finds the candidates whose path, size, mtime and inode are those of the parent snapshot:
+    /// they are not read again. Candidates and the parent's record both come in path byte
+    /// order, so the record is merged in one streaming pass (a record out of that order only
+    /// costs re-reading). Keeps the pack names the reused entries' indices refer to.
+    struct ParentMerge {
+        let cursor: FileCursor
+        var previous: Snapshot.File?
         var packNames: [String] = []
         var packIndex: [String: Int32] = [:]
-        let cursor = try repository.reader(for: parent).makeCursor()
-        var previous = try cursor.next()
-        for index in candidates.indices {
-            let path = candidates[index].relative
+
+        init(cursor: FileCursor) throws {
+            self.cursor = cursor
+            previous = try cursor.next()
+        }
+
+        mutating func reuse(for candidate: Candidate) throws -> Reuse? {
+            let path = candidate.relative
             while let file = previous, file.path.lexicographicallyPrecedes(path) { previous = try cursor.next() }
-            guard let file = previous, file.path == path else { continue }
-            let info = candidates[index].info
+            guard let file = previous, file.path == path else { return nil }
+            let info = candidate.info
             let digest = SHA256Value(hex: file.sha256)
             // A digest that does not read back the same (a damaged record) is not trusted: re-read.
             guard file.size == info.size, file.mtime == info.modified, file.inode == info.inode,
-                  digest.hex == file.sha256.lowercased() else { continue }
+                  digest.hex == file.sha256.lowercased() else { return nil }
             let pack: Int32
             if let known = packIndex[file.pack] {
                 pack = known
@@ -255,9 +268,8 @@ public struct BackupRunner {
                 packIndex[file.pack] = pack
                 packNames.append(file.pack)
             }
-            candidates[index].reuse = Reuse(sha256: digest, pack: pack, offset: file.offset, mode: file.mode)
+            return Reuse(sha256: digest, pack: pack, offset: file.offset, mode: file.mode)
         }
-        return packNames
     }
 
     /// The database side of a backup, run on its own core: integrity_check and description of
@@ -282,75 +294,90 @@ public struct BackupRunner {
         }
     }
 
-    /// The library's files, then the files the copy refers to elsewhere under MEDIA_ROOT,
-    /// sorted by path. What cannot be backed up becomes a problem.
-    func collect(copyPath: String, layout: VolumeLayout, problems: inout [Snapshot.Problem]) throws -> [Candidate] {
+    /// The library's files and the files the copy refers to elsewhere under MEDIA_ROOT (tmp/
+    /// files of jobs in flight: few), passed to `emit` in path byte order. The library is
+    /// walked in that order; the few others are sorted and merged in. What cannot be backed up
+    /// becomes a problem.
+    func collect(copyPath: String, layout: VolumeLayout, problems: inout [Snapshot.Problem],
+                 emit: (Candidate) throws -> Void) throws {
         let root = PathBytes(layout.mediaRoot.utf8)
         let rootPrefix = root + [UInt8(ascii: "/")]
-        var candidates: [Candidate] = []
-        var walked = 0
-        // Referenced files the walk did not list (tmp/ files of jobs in flight): usually few.
-        var extra = Set<PathBytes>()
-
-        func isWalked(_ relative: PathBytes) -> Bool {
-            var low = 0, high = walked
-            while low < high {
-                let middle = (low + high) / 2
-                if candidates[middle].relative.lexicographicallyPrecedes(relative) { low = middle + 1 } else { high = middle }
-            }
-            return low < walked && candidates[low].relative == relative
-        }
-
-        func consider(_ absolute: PathBytes, jobID: String?, referenced: Bool) {
-            guard absolute.starts(with: rootPrefix) else {
-                problems.append(.init(kind: "outside_media_root", path: PathText.display(absolute), jobID: jobID,
-                                      message: "referred to by the database but outside MEDIA_ROOT; not backed up"))
-                return
-            }
-            if referenced {
-                guard !isWalked(Array(absolute.dropFirst(rootPrefix.count))), extra.insert(absolute).inserted else { return }
-            }
-            switch FileSystem.status(absolute) {
-            case .failure(let errno):
-                if referenced {
-                    problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: jobID,
-                                          message: "referred to by the database: \(errno.description)"))
-                }
-            case .success(let info) where info.kind != .regular:
-                problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: jobID,
-                                      message: "a \(info.kind), not a regular file; not backed up"))
-            case .success(let info):
-                candidates.append(Candidate(relative: Array(absolute.dropFirst(rootPrefix.count)), info: info))
-            }
-        }
-
-        let library = layout.libraryRoot
-        let libraryBytes = PathBytes(library.utf8)
-        do {
-            try DirectoryWalker(root: library).walk(problem: { problem in
-                if case .cannotOpen(let relative, let errno) = problem {
-                    problems.append(.init(kind: "unreadable", path: PathText.display(libraryBytes.appendingComponent(relative)),
-                                          jobID: nil, message: "directory cannot be read: \(errno.description)"))
-                }
-            }) { entry in
-                guard entry.kind != .directory else { return }
-                consider(libraryBytes.appendingComponent(entry.relativePath), jobID: nil, referenced: false)
-            }
-        } catch let error as CofferError {
-            problems.append(.init(kind: "unreadable", path: PathText.display(library), jobID: nil, message: error.cause))
-        }
-        candidates.sort { $0.relative.lexicographicallyPrecedes($1.relative) }
-        walked = candidates.count
+        let libraryBytes = PathBytes(layout.libraryRoot.utf8)
+        let libraryPrefix = libraryBytes + [UInt8(ascii: "/")]
+        var others: [Candidate] = []
+        var seen = Set<PathBytes>() // referenced paths outside the library, and missing ones
 
         let queue = try DatabaseQueue(path: copyPath, configuration: DatabaseAccess.configuration(readOnly: true))
         defer { try? queue.close() }
         try queue.read { db in
             guard try db.tableExists("media") else { return }
             try MediaReferences.forEach(db, mediaRoot: layout.mediaRoot) { reference in
-                consider(reference.path, jobID: reference.jobID, referenced: true)
+                let absolute = reference.path
+                guard absolute.starts(with: rootPrefix) else {
+                    problems.append(.init(kind: "outside_media_root", path: PathText.display(absolute), jobID: reference.jobID,
+                                          message: "referred to by the database but outside MEDIA_ROOT; not backed up"))
+                    return
+                }
+                let inLibrary = absolute.starts(with: libraryPrefix)
+                // What exists in the library is listed (or reported) by the walk, except a
+                // directory standing where a file should be: only that and a missing file are news.
+                if inLibrary, case .success(let info) = FileSystem.status(absolute), info.kind != .directory { return }
+                guard seen.insert(absolute).inserted else { return }
+                switch FileSystem.status(absolute) {
+                case .failure(let errno):
+                    problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: reference.jobID,
+                                          message: "referred to by the database: \(errno.description)"))
+                case .success(let info) where info.kind != .regular:
+                    problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: reference.jobID,
+                                          message: "a \(info.kind), not a regular file; not backed up"))
+                case .success(let info):
+                    others.append(Candidate(relative: Array(absolute.dropFirst(rootPrefix.count)), info: info))
+                }
             }
         }
-        return candidates.sorted { $0.relative.lexicographicallyPrecedes($1.relative) }
+        seen = []
+        others.sort { $0.relative.lexicographicallyPrecedes($1.relative) }
+        var nextOther = 0
+
+        var emitting = false // an error from `emit` (a full disk) is the run's, not the walk's
+        do {
+            try DirectoryWalker(root: layout.libraryRoot).walkSorted(problem: { problem in
+                if case .cannotOpen(let relative, let errno) = problem {
+                    problems.append(.init(kind: "unreadable", path: PathText.display(libraryBytes.appendingComponent(relative)),
+                                          jobID: nil, message: "directory cannot be read: \(errno.description)"))
+                }
+            }) { entry in
+                guard entry.kind != .directory else { return }
+                let absolute = libraryBytes.appendingComponent(entry.relativePath)
+                guard absolute.starts(with: rootPrefix) else {
+                    problems.append(.init(kind: "outside_media_root", path: PathText.display(absolute), jobID: nil,
+                                          message: "the library is outside MEDIA_ROOT; not backed up"))
+                    return
+                }
+                switch FileSystem.status(absolute) {
+                case .failure:
+                    return // gone since the directory was read
+                case .success(let info) where info.kind != .regular:
+                    problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: nil,
+                                          message: "a \(info.kind), not a regular file; not backed up"))
+                case .success(let info):
+                    let candidate = Candidate(relative: Array(absolute.dropFirst(rootPrefix.count)), info: info)
+                    emitting = true
+                    while nextOther < others.count, others[nextOther].relative.lexicographicallyPrecedes(candidate.relative) {
+                        try emit(others[nextOther])
+                        nextOther += 1
+                    }
+                    try emit(candidate)
+                    emitting = false
+                }
+            }
+        } catch let error as CofferError where !emitting {
+            problems.append(.init(kind: "unreadable", path: layout.libraryRoot, jobID: nil, message: error.cause))
+        }
+        while nextOther < others.count {
+            try emit(others[nextOther])
+            nextOther += 1
+        }
     }
 
     func checkSpace(for bytes: Int64, in location: String) throws {

@@ -68,6 +68,66 @@ public struct DirectoryWalker {
         }
     }
 
+    /// Like ``walk(problem:visit:)``, but in the byte order of the relative paths (what
+    /// `lexicographicallyPrecedes` gives on the whole paths), depth first. Each directory's
+    /// entries are read and sorted when it is entered, so memory holds the directories on the
+    /// way down, not the tree. A directory sorts as its name followed by `/`: its subtree is
+    /// one contiguous run of paths, placed where `name/` falls among its siblings.
+    public func walkSorted(
+        problem: (Problem) -> Void = { _ in },
+        visit: (Entry) throws -> Void
+    ) throws {
+        let rootFD = rootPath.withCPath { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        guard rootFD >= 0 else { throw CofferError.system("open directory", root, errno: errno) }
+        defer { close(rootFD) }
+
+        struct Level {
+            var prefix: PathBytes
+            var entries: [(name: PathBytes, kind: FileInfo.Kind)]
+            var next = 0
+        }
+        func read(_ relative: PathBytes) -> [(name: PathBytes, kind: FileInfo.Kind)]? {
+            let fd = relative.isEmpty ? dup(rootFD)
+                : relative.withCPath { openat(rootFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            guard fd >= 0, let dir = fdopendir(fd) else {
+                let code = errno
+                if fd >= 0 { close(fd) }
+                problem(.cannotOpen(relativePath: relative, Errno(rawValue: code)))
+                return nil
+            }
+            defer { closedir(dir) }
+            var entries: [(name: PathBytes, kind: FileInfo.Kind)] = []
+            while let entry = readdir(dir) {
+                let name = Self.name(of: entry)
+                if name == [0x2E] || name == [0x2E, 0x2E] { continue }
+                entries.append((name, Self.kind(of: entry, name: name, in: dirfd(dir))))
+            }
+            entries.sort { Self.sortsBefore($0.name, $0.kind == .directory, $1.name, $1.kind == .directory) }
+            return entries
+        }
+        guard let top = read([]) else { return }
+        var stack = [Level(prefix: [], entries: top)]
+        while let level = stack.last {
+            guard level.next < level.entries.count else { stack.removeLast(); continue }
+            let (name, kind) = level.entries[level.next]
+            stack[stack.count - 1].next += 1
+            let path = level.prefix.isEmpty ? name : level.prefix.appendingComponent(name)
+            try visit(Entry(relativePath: path, kind: kind))
+            if kind == .directory, let entries = read(path) { stack.append(Level(prefix: path, entries: entries)) }
+        }
+    }
+
+    /// Sibling order that makes a depth-first walk list whole paths in byte order: a
+    /// directory compares as its name followed by `/`.
+    static func sortsBefore(_ a: PathBytes, _ aIsDirectory: Bool, _ b: PathBytes, _ bIsDirectory: Bool) -> Bool {
+        let common = min(a.count, b.count)
+        for i in 0..<common where a[i] != b[i] { return a[i] < b[i] }
+        if a.count == b.count { return false }
+        // One name is a prefix of the other: the shorter one goes on with `/` or ends.
+        if a.count < b.count { return aIsDirectory ? UInt8(ascii: "/") < b[common] : true }
+        return bIsDirectory ? a[common] < UInt8(ascii: "/") : false
+    }
+
     /// Calls `visit` for each entry directly in the root (no descent).
     public func list(_ visit: (Entry) throws -> Void) throws {
         let fd = rootPath.withCPath { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }

@@ -16,6 +16,14 @@ public struct FileInfo: Sendable, Equatable {
     public var modified: Double
     public var inode: UInt64
 
+    init(kind: Kind, size: Int64, mode: UInt32, modified: Double, inode: UInt64) {
+        self.kind = kind
+        self.size = size
+        self.mode = mode
+        self.modified = modified
+        self.inode = inode
+    }
+
     init(_ st: stat) {
         switch st.st_mode & S_IFMT {
         case S_IFREG: kind = .regular
