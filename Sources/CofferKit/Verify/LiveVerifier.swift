@@ -6,8 +6,9 @@ import Logging
 ///
 /// Read-only: the database is opened read-only and files are only `stat`ed and listed, never
 /// read. All database reads happen in one read transaction, a consistent view while the
-/// pipeline goes on writing. Memory grows with the number of referenced library paths (one
-/// set of byte strings), not with file sizes, and the library is walked one directory at a time.
+/// pipeline goes on writing. Memory grows with the number of referenced library paths by 8
+/// bytes of hash each (``ReferencedPaths``), not with file sizes, and the library is walked one
+/// directory at a time.
 ///
 /// It throws (exit 2) only when it cannot run at all: the database is missing or not a
 /// database. Damage found on the way (a corrupt page, a failed query) becomes a finding.
@@ -39,7 +40,7 @@ public struct LiveVerifier {
         var report = VerifyReport(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot,
                                   databaseCheck: full ? "integrity_check" : "quick_check")
         let queue = try DatabaseAccess.openExisting(layout.dbPath, readOnly: true)
-        var referenced = Set<PathBytes>()
+        var referenced = ReferencedPaths()
         do {
             try queue.inDatabase { db in
                 // One read transaction: a consistent view while the pipeline writes. It is
@@ -158,8 +159,8 @@ public struct LiveVerifier {
     // MARK: Files the database refers to
 
     /// Checks every path a media row holds; returns the referenced paths under the library.
-    func reconcileMediaRows(_ db: Database, into report: inout VerifyReport) throws -> Set<PathBytes> {
-        var referenced = Set<PathBytes>()
+    func reconcileMediaRows(_ db: Database, into report: inout VerifyReport) throws -> ReferencedPaths {
+        var referenced = ReferencedPaths()
         let libraryPrefix = PathBytes(layout.libraryRoot.utf8) + [UInt8(ascii: "/")]
         try MediaReferences.forEach(db, mediaRoot: layout.mediaRoot) { reference in
             let path = reference.path
@@ -245,7 +246,7 @@ public struct LiveVerifier {
 
     // MARK: Library
 
-    func findOrphans(referenced: Set<PathBytes>, into report: inout VerifyReport) throws {
+    func findOrphans(referenced: ReferencedPaths, into report: inout VerifyReport) throws {
         let root = layout.libraryRoot
         let rootBytes = PathBytes(root.utf8)
         do {
@@ -290,6 +291,29 @@ public struct LiveVerifier {
                 report.findings.append(finding)
             }
         }
+    }
+}
+
+/// The library paths media rows refer to, kept as 64-bit hashes (8 bytes each, not the path):
+/// a million references cost a few MB. Two paths share a hash with a chance of about one in
+/// 10^7 for ten million paths; the cost of that is one orphan not reported.
+struct ReferencedPaths {
+    private var hashes = Set<UInt64>()
+
+    var count: Int { hashes.count }
+
+    mutating func insert(_ path: PathBytes) { hashes.insert(Self.hash(path)) }
+
+    func contains(_ path: PathBytes) -> Bool { hashes.contains(Self.hash(path)) }
+
+    /// FNV-1a over the bytes, then a final mix (stable across runs, unlike `Hasher`).
+    static func hash(_ path: PathBytes) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in path { h = (h ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        h ^= h >> 33
+        h = h &* 0xFF51_AFD7_ED55_8CCD
+        h ^= h >> 33
+        return h
     }
 }
 
