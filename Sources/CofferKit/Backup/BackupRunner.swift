@@ -295,17 +295,20 @@ public struct BackupRunner {
     }
 
     /// The library's files and the files the copy refers to elsewhere under MEDIA_ROOT (tmp/
-    /// files of jobs in flight: few), passed to `emit` in path byte order. The library is
-    /// walked in that order; the few others are sorted and merged in. What cannot be backed up
-    /// becomes a problem.
+    /// files of jobs in flight), passed to `emit` in path byte order, in one sorted walk of
+    /// MEDIA_ROOT that enters only the library and the folders references point into. The
+    /// references outside the library are kept as 8-byte hashes, so memory does not grow with
+    /// them either. What cannot be backed up becomes a problem.
     func collect(copyPath: String, layout: VolumeLayout, problems: inout [Snapshot.Problem],
                  emit: (Candidate) throws -> Void) throws {
         let root = PathBytes(layout.mediaRoot.utf8)
         let rootPrefix = root + [UInt8(ascii: "/")]
         let libraryBytes = PathBytes(layout.libraryRoot.utf8)
         let libraryPrefix = libraryBytes + [UInt8(ascii: "/")]
-        var others: [Candidate] = []
-        var seen = Set<PathBytes>() // referenced paths outside the library, and missing ones
+        let slash = UInt8(ascii: "/")
+        var referenced = ReferencedPaths()    // outside the library
+        var referencedTops = Set<PathBytes>() // their first components under MEDIA_ROOT ("tmp")
+        var missing = Set<PathBytes>()        // reported once each
 
         let queue = try DatabaseQueue(path: copyPath, configuration: DatabaseAccess.configuration(readOnly: true))
         defer { try? queue.close() }
@@ -319,64 +322,75 @@ public struct BackupRunner {
                     return
                 }
                 let inLibrary = absolute.starts(with: libraryPrefix)
-                // What exists in the library is listed (or reported) by the walk, except a
-                // directory standing where a file should be: only that and a missing file are news.
-                if inLibrary, case .success(let info) = FileSystem.status(absolute), info.kind != .directory { return }
-                guard seen.insert(absolute).inserted else { return }
                 switch FileSystem.status(absolute) {
                 case .failure(let errno):
-                    problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: reference.jobID,
-                                          message: "referred to by the database: \(errno.description)"))
-                case .success(let info) where info.kind != .regular:
-                    problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: reference.jobID,
-                                          message: "a \(info.kind), not a regular file; not backed up"))
-                case .success(let info):
-                    others.append(Candidate(relative: Array(absolute.dropFirst(rootPrefix.count)), info: info))
+                    if missing.insert(absolute).inserted {
+                        problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: reference.jobID,
+                                              message: "referred to by the database: \(errno.description)"))
+                    }
+                case .success(let info) where info.kind == .directory || (!inLibrary && info.kind != .regular):
+                    // In the library the walk reports links and other non-files itself.
+                    if missing.insert(absolute).inserted {
+                        problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: reference.jobID,
+                                              message: "a \(info.kind), not a regular file; not backed up"))
+                    }
+                case .success:
+                    guard !inLibrary else { return } // the walk lists every library file
+                    referenced.insert(absolute)
+                    let relative = absolute.dropFirst(rootPrefix.count)
+                    referencedTops.insert(PathBytes(relative.prefix { $0 != slash }))
                 }
             }
         }
-        seen = []
-        others.sort { $0.relative.lexicographicallyPrecedes($1.relative) }
-        var nextOther = 0
+        missing = []
+
+        guard libraryBytes.starts(with: rootPrefix) || referenced.count > 0 else {
+            problems.append(.init(kind: "outside_media_root", path: layout.libraryRoot, jobID: nil,
+                                  message: "the library is outside MEDIA_ROOT; not backed up"))
+            return
+        }
+        let libraryRelative = libraryBytes.starts(with: rootPrefix) ? PathBytes(libraryBytes.dropFirst(rootPrefix.count)) : nil
+        func isInLibrary(_ relative: PathBytes) -> Bool {
+            guard let libraryRelative else { return false }
+            return relative.count > libraryRelative.count && relative.starts(with: libraryRelative) && relative[libraryRelative.count] == slash
+        }
+        // Entered: the library, the folders on the way to it, and the folders references point into.
+        func descend(_ relative: PathBytes) -> Bool {
+            if let libraryRelative {
+                if relative == libraryRelative || isInLibrary(relative) { return true }
+                if libraryRelative.starts(with: relative) && libraryRelative[relative.count] == slash { return true }
+            }
+            return referencedTops.contains(PathBytes(relative.prefix { $0 != slash }))
+        }
 
         var emitting = false // an error from `emit` (a full disk) is the run's, not the walk's
         do {
-            try DirectoryWalker(root: layout.libraryRoot).walkSorted(problem: { problem in
+            try DirectoryWalker(root: root).walkSorted(problem: { problem in
                 if case .cannotOpen(let relative, let errno) = problem {
-                    problems.append(.init(kind: "unreadable", path: PathText.display(libraryBytes.appendingComponent(relative)),
+                    problems.append(.init(kind: "unreadable", path: PathText.display(root.appendingComponent(relative)),
                                           jobID: nil, message: "directory cannot be read: \(errno.description)"))
                 }
-            }) { entry in
+            }, descend: descend) { entry in
                 guard entry.kind != .directory else { return }
-                let absolute = libraryBytes.appendingComponent(entry.relativePath)
-                guard absolute.starts(with: rootPrefix) else {
-                    problems.append(.init(kind: "outside_media_root", path: PathText.display(absolute), jobID: nil,
-                                          message: "the library is outside MEDIA_ROOT; not backed up"))
-                    return
-                }
+                let library = isInLibrary(entry.relativePath)
+                let absolute = root.appendingComponent(entry.relativePath)
+                guard library || referenced.contains(absolute) else { return }
                 switch FileSystem.status(absolute) {
                 case .failure:
                     return // gone since the directory was read
                 case .success(let info) where info.kind != .regular:
-                    problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: nil,
-                                          message: "a \(info.kind), not a regular file; not backed up"))
-                case .success(let info):
-                    let candidate = Candidate(relative: Array(absolute.dropFirst(rootPrefix.count)), info: info)
-                    emitting = true
-                    while nextOther < others.count, others[nextOther].relative.lexicographicallyPrecedes(candidate.relative) {
-                        try emit(others[nextOther])
-                        nextOther += 1
+                    if library {
+                        problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: nil,
+                                              message: "a \(info.kind), not a regular file; not backed up"))
                     }
-                    try emit(candidate)
+                case .success(let info):
+                    emitting = true
+                    try emit(Candidate(relative: entry.relativePath, info: info))
                     emitting = false
                 }
             }
         } catch let error as CofferError where !emitting {
-            problems.append(.init(kind: "unreadable", path: layout.libraryRoot, jobID: nil, message: error.cause))
-        }
-        while nextOther < others.count {
-            try emit(others[nextOther])
-            nextOther += 1
+            problems.append(.init(kind: "unreadable", path: layout.mediaRoot, jobID: nil, message: error.cause))
         }
     }
 

@@ -73,8 +73,10 @@ public struct DirectoryWalker {
     /// entries are read and sorted when it is entered, so memory holds the directories on the
     /// way down, not the tree. A directory sorts as its name followed by `/`: its subtree is
     /// one contiguous run of paths, placed where `name/` falls among its siblings.
+    /// `descend` says whether a directory's contents are wanted (it is still visited).
     public func walkSorted(
         problem: (Problem) -> Void = { _ in },
+        descend: (PathBytes) -> Bool = { _ in true },
         visit: (Entry) throws -> Void
     ) throws {
         let rootFD = rootPath.withCPath { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
@@ -113,7 +115,7 @@ public struct DirectoryWalker {
             stack[stack.count - 1].next += 1
             let path = level.prefix.isEmpty ? name : level.prefix.appendingComponent(name)
             try visit(Entry(relativePath: path, kind: kind))
-            if kind == .directory, let entries = read(path) { stack.append(Level(prefix: path, entries: entries)) }
+            if kind == .directory, descend(path), let entries = read(path) { stack.append(Level(prefix: path, entries: entries)) }
         }
     }
 
