@@ -4,7 +4,7 @@ import GRDB
 /// Opens the pipeline's database the way the pipeline itself does.
 ///
 /// Every connection gets the seed's PRAGMAs (foreign keys on, WAL, synchronous NORMAL,
-/// cache_size -10000, temp_store MEMORY) and a busy timeout, so a run started by cron while the
+/// cache_size -10000 (2 MB for read-only scans), temp_store MEMORY) and a busy timeout, so a run started by cron while the
 /// pipeline writes waits for its turn instead of failing with "database is locked".
 /// Read-only work opens the file read-only: it can neither change nor create it.
 public enum DatabaseAccess {
@@ -20,7 +20,9 @@ public enum DatabaseAccess {
         config.label = readOnly ? "coffer.read" : "coffer.write"
         config.prepareDatabase { db in
             if !readOnly { try db.execute(sql: "PRAGMA synchronous = NORMAL") }
-            try db.execute(sql: "PRAGMA cache_size = -10000; PRAGMA temp_store = MEMORY")
+            // Coffer's read-only work scans (checks, counts, references): a small page cache
+            // serves it as well and keeps memory flat when several connections are open.
+            try db.execute(sql: "PRAGMA cache_size = \(readOnly ? -2000 : -10000); PRAGMA temp_store = MEMORY")
         }
         return config
     }
