@@ -431,7 +431,8 @@ public struct BackupRunner {
     func store(_ candidate: Candidate, absolute: PathBytes, pack: String, writer: ArchiveWriter,
                pipeline: HashPipeline, entry: Int, report: inout BackupReport,
                problems: inout [Snapshot.Problem]) throws -> Snapshot.File? {
-        let shown = PathText.display(absolute)
+        // Built only when needed (a message): for 100,000 small files it was 7% of the run.
+        var shown: String { PathText.display(absolute) }
         // O_NONBLOCK: a file swapped for a FIFO since the walk must not hang the backup.
         let fd = absolute.withCPath { open($0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
         guard fd >= 0 else {
@@ -443,7 +444,8 @@ public struct BackupRunner {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
-            problems.append(.init(kind: "unreadable", path: shown, jobID: nil, message: String(cString: strerror(errno))))
+            let code = errno
+            problems.append(.init(kind: "unreadable", path: shown, jobID: nil, message: String(cString: strerror(code))))
             return nil
         }
         let before = FileInfo(st)

@@ -313,9 +313,14 @@ public struct Restorer {
                 if rc != 0, errno != EEXIST { throw CofferError.system("create directory", PathText.display(parent), errno: errno) }
             }
         }
-        let shown = staging + "/" + PathText.display(file.path)
+        // The shown path is built only for an error (errno read first: building it may change it).
+        var shown: String { staging + "/" + PathText.display(file.path) }
+        func failure(_ operation: String) -> CofferError {
+            let code = errno
+            return CofferError.system(operation, shown, errno: code)
+        }
         let fd = file.path.withCPath { openat(stagingFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
-        guard fd >= 0 else { throw CofferError.system("create", shown, errno: errno) }
+        guard fd >= 0 else { throw failure("create") }
         defer { close(fd) }
         var written: Int64 = 0
         while true {
@@ -325,7 +330,7 @@ public struct Restorer {
             if n == 0 { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
             if Self.isZero(chunk) {
-                guard lseek(fd, off_t(n), SEEK_CUR) >= 0 else { throw CofferError.system("seek in", shown, errno: errno) }
+                guard lseek(fd, off_t(n), SEEK_CUR) >= 0 else { throw failure("seek in") }
             } else {
                 try RawIO.writeAll(fd, chunk.baseAddress!, n, path: shown)
             }
@@ -333,13 +338,13 @@ public struct Restorer {
             progress?.advance(by: Int64(n))
         }
         pipeline.endEntry(entry) // its digest is checked against the record before anything is published
-        guard ftruncate(fd, off_t(written)) == 0 else { throw CofferError.system("set size of", shown, errno: errno) }
+        guard ftruncate(fd, off_t(written)) == 0 else { throw failure("set size of") }
         guard written == file.size else { throw Self.mismatch(file) }
-        guard fchmod(fd, mode_t(file.mode & 0o777)) == 0 else { throw CofferError.system("set mode of", shown, errno: errno) }
+        guard fchmod(fd, mode_t(file.mode & 0o777)) == 0 else { throw failure("set mode of") }
         let seconds = file.mtime.rounded(.down)
         var times = [timespec(tv_sec: Int(seconds), tv_nsec: Int((file.mtime - seconds) * 1e9)),
                      timespec(tv_sec: Int(seconds), tv_nsec: Int((file.mtime - seconds) * 1e9))]
-        guard futimens(fd, &times) == 0 else { throw CofferError.system("set mtime of", shown, errno: errno) }
+        guard futimens(fd, &times) == 0 else { throw failure("set mtime of") }
     }
 
     static func isZero(_ chunk: UnsafeRawBufferPointer) -> Bool {

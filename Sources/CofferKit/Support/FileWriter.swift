@@ -6,26 +6,29 @@ import Glibc
 /// POSIX I/O helpers on raw descriptors: whole writes and reads with EINTR retried here, and
 /// errors that carry the path. Hot paths use these with reusable buffers.
 public enum RawIO {
-    /// Writes all `count` bytes or throws (ENOSPC and EIO included).
-    public static func writeAll(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, path: String) throws {
+    /// Writes all `count` bytes or throws (ENOSPC and EIO included). The path is built only
+    /// for an error.
+    public static func writeAll(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int, path: @autoclosure () -> String) throws {
         var done = 0
         while done < count {
             let n = Glibc.write(fd, buffer + done, count - done)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw CofferError.system("write", path, errno: errno, hint: errno == ENOSPC ? "free space on that filesystem, then run again" : nil)
+                let code = errno
+                throw CofferError.system("write", path(), errno: code, hint: code == ENOSPC ? "free space on that filesystem, then run again" : nil)
             }
             done += n
         }
     }
 
     /// Reads up to `count` bytes; 0 at end of file.
-    public static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, path: String) throws -> Int {
+    public static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int, path: @autoclosure () -> String) throws -> Int {
         while true {
             let n = Glibc.read(fd, buffer, count)
             if n >= 0 { return n }
             if errno == EINTR { continue }
-            throw CofferError.system("read", path, errno: errno)
+            let code = errno
+            throw CofferError.system("read", path(), errno: code)
         }
     }
 

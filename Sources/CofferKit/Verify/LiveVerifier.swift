@@ -213,7 +213,7 @@ public struct LiveVerifier {
                 guard entry.kind == .directory else { return }
                 report.counts.tempDirectories += 1
                 let path = PathBytes(root.utf8).appendingComponent(entry.relativePath)
-                let shown = PathText.display(path)
+                var shown: String { PathText.display(path) } // for findings only
                 guard let jobID = layout.jobID(forTempDirectoryName: entry.relativePath),
                       let row = try Row.fetchOne(lookup, arguments: [jobID]) else {
                     report.findings.append(Finding(.unknownTempDirectory, path: shown, expected: "a job in the database",

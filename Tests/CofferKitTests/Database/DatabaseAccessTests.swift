@@ -31,7 +31,7 @@ import Testing
         ])
         let read = try pragmas(try DatabaseAccess.openExisting(path, readOnly: true))
         #expect(read["foreign_keys"] == "1")
-        #expect(read["cache_size"] == "-10000")
+        #expect(read["cache_size"] == "-2000") // Coffer's scans: a small cache, flat memory
         #expect(read["busy_timeout"] == written["busy_timeout"])
     }
 
