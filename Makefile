@@ -37,9 +37,9 @@ demo: build
 
 # Benchmarks: Coffer beside sqlite3 + bsdtar, restic, cp -a and sha256sum, in one run, as ratios.
 bench-deps: deps
-	@command -v restic >/dev/null 2>&1 || { \
+	@{ command -v restic >/dev/null 2>&1 && [ -x /usr/bin/time ]; } || { \
 	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq restic >/dev/null; }
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq restic time >/dev/null; }
 
 bench: bench-deps
 	$(SWIFT) build -c release

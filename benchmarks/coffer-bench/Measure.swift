@@ -3,7 +3,13 @@ import Foundation
 import Glibc
 #endif
 
-/// One timed run of a command: wall time and the peak RSS of the process tree (`wait4`).
+/// One timed run of a command: wall time and the peak RSS of the process tree.
+///
+/// The RSS comes from GNU time (`/usr/bin/time -f %M`), which forks the command itself: on
+/// Linux a process spawned straight from this one inherits this process's high-water mark
+/// in its `ru_maxrss` (exec keeps the largest of the old and new address space's), so every
+/// tool smaller than the harness (which grows while it generates volumes) would read as big as
+/// the harness. Without GNU time, `wait4` is used and the column says so.
 struct Sample {
     var seconds: Double
     var peakRSSKiB: Int
@@ -12,7 +18,13 @@ struct Sample {
 
 enum Measure {
     /// Runs `command` (argv) with extra environment, waits, and measures it.
+    static let gnuTime = FileManager.default.isExecutableFile(atPath: "/usr/bin/time") ? "/usr/bin/time" : nil
+
     static func run(_ command: [String], environment: [String: String] = [:], quiet: Bool = true) -> Sample {
+        var command = command
+        let rssFile = NSTemporaryDirectory() + "coffer-bench-rss-\(getpid())"
+        if let gnuTime { command = [gnuTime, "-q", "-f", "%M", "-o", rssFile] + command }
+        defer { unlink(rssFile) }
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { $1 }
         let argv = command.map { strdup($0) } + [nil]
@@ -37,7 +49,12 @@ enum Measure {
         // On Linux, wait4's ru_maxrss covers the child and the descendants it waited for, so a
         // shell pipeline reports its largest member.
         let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return Sample(seconds: seconds, peakRSSKiB: max(Int(usage.ru_maxrss), 0), status: exit)
+        var rss = max(Int(usage.ru_maxrss), 0)
+        if gnuTime != nil, let text = try? String(contentsOfFile: rssFile, encoding: .utf8),
+           let measured = text.split(whereSeparator: \.isNewline).last.flatMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) {
+            rss = measured
+        }
+        return Sample(seconds: seconds, peakRSSKiB: rss, status: exit)
     }
 
     static func shell(_ script: String, environment: [String: String] = [:]) -> Sample {
