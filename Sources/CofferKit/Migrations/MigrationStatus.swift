@@ -116,9 +116,6 @@ public struct MigrationStatus: Sendable, Codable {
         return status
     }
 
-    /// Problems that make `migrate up` refuse to touch the database.
-    public var blocking: [Problem] { problems }
-
     public func text() -> String {
         var lines = ["database \(database): version \(version.map(String.init) ?? "none")"
                      + (baseline ? " (made by the pipeline; `migrate up` records it as 1)" : "")]
