@@ -74,6 +74,50 @@ import Testing
         #expect(count == report.files)
     }
 
+    /// Files the database refers to anywhere under MEDIA_ROOT are found by the one sorted walk
+    /// (before and after library/ in byte order, directly in MEDIA_ROOT, deep down), and only
+    /// they: what sits beside them unreferenced is not backed up.
+    @Test func referencedFilesOutsideTheLibraryAndOnlyThem() throws {
+        let fixture = try BackupFixture(jobs: 12, hostile: false)
+        let root = fixture.volume.mediaRoot
+        let referenced = ["aaa early/voice.wav", "top level.wav", "zzz/late/deep/dub.wav", "tmp/extra-job/audio_dubbed.wav"]
+        let unreferenced = ["aaa early/partial.part", "zzz/late/notes.txt", "stray.bin", "tmp/extra-job/scratch.tmp"]
+        for (index, name) in (referenced + unreferenced).enumerated() {
+            let path = root + "/" + name
+            try FileManager.default.createDirectory(atPath: PathText.parent(path), withIntermediateDirectories: true)
+            try Data(repeating: UInt8(index + 1), count: 100 + index).write(to: URL(fileURLWithPath: path))
+        }
+        let queue = try DatabaseQueue(path: fixture.volume.dbPath, configuration: DatabaseAccess.configuration(readOnly: false))
+        try queue.write { db in
+            for (index, name) in referenced.enumerated() {
+                try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES (?, 'u', 'DUBBING')", arguments: ["extra-\(index)"])
+                try db.execute(sql: "INSERT INTO media (job_id, audio_dubbed_path) VALUES (?, ?)", arguments: ["extra-\(index)", root + "/" + name])
+            }
+        }
+        try queue.close()
+
+        let report = try fixture.backup()
+        let repository = try fixture.repository()
+        var paths: [String] = []
+        try repository.reader(for: try repository.resolve("latest")).files { paths.append(String(decoding: $0.path, as: UTF8.self)) }
+        #expect(paths == paths.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }, "records in path byte order")
+        for name in referenced { #expect(paths.contains(name), "\(name)") }
+        for name in unreferenced { #expect(!paths.contains(name), "\(name)") }
+        #expect(paths.filter { $0.hasPrefix("library/") }.count > 0)
+        #expect(paths.filter { $0.hasPrefix("library/") }.count == fixture.volume.generated.filePaths.filter {
+            String(decoding: $0, as: UTF8.self).hasPrefix(root + "/library/") }.count)
+        #expect(report.files == paths.count)
+
+        // The second run reuses them all, and a restore brings them back byte for byte.
+        let second = try fixture.backup()
+        #expect(second.bytesRead == 0 && second.filesAdded == 0)
+        _ = try fixture.restore(into: "back")
+        for name in referenced {
+            let original = try Data(contentsOf: URL(fileURLWithPath: root + "/" + name))
+            #expect(try Data(contentsOf: URL(fileURLWithPath: fixture.volume.directory.child("back/media/" + name))) == original)
+        }
+    }
+
     @Test func anUnchangedSecondBackupReadsNoMediaAndAChangeIsPickedUp() throws {
         let fixture = try BackupFixture(jobs: 40, hostile: false)
         let first = try fixture.backup()
