@@ -40,31 +40,40 @@ public struct Restorer {
         var report = RestoreReport(repository: repository.location, snapshot: snap.id, dbPath: layout.dbPath,
                                    mediaRoot: layout.mediaRoot, dryRun: dryRun)
 
-        // Records, checked before anything is written.
-        var files: [PlannedFile] = []
+        // Records, checked before anything is written, as they stream by: memory does not
+        // grow with the snapshot.
         var packNames: [String] = []
         var packIndex: [String: Int32] = [:]
+        var previous: PathBytes?
         var sorted = true
+        var fileCount = 0
+        var byteCount: Int64 = 0
         try repository.reader(for: snap).files { file in
             if let reason = RestorePlan.problem(with: file.path) { throw RestorePlan.refuse(file.path, reason, in: snap.id) }
-            if let last = files.last, !last.path.lexicographicallyPrecedes(file.path) { sorted = false }
-            let pack: Int32
-            if let known = packIndex[file.pack] { pack = known } else {
-                pack = Int32(packNames.count)
-                packIndex[file.pack] = pack
+            if let previous, !previous.lexicographicallyPrecedes(file.path) {
+                if previous == file.path { throw RestorePlan.refuse(file.path, "listed twice", in: snap.id) }
+                sorted = false
+            }
+            previous = file.path
+            if packIndex[file.pack] == nil {
+                packIndex[file.pack] = Int32(packNames.count)
                 packNames.append(file.pack)
             }
-            files.append(PlannedFile(path: file.path, size: file.size, mode: file.mode, mtime: file.mtime,
-                                     sha256: SHA256Value(hex: file.sha256), pack: pack))
+            fileCount += 1
+            byteCount += file.size
         }
         // Records are sorted by path; one that is not (written by hand?) is checked the slow way.
-        let order = sorted ? Array(files.indices) : files.indices.sorted { files[$0].path.lexicographicallyPrecedes(files[$1].path) }
-        for (previous, next) in zip(order, order.dropFirst()) where files[previous].path == files[next].path {
-            throw RestorePlan.refuse(files[next].path, "listed twice", in: snap.id)
+        if !sorted {
+            var paths: [PathBytes] = []
+            try repository.reader(for: snap).files { paths.append($0.path) }
+            paths.sort { $0.lexicographicallyPrecedes($1) }
+            for (previous, next) in zip(paths, paths.dropFirst()) where previous == next {
+                throw RestorePlan.refuse(next, "listed twice", in: snap.id)
+            }
         }
         if restoresMedia {
-            report.files = files.count
-            report.bytes = files.reduce(0) { $0 + $1.size }
+            report.files = fileCount
+            report.bytes = byteCount
         }
         if restoresDatabase { report.databaseBytes = snap.summary.database.size }
         try checkTargets(layout)
@@ -100,7 +109,24 @@ public struct Restorer {
             let staging = try ScratchDirectory(prefix: ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)", in: parent)
             cleanup.append { staging.remove() }
             progress?.start(total: report.bytes)
-            try extractMedia(files, packNames: packNames, repository: repository, into: staging.path)
+            // The files to write wait in a spool (unlinked, in the staging folder), not in memory.
+            let spool = try Spool<PlannedFile>(in: staging.path)
+            try repository.reader(for: snap).files { file in
+                try spool.append(PlannedFile(path: file.path, size: file.size, mode: file.mode, mtime: file.mtime,
+                                             sha256: SHA256Value(hex: file.sha256), pack: packIndex[file.pack] ?? -1))
+            }
+            do {
+                try extractMedia(spool, packNames: packNames, repository: repository, into: staging.path)
+            } catch is PackOutOfOrder {
+                // A pack whose entries are not in path order (not one Coffer wrote), or a file
+                // missing from its pack: start again the way that needs no order, and names what
+                // is missing.
+                try? DirectoryWalker(root: staging.path).list { FileSystem.removeTree(PathBytes(staging.path.utf8).appendingComponent($0.relativePath)) }
+                var files: [PlannedFile] = []
+                try spool.rewind()
+                while let file = try spool.next() { files.append(file) }
+                try extractMedia(files, packNames: packNames, repository: repository, into: staging.path)
+            }
             // The volume's folders exist even when they held no file (empty folders are not stored).
             for root in [layout.libraryRoot, layout.tempRoot] where root.hasPrefix(layout.mediaRoot + "/") {
                 try FileSystem.makeDirectories(staging.path + "/" + root.dropFirst(layout.mediaRoot.count + 1), mode: 0o755)
@@ -220,15 +246,100 @@ public struct Restorer {
     /// Reads each pack the records need once, in order, and writes the needed entries into
     /// `staging`. Any unsafe entry in a pack refuses the whole restore.
     /// One file to restore, as the record says (kept small: a million of them may be held).
-    struct PlannedFile {
+    struct PlannedFile: SpoolElement {
         var path: PathBytes
         var size: Int64
         var mode: UInt32
         var mtime: Double
         var sha256: SHA256Value
         var pack: Int32 // index into the pack names
+
+        func write(to bytes: inout SpoolWriter) {
+            bytes.put(bytes: path)
+            bytes.put(size)
+            bytes.put(mode)
+            bytes.put(mtime)
+            sha256.write(to: &bytes)
+            bytes.put(pack)
+        }
+
+        static func read(from bytes: inout SpoolReader) throws -> PlannedFile {
+            PlannedFile(path: try bytes.getBytes(), size: try bytes.get(), mode: try bytes.get(), mtime: try bytes.getDouble(),
+                        sha256: try SHA256Value.read(from: &bytes), pack: try bytes.get())
+        }
     }
 
+    /// The entries of a pack are not in the order of the snapshot's files.
+    struct PackOutOfOrder: Error {}
+
+    /// Each pack read once, front to back, beside the spooled files that come from it: both are
+    /// in path order (a pack holds its entries in the order backup wrote them), so they merge
+    /// like two sorted lists. Throws ``PackOutOfOrder`` when they do not.
+    func extractMedia(_ spool: Spool<PlannedFile>, packNames: [String], repository: Repository, into staging: String) throws {
+        let pipeline = HashPipeline()
+        var checks: [(entry: Int, file: PlannedFile)] = []
+        var checked = 0
+        var entries = 0
+        func checkDigests(waitingForAll: Bool) throws {
+            if waitingForAll { pipeline.drain() }
+            while checked < checks.count, let digest = pipeline.takeDigest(checks[checked].entry) {
+                guard digest == checks[checked].file.sha256 else { throw Self.mismatch(checks[checked].file) }
+                checked += 1
+            }
+            if checked >= 4096 { checks.removeFirst(checked); checked = 0 }
+        }
+        let stagingFD = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard stagingFD >= 0 else { throw CofferError.system("open", staging, errno: errno) }
+        defer { close(stagingFD) }
+        var created = Set<PathBytes>()
+        let prefix = PathBytes("media/".utf8)
+
+        for pack in packNames.indices.sorted(by: { packNames[$0] < packNames[$1] }) {
+            try spool.rewind()
+            func nextFile() throws -> PlannedFile? {
+                while let file = try spool.next() {
+                    if file.pack == Int32(pack) { return file }
+                }
+                return nil
+            }
+            var needed = try nextFile()
+            let packPath = repository.location + "/" + packNames[pack]
+            let fd = try repository.storage.openForReading(packNames[pack])
+            defer { close(fd) }
+            let reader = try ArchiveReader(fd: fd, path: packPath, kind: .tar)
+            while let entry = try reader.next() {
+                if entry.path == PathBytes("db.sqlite.zst".utf8), entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink { continue }
+                guard entry.path.starts(with: prefix) else { throw RestorePlan.refuse(entry.path, "entry outside media/", in: packPath) }
+                let relative = PathBytes(entry.path.dropFirst(prefix.count))
+                if let reason = RestorePlan.problem(with: relative) { throw RestorePlan.refuse(entry.path, reason, in: packPath) }
+                guard entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink else {
+                    throw RestorePlan.refuse(entry.path, "not a regular file (links, devices and FIFOs are never restored)", in: packPath)
+                }
+                // Entries no file of this snapshot needs (other snapshots' content) are skipped.
+                guard let file = needed else { continue }
+                guard relative == file.path else {
+                    if relative.lexicographicallyPrecedes(file.path) { continue }
+                    throw PackOutOfOrder()
+                }
+                guard entry.size == file.size else {
+                    throw RestorePlan.refuse(entry.path, "size \(entry.size) in the pack, \(file.size) in the snapshot", in: packPath)
+                }
+                try write(file, from: reader, stagingFD: stagingFD, staging: staging, created: &created, pipeline: pipeline, entry: entries)
+                checks.append((entries, file))
+                entries += 1
+                try checkDigests(waitingForAll: false)
+                needed = try nextFile()
+            }
+            if needed != nil { throw PackOutOfOrder() }
+        }
+        try checkDigests(waitingForAll: true)
+        guard checked == checks.count else {
+            throw CofferError(.failed, operation: "restore", subject: staging, cause: "a digest of a restored file is missing; nothing was written to the targets")
+        }
+    }
+
+    /// The way that needs no order: every file of the snapshot in memory, each pack's entries
+    /// looked up by path. For packs not written by Coffer, and to name a file a pack lacks.
     func extractMedia(_ files: [PlannedFile], packNames: [String], repository: Repository, into staging: String) throws {
         // Per pack, the indices of the files it holds (keyed by path when the pack is read,
         // sharing the records' path storage).
