@@ -276,24 +276,7 @@ public struct Restorer {
     /// in path order (a pack holds its entries in the order backup wrote them), so they merge
     /// like two sorted lists. Throws ``PackOutOfOrder`` when they do not.
     func extractMedia(_ spool: Spool<PlannedFile>, packNames: [String], repository: Repository, into staging: String) throws {
-        let pipeline = HashPipeline()
-        var checks: [(entry: Int, file: PlannedFile)] = []
-        var checked = 0
-        var entries = 0
-        func checkDigests(waitingForAll: Bool) throws {
-            if waitingForAll { pipeline.drain() }
-            while checked < checks.count, let digest = pipeline.takeDigest(checks[checked].entry) {
-                guard digest == checks[checked].file.sha256 else { throw Self.mismatch(checks[checked].file) }
-                checked += 1
-            }
-            if checked >= 4096 { checks.removeFirst(checked); checked = 0 }
-        }
-        let stagingFD = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard stagingFD >= 0 else { throw CofferError.system("open", staging, errno: errno) }
-        defer { close(stagingFD) }
-        var created = Set<PathBytes>()
-        let prefix = PathBytes("media/".utf8)
-
+        let writer = try StagedWriter(restorer: self, staging: staging)
         for pack in packNames.indices.sorted(by: { packNames[$0] < packNames[$1] }) {
             try spool.rewind()
             func nextFile() throws -> PlannedFile? {
@@ -303,39 +286,19 @@ public struct Restorer {
                 return nil
             }
             var needed = try nextFile()
-            let packPath = repository.location + "/" + packNames[pack]
-            let fd = try repository.storage.openForReading(packNames[pack])
-            defer { close(fd) }
-            let reader = try ArchiveReader(fd: fd, path: packPath, kind: .tar)
-            while let entry = try reader.next() {
-                if entry.path == PathBytes("db.sqlite.zst".utf8), entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink { continue }
-                guard entry.path.starts(with: prefix) else { throw RestorePlan.refuse(entry.path, "entry outside media/", in: packPath) }
-                let relative = PathBytes(entry.path.dropFirst(prefix.count))
-                if let reason = RestorePlan.problem(with: relative) { throw RestorePlan.refuse(entry.path, reason, in: packPath) }
-                guard entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink else {
-                    throw RestorePlan.refuse(entry.path, "not a regular file (links, devices and FIFOs are never restored)", in: packPath)
-                }
+            try writer.readPack(packNames[pack], of: repository) { relative in
                 // Entries no file of this snapshot needs (other snapshots' content) are skipped.
-                guard let file = needed else { continue }
+                guard let file = needed else { return nil }
                 guard relative == file.path else {
-                    if relative.lexicographicallyPrecedes(file.path) { continue }
+                    if relative.lexicographicallyPrecedes(file.path) { return nil }
                     throw PackOutOfOrder()
                 }
-                guard entry.size == file.size else {
-                    throw RestorePlan.refuse(entry.path, "size \(entry.size) in the pack, \(file.size) in the snapshot", in: packPath)
-                }
-                try write(file, from: reader, stagingFD: stagingFD, staging: staging, created: &created, pipeline: pipeline, entry: entries)
-                checks.append((entries, file))
-                entries += 1
-                try checkDigests(waitingForAll: false)
                 needed = try nextFile()
+                return file
             }
             if needed != nil { throw PackOutOfOrder() }
         }
-        try checkDigests(waitingForAll: true)
-        guard checked == checks.count else {
-            throw CofferError(.failed, operation: "restore", subject: staging, cause: "a digest of a restored file is missing; nothing was written to the targets")
-        }
+        try writer.finish()
     }
 
     /// The way that needs no order: every file of the snapshot in memory, each pack's entries
@@ -345,63 +308,87 @@ public struct Restorer {
         // sharing the records' path storage).
         var byPack: [String: [Int]] = [:]
         for (index, file) in files.enumerated() { byPack[packNames[Int(file.pack)], default: []].append(index) }
-        // Bytes are hashed on their own thread while this one writes them; every digest is
-        // checked before anything is renamed into place.
-        let pipeline = HashPipeline()
-        var checks: [(entry: Int, file: Int)] = []
-        var checked = 0
-        var entries = 0
-        func checkDigests(waitingForAll: Bool) throws {
-            if waitingForAll { pipeline.drain() }
-            while checked < checks.count, let digest = pipeline.takeDigest(checks[checked].entry) {
-                let file = files[checks[checked].file]
-                guard digest == file.sha256 else { throw Self.mismatch(file) }
-                checked += 1
-            }
-            if checked >= 4096 { checks.removeFirst(checked); checked = 0 }
-        }
-        let stagingFD = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard stagingFD >= 0 else { throw CofferError.system("open", staging, errno: errno) }
-        defer { close(stagingFD) }
-        var created = Set<PathBytes>()
-
+        let writer = try StagedWriter(restorer: self, staging: staging)
         for (pack, indices) in byPack.sorted(by: { $0.key < $1.key }) {
             var remaining = [PathBytes: Int](minimumCapacity: indices.count)
             for index in indices { remaining[files[index].path] = index }
-            let packPath = repository.location + "/" + pack
-            let fd = try repository.storage.openForReading(pack)
-            defer { close(fd) }
-            let reader = try ArchiveReader(fd: fd, path: packPath, kind: .tar)
-            while let entry = try reader.next() {
-                if entry.path == PathBytes("db.sqlite.zst".utf8), entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink { continue }
-                let prefix = PathBytes("media/".utf8)
-                guard entry.path.starts(with: prefix) else { throw RestorePlan.refuse(entry.path, "entry outside media/", in: packPath) }
-                if let reason = RestorePlan.problem(with: Array(entry.path.dropFirst(prefix.count))) {
-                    throw RestorePlan.refuse(entry.path, reason, in: packPath)
-                }
-                guard entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink else {
-                    throw RestorePlan.refuse(entry.path, "not a regular file (links, devices and FIFOs are never restored)", in: packPath)
-                }
+            try writer.readPack(pack, of: repository) { relative in
                 // Entries no file of this snapshot needs (other snapshots' content) are skipped.
-                guard let index = remaining.removeValue(forKey: PathBytes(entry.path.dropFirst(prefix.count))) else { continue }
-                let file = files[index]
-                guard entry.size == file.size else {
-                    throw RestorePlan.refuse(entry.path, "size \(entry.size) in the pack, \(file.size) in the snapshot", in: packPath)
-                }
-                try write(file, from: reader, stagingFD: stagingFD, staging: staging, created: &created, pipeline: pipeline, entry: entries)
-                checks.append((entries, index))
-                entries += 1
-                try checkDigests(waitingForAll: false)
+                remaining.removeValue(forKey: relative).map { files[$0] }
             }
             if let missing = remaining.values.min() {
-                throw CofferError(.failed, operation: "restore from", subject: packPath,
+                throw CofferError(.failed, operation: "restore from", subject: repository.location + "/" + pack,
                                   cause: "\(remaining.count) file(s) of the snapshot are not in the pack (first: \(PathText.display(files[missing].path))); nothing was written to the targets",
                                   hint: "`coffer verify --repo --read-data` shows what is damaged; restore an older snapshot")
             }
         }
-        try checkDigests(waitingForAll: true)
-        guard checked == checks.count else {
-            throw CofferError(.failed, operation: "restore", subject: staging, cause: "a digest of a restored file is missing; nothing was written to the targets")
+        try writer.finish()
+    }
+
+    /// What both ways of extracting share: the staging folder, the hashing on its own thread,
+    /// the checks of every pack entry, and every digest checked before anything is renamed
+    /// into place.
+    final class StagedWriter {
+        let restorer: Restorer
+        let staging: String
+        let stagingFD: Int32
+        let pipeline = HashPipeline()
+        var created = Set<PathBytes>()
+        var checks: [(entry: Int, file: PlannedFile)] = []
+        var checked = 0
+        var entries = 0
+
+        init(restorer: Restorer, staging: String) throws {
+            self.restorer = restorer
+            self.staging = staging
+            stagingFD = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard stagingFD >= 0 else { throw CofferError.system("open", staging, errno: errno) }
+        }
+
+        deinit { close(stagingFD) }
+
+        /// Reads `pack` front to back; every entry is checked (only regular files under
+        /// `media/`, safe paths), and the file `wanted` returns for its path is written.
+        func readPack(_ pack: String, of repository: Repository, wanted: (PathBytes) throws -> PlannedFile?) throws {
+            let packPath = repository.location + "/" + pack
+            let fd = try repository.storage.openForReading(pack)
+            defer { close(fd) }
+            let reader = try ArchiveReader(fd: fd, path: packPath, kind: .tar)
+            let prefix = PathBytes("media/".utf8)
+            while let entry = try reader.next() {
+                if entry.path == PathBytes("db.sqlite.zst".utf8), entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink { continue }
+                guard entry.path.starts(with: prefix) else { throw RestorePlan.refuse(entry.path, "entry outside media/", in: packPath) }
+                let relative = PathBytes(entry.path.dropFirst(prefix.count))
+                if let reason = RestorePlan.problem(with: relative) { throw RestorePlan.refuse(entry.path, reason, in: packPath) }
+                guard entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink else {
+                    throw RestorePlan.refuse(entry.path, "not a regular file (links, devices and FIFOs are never restored)", in: packPath)
+                }
+                guard let file = try wanted(relative) else { continue }
+                guard entry.size == file.size else {
+                    throw RestorePlan.refuse(entry.path, "size \(entry.size) in the pack, \(file.size) in the snapshot", in: packPath)
+                }
+                try restorer.write(file, from: reader, stagingFD: stagingFD, staging: staging, created: &created, pipeline: pipeline, entry: entries)
+                checks.append((entries, file))
+                entries += 1
+                try checkDigests(waitingForAll: false)
+            }
+        }
+
+        func checkDigests(waitingForAll: Bool) throws {
+            if waitingForAll { pipeline.drain() }
+            while checked < checks.count, let digest = pipeline.takeDigest(checks[checked].entry) {
+                guard digest == checks[checked].file.sha256 else { throw Restorer.mismatch(checks[checked].file) }
+                checked += 1
+            }
+            if checked >= 4096 { checks.removeFirst(checked); checked = 0 }
+        }
+
+        /// Every digest in and matching.
+        func finish() throws {
+            try checkDigests(waitingForAll: true)
+            guard checked == checks.count else {
+                throw CofferError(.failed, operation: "restore", subject: staging, cause: "a digest of a restored file is missing; nothing was written to the targets")
+            }
         }
     }
 
