@@ -38,34 +38,46 @@ public struct DirectoryWalker {
         problem: (Problem) -> Void = { _ in },
         visit: (Entry) throws -> Void
     ) throws {
-        let rootFD = rootPath.withCPath { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-        guard rootFD >= 0 else { throw CofferError.system("open directory", root, errno: errno) }
+        let rootFD = try openRoot()
         defer { close(rootFD) }
 
         var pending: [PathBytes] = [[]]
         while let relative = pending.popLast() {
-            let fd: Int32
-            if relative.isEmpty {
-                fd = dup(rootFD)
-            } else {
-                fd = relative.withCPath { openat(rootFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            }
-            guard fd >= 0, let dir = fdopendir(fd) else {
-                let code = errno
-                if fd >= 0 { close(fd) }
-                problem(.cannotOpen(relativePath: relative, Errno(rawValue: code)))
-                continue
-            }
-            defer { closedir(dir) }
-            while let entry = readdir(dir) {
-                let name = Self.name(of: entry)
-                if name == [0x2E] || name == [0x2E, 0x2E] { continue }
+            try Self.forEachEntry(in: relative, under: rootFD, problem: problem) { name, kind in
                 let path = relative.isEmpty ? name : relative.appendingComponent(name)
-                let kind = Self.kind(of: entry, name: name, in: dirfd(dir))
                 try visit(Entry(relativePath: path, kind: kind))
                 if kind == .directory { pending.append(path) }
             }
         }
+    }
+
+    private func openRoot() throws -> Int32 {
+        let fd = rootPath.withCPath { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        guard fd >= 0 else { throw CofferError.system("open directory", root, errno: errno) }
+        return fd
+    }
+
+    /// Calls `body` with each entry's name and kind in the directory `relative` to the root, in
+    /// `readdir` order (`.` and `..` left out). A directory that cannot be opened goes to
+    /// `problem`, and the result is false.
+    @discardableResult
+    private static func forEachEntry(in relative: PathBytes, under rootFD: Int32, problem: (Problem) -> Void,
+                                     _ body: (PathBytes, FileInfo.Kind) throws -> Void) rethrows -> Bool {
+        let fd = relative.isEmpty ? dup(rootFD)
+            : relative.withCPath { openat(rootFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        guard fd >= 0, let dir = fdopendir(fd) else {
+            let code = errno
+            if fd >= 0 { close(fd) }
+            problem(.cannotOpen(relativePath: relative, Errno(rawValue: code)))
+            return false
+        }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = name(of: entry)
+            if name == [0x2E] || name == [0x2E, 0x2E] { continue }
+            try body(name, kind(of: entry, name: name, in: dirfd(dir)))
+        }
+        return true
     }
 
     /// Like ``walk(problem:visit:)``, but in the byte order of the relative paths (what
@@ -79,8 +91,7 @@ public struct DirectoryWalker {
         descend: (PathBytes) -> Bool = { _ in true },
         visit: (Entry) throws -> Void
     ) throws {
-        let rootFD = rootPath.withCPath { open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-        guard rootFD >= 0 else { throw CofferError.system("open directory", root, errno: errno) }
+        let rootFD = try openRoot()
         defer { close(rootFD) }
 
         struct Level {
@@ -89,21 +100,8 @@ public struct DirectoryWalker {
             var next = 0
         }
         func read(_ relative: PathBytes) -> [(name: PathBytes, kind: FileInfo.Kind)]? {
-            let fd = relative.isEmpty ? dup(rootFD)
-                : relative.withCPath { openat(rootFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            guard fd >= 0, let dir = fdopendir(fd) else {
-                let code = errno
-                if fd >= 0 { close(fd) }
-                problem(.cannotOpen(relativePath: relative, Errno(rawValue: code)))
-                return nil
-            }
-            defer { closedir(dir) }
             var entries: [(name: PathBytes, kind: FileInfo.Kind)] = []
-            while let entry = readdir(dir) {
-                let name = Self.name(of: entry)
-                if name == [0x2E] || name == [0x2E, 0x2E] { continue }
-                entries.append((name, Self.kind(of: entry, name: name, in: dirfd(dir))))
-            }
+            guard Self.forEachEntry(in: relative, under: rootFD, problem: problem, { entries.append(($0, $1)) }) else { return nil }
             entries.sort { Self.sortsBefore($0.name, $0.kind == .directory, $1.name, $1.kind == .directory) }
             return entries
         }
