@@ -19,6 +19,14 @@ struct Output {
         print(try Formatting.json(value))
     }
 
+    /// A command's report: the JSON document with --json, otherwise its text, which --quiet
+    /// holds back unless something is wrong. Returns the exit status.
+    func report(_ value: some Encodable, status: ExitStatus, text: () -> String) throws -> ExitStatus {
+        try json(value)
+        if status != .ok || !options.quiet { self.text(text()) }
+        return status
+    }
+
     /// `error: operation path: cause` and `hint: ...` on stderr.
     static func report(_ error: CofferError) {
         var message = "error: \(error.message)\n"

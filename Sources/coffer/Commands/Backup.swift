@@ -36,9 +36,7 @@ struct Backup: ParsableCommand {
             runner.logger = options.logger("coffer.backup")
             runner.progress = Progress(label: "backup", enabled: !options.quiet && !options.json)
             let report = try runner.run()
-            try output.json(report)
-            if report.status != .ok || !options.quiet { output.text(report.text()) }
-            return report.status
+            return try output.report(report, status: report.status) { report.text() }
         }
     }
 }

@@ -28,9 +28,7 @@ struct Cleanup: ParsableCommand {
             cleanup.dryRun = dryRun
             cleanup.logger = options.logger("coffer.cleanup")
             let report = try cleanup.run()
-            try output.json(report)
-            if report.status != .ok || !options.quiet { output.text(report.text()) }
-            return report.status
+            return try output.report(report, status: report.status) { report.text() }
         }
     }
 }

@@ -49,9 +49,7 @@ struct MigrateStatus: ParsableCommand {
         try CofferCLI.run(options) { output in
             let set = try migrationOptions.set()
             let status = try MigrationStatus.read(try options.configuration(), set: set)
-            try output.json(status)
-            if status.status != .ok || !options.quiet { output.text(status.text()) }
-            return status.status
+            return try output.report(status, status: status.status) { status.text() }
         }
     }
 }
@@ -81,9 +79,7 @@ struct MigratePlan: ParsableCommand {
         try CofferCLI.run(options) { output in
             let planner = MigrationPlanner(configuration: try options.configuration(), set: try migrationOptions.set())
             let report = try planner.run()
-            try output.json(report)
-            if report.exitStatus != .ok || !options.quiet { output.text(report.text()) }
-            return report.exitStatus
+            return try output.report(report, status: report.exitStatus) { report.text() }
         }
     }
 }
@@ -140,9 +136,7 @@ struct MigrateUp: ParsableCommand {
             upgrader.allowDestructive = allowDestructive
             if noBackup { upgrader.backup = .none }
             let report = try upgrader.run()
-            try output.json(report)
-            if report.exitStatus != .ok || !options.quiet { output.text(report.text()) }
-            return report.exitStatus
+            return try output.report(report, status: report.exitStatus) { report.text() }
         }
     }
 }

@@ -45,9 +45,7 @@ struct Prune: ParsableCommand {
             pruner.dryRun = dryRun
             pruner.logger = options.logger("coffer.prune")
             let report = try pruner.run()
-            try output.json(report)
-            if report.status != .ok || !options.quiet { output.text(report.text()) }
-            return report.status
+            return try output.report(report, status: report.status) { report.text() }
         }
     }
 }

@@ -44,9 +44,7 @@ struct Restore: ParsableCommand {
             restorer.logger = options.logger("coffer.restore")
             restorer.progress = Progress(label: "restore", enabled: !options.quiet && !options.json)
             let report = try restorer.run()
-            try output.json(report)
-            if report.status != .ok || !options.quiet { output.text(report.text()) }
-            return report.status
+            return try output.report(report, status: report.status) { report.text() }
         }
     }
 }
