@@ -22,6 +22,9 @@ public protocol RepositoryStorage: AnyObject {
     func get(_ name: String) throws -> Data
     /// `length` bytes from `offset` (a ranged get).
     func get(_ name: String, offset: Int64, length: Int) throws -> Data
+    /// `length` bytes from `offset`, handed to `body` a buffer at a time (a ranged get of any
+    /// size in constant memory). Throws when the object ends before `offset + length`.
+    func read(_ name: String, offset: Int64, length: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws
     /// Opens the object for one sequential read; the caller closes the descriptor.
     func openForReading(_ name: String) throws -> Int32
     /// Names of committed objects under a folder (`snapshots/`), sorted.
@@ -97,6 +100,20 @@ public final class LocalStorage: RepositoryStorage {
         var data = Data(count: length)
         try data.withUnsafeMutableBytes { try RawIO.preadAll(fd, $0.baseAddress!, length, at: offset, path: path(name)) }
         return data
+    }
+
+    public func read(_ name: String, offset: Int64, length: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        let fd = try openForReading(name)
+        defer { close(fd) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(min(length, 1 << 20)), alignment: 64)
+        defer { buffer.deallocate() }
+        var done: Int64 = 0
+        while done < length {
+            let n = Int(min(Int64(buffer.count), length - done))
+            try RawIO.preadAll(fd, buffer.baseAddress!, n, at: offset + done, path: path(name))
+            try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            done += Int64(n)
+        }
     }
 
     public func openForReading(_ name: String) throws -> Int32 { try RawIO.openForReading(path(name)) }

@@ -283,11 +283,12 @@ public struct SnapshotReader {
         while let file = try cursor.next() { try body(file) }
     }
 
-    /// The file records one at a time, in the order they were written.
-    public func makeCursor() throws -> FileCursor {
+    /// The file records one at a time, in the order they were written. `bufferSize` is where
+    /// the cursor starts (it grows for a longer line); many cursors open at once want it small.
+    public func makeCursor(bufferSize: Int = 1 << 20) throws -> FileCursor {
         let layout = try layout()
         return try FileCursor(name: name, fd: storage.openForReading(name), start: layout.filesStart, end: layout.summaryStart,
-                              damaged: damaged)
+                              bufferSize: bufferSize, damaged: damaged)
     }
 }
 
@@ -303,9 +304,9 @@ public final class FileCursor {
     let damaged: (String) -> CofferError
     lazy var decoder = JSONDecoder()
 
-    init(name: String, fd: Int32, start: Int64, end: Int64, damaged: @escaping (String) -> CofferError) throws {
+    init(name: String, fd: Int32, start: Int64, end: Int64, bufferSize: Int, damaged: @escaping (String) -> CofferError) throws {
         self.name = name; self.fd = fd; self.position = start; self.end = end; self.damaged = damaged
-        buffer = .allocate(byteCount: 1 << 20, alignment: 16)
+        buffer = .allocate(byteCount: max(bufferSize, 4096), alignment: 16)
     }
 
     deinit {

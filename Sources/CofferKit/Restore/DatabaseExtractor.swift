@@ -4,24 +4,28 @@ import Foundation
 import Glibc
 #endif
 
-/// Gets a snapshot's database copy out of its pack: the stored zstd stream by a ranged read
-/// (checked against its recorded SHA-256), then decompressed to `destination`.
+/// Gets a snapshot's database copy out of its pack: the stored zstd stream by a streamed ranged
+/// read (checked against its recorded SHA-256), then decompressed to `destination`.
 enum DatabaseExtractor {
     /// Returns the SHA-256 of the decompressed file. Throws when the stored stream is damaged.
     static func extract(_ database: Snapshot.Database, from repository: Repository, to destination: String) throws -> String {
         let compressedPath = destination + ".zst"
         defer { unlink(compressedPath) }
-        let stored = try repository.storage.get(database.pack, offset: database.offset, length: Int(database.storedSize))
-        let storedSha = Digest.hex(SHA256.hash(data: stored))
-        guard storedSha == database.storedSha256 else {
-            throw CofferError(.failed, operation: "read database copy", subject: "\(database.pack):\(database.entry)",
-                              cause: "its bytes changed (SHA-256 differs from the one recorded)",
-                              hint: "restore an older snapshot; `coffer verify --repo --read-data` lists what is damaged")
-        }
+        // The stored stream goes to a scratch file beside the destination, hashed on the way
+        // (a buffer at a time: a database copy can be larger than memory).
+        var storedHasher = SHA256()
         let out = try RawIO.createNew(compressedPath)
         do {
             defer { close(out) }
-            try stored.withUnsafeBytes { try RawIO.writeAll(out, $0.baseAddress!, $0.count, path: compressedPath) }
+            try repository.storage.read(database.pack, offset: database.offset, length: database.storedSize) { chunk in
+                storedHasher.update(bufferPointer: chunk)
+                try RawIO.writeAll(out, chunk.baseAddress!, chunk.count, path: compressedPath)
+            }
+        }
+        guard Digest.hex(storedHasher.finalize()) == database.storedSha256 else {
+            throw CofferError(.failed, operation: "read database copy", subject: "\(database.pack):\(database.entry)",
+                              cause: "its bytes changed (SHA-256 differs from the one recorded)",
+                              hint: "restore an older snapshot; `coffer verify --repo --read-data` lists what is damaged")
         }
         let input = try RawIO.openForReading(compressedPath)
         defer { close(input) }

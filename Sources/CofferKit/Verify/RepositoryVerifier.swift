@@ -54,37 +54,47 @@ public struct RepositoryVerifier {
 
         // The packs the selected snapshots need. A pack's digest covers all its entries, so the
         // entries of other snapshots in those packs are read too.
-        var needed = Set<String>()
+        var needed: Set<String>?
         if snapshot != nil {
+            var packs = Set<String>()
             for snap in selected {
-                needed.insert(snap.summary.database.pack)
-                try repository.reader(for: snap).files { needed.insert($0.pack) }
+                packs.insert(snap.summary.database.pack)
+                try repository.reader(for: snap).files { packs.insert($0.pack) }
             }
+            needed = packs
         }
-        var entries: [String: [Int64: Entry]] = [:]
-        var dependents: [String: Set<Int>] = [:] // pack -> indices into `all`
         var packDigests: [String: (size: Int64, sha256: String)] = [:]
         for pack in all.flatMap({ [$0.summary.pack] + ($0.summary.repacked ?? []) }) { packDigests[pack.name] = (pack.size, pack.sha256) }
-        func add(_ pack: String, _ offset: Int64, _ size: Int64, _ sha256: String, _ index: Int) {
-            guard snapshot == nil || needed.contains(pack) else { return }
-            dependents[pack, default: []].insert(index)
-            if entries[pack]?[offset] == nil {
-                entries[pack, default: [:]][offset] = Entry(offset: offset, size: size, sha256: SHA256Value(hex: sha256))
+
+        // References resolve: one streaming pass over the records, keeping per pack only its
+        // size and the snapshots that need it.
+        var dependents: [String: Set<Int>] = [:] // pack -> indices into `all`
+        var packSizes: [String: Int64?] = [:]
+        var damagedEntries: [(key: EntryKey, message: String)] = []
+        var seenDamaged = Set<EntryKey>()
+        func reference(_ pack: String, _ offset: Int64, _ size: Int64, _ index: Int) throws {
+            guard needed?.contains(pack) ?? true else { return }
+            if dependents[pack]?.contains(index) != true { dependents[pack, default: []].insert(index) }
+            let packSize: Int64?
+            if let known = packSizes[pack] { packSize = known } else {
+                packSize = try repository.storage.size(pack)
+                packSizes[pack] = packSize
+            }
+            if let packSize, offset + size > packSize, seenDamaged.insert(EntryKey(pack: pack, offset: offset)).inserted {
+                damagedEntries.append((EntryKey(pack: pack, offset: offset), "its bytes lie past the end of the pack"))
             }
         }
         for (index, snap) in all.enumerated() {
             let db = snap.summary.database
-            add(db.pack, db.offset, db.storedSize, db.storedSha256, index)
-            try repository.reader(for: snap).files { add($0.pack, $0.offset, $0.size, $0.sha256, index) }
+            try reference(db.pack, db.offset, db.storedSize, index)
+            try repository.reader(for: snap).files { try reference($0.pack, $0.offset, $0.size, index) }
         }
-        report.packs = entries.count
+        report.packs = dependents.count
         func snapshotsNeeding(_ pack: String) -> [String] { (dependents[pack] ?? []).map { all[$0].id }.sorted() }
 
-        // References resolve.
-        var damagedEntries: [(key: EntryKey, message: String)] = []
-        var usablePacks: [String] = []
-        for (pack, packEntries) in entries.sorted(by: { $0.key < $1.key }) {
-            guard let size = try repository.storage.size(pack) else {
+        var usablePacks: [String: Int64] = [:]
+        for pack in dependents.keys.sorted() {
+            guard let size = packSizes[pack] ?? nil else {
                 report.findings.append(.init(kind: "pack_missing", path: pack, snapshots: snapshotsNeeding(pack),
                                              message: "a pack snapshots need is missing"))
                 continue
@@ -93,29 +103,35 @@ public struct RepositoryVerifier {
                 report.findings.append(.init(kind: "pack_damaged", path: pack, snapshots: snapshotsNeeding(pack),
                                              message: "size \(size), recorded \(expected.size)"))
             }
-            for entry in packEntries.values.sorted(by: { $0.offset < $1.offset }) where entry.offset + entry.size > size {
-                damagedEntries.append((EntryKey(pack: pack, offset: entry.offset), "its bytes lie past the end of the pack"))
-            }
-            usablePacks.append(pack)
+            usablePacks[pack] = size
         }
 
         if readData {
-            progress?.start(total: try usablePacks.reduce(0) { $0 + (try repository.storage.size($1) ?? 0) })
+            progress?.start(total: usablePacks.values.reduce(0, +))
             // Two independent lanes on two cores: the packs, read and hashed in one pass, and
             // the database copies, decompressed and integrity-checked (each snapshot has its own).
             var packReport = report, databaseReport = RepositoryReport(repository: report.repository, readData: true)
             var packDamage: [(key: EntryKey, message: String)] = []
             var failures: [Error?] = [nil, nil]
             let packLane = { [self] in
-                for pack in usablePacks {
-                    let sorted = entries[pack]!.values.sorted { $0.offset < $1.offset }
-                    let expected = packDigests[pack]
-                    for offset in try readPack(pack, entries: sorted, expected: expected, repository: repository, into: &packReport) {
-                        packDamage.append((EntryKey(pack: pack, offset: offset), "its bytes changed (SHA-256 differs from the one recorded)"))
+                let merge = PackMerge(repository: repository, snapshots: all, packs: usablePacks, digests: packDigests,
+                                      progress: progress)
+                do {
+                    try merge.run()
+                    packReport.bytesRead += merge.bytesRead
+                    packReport.filesChecked += merge.entriesChecked
+                    packDamage = merge.damaged
+                    for pack in merge.damagedPacks {
+                        packReport.findings.append(.init(kind: "pack_damaged", path: pack.name, snapshots: snapshotsNeeding(pack.name),
+                                                         message: pack.message))
                     }
-                    if packReport.findings.last?.kind == "pack_damaged", packReport.findings.last?.path == pack {
-                        packReport.findings[packReport.findings.count - 1].snapshots = snapshotsNeeding(pack)
-                    }
+                } catch is PackMerge.OutOfOrder {
+                    // Records or packs written in another order (older formats): the entries
+                    // of each pack are gathered in memory and each pack read on its own.
+                    logger.info("verify: records not in pack order, reading pack by pack")
+                    progress?.start(total: usablePacks.values.reduce(0, +))
+                    packDamage = try readPacksInMemory(all: all, usable: usablePacks, digests: packDigests, repository: repository,
+                                                       into: &packReport, snapshotsNeeding: snapshotsNeeding)
                 }
             }
             let databaseLane = { [self] in
@@ -131,7 +147,7 @@ public struct RepositoryVerifier {
             if let failure = failures.compactMap({ $0 }).first { throw failure }
             report = packReport
             report.findings += databaseReport.findings
-            damagedEntries += packDamage
+            for item in packDamage where seenDamaged.insert(item.key).inserted { damagedEntries.append(item) }
             progress?.finish()
         }
         if !damagedEntries.isEmpty {
@@ -139,6 +155,34 @@ public struct RepositoryVerifier {
         }
         report.seconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    /// The fallback of `--read-data` for records or packs not in path order: every stored
+    /// entry of the usable packs in memory (one compact entry each), then each pack read once.
+    func readPacksInMemory(all: [Snapshot], usable: [String: Int64], digests: [String: (size: Int64, sha256: String)],
+                           repository: Repository, into report: inout RepositoryReport,
+                           snapshotsNeeding: (String) -> [String]) throws -> [(key: EntryKey, message: String)] {
+        var entries: [String: [Int64: Entry]] = [:]
+        func add(_ pack: String, _ offset: Int64, _ size: Int64, _ sha256: String) {
+            guard let packSize = usable[pack], offset + size <= packSize, entries[pack]?[offset] == nil else { return }
+            entries[pack, default: [:]][offset] = Entry(offset: offset, size: size, sha256: SHA256Value(hex: sha256))
+        }
+        for snap in all {
+            let db = snap.summary.database
+            add(db.pack, db.offset, db.storedSize, db.storedSha256)
+            try repository.reader(for: snap).files { add($0.pack, $0.offset, $0.size, $0.sha256) }
+        }
+        var damaged: [(key: EntryKey, message: String)] = []
+        for pack in usable.keys.sorted() {
+            let sorted = (entries[pack] ?? [:]).values.sorted { $0.offset < $1.offset }
+            for offset in try readPack(pack, entries: sorted, expected: digests[pack], repository: repository, into: &report) {
+                damaged.append((EntryKey(pack: pack, offset: offset), "its bytes changed (SHA-256 differs from the one recorded)"))
+            }
+            if report.findings.last?.kind == "pack_damaged", report.findings.last?.path == pack {
+                report.findings[report.findings.count - 1].snapshots = snapshotsNeeding(pack)
+            }
+        }
+        return damaged
     }
 
     /// Names damaged entries: the file (or database copy) each one holds, and every snapshot

@@ -15,18 +15,10 @@ import Testing
         return (fixture, all[0], all[1])
     }
 
-    func firstFile(_ fixture: BackupFixture, _ snapshot: Snapshot, minimumSize: Int64 = 10) throws -> Snapshot.File {
-        var found: Snapshot.File?
-        try fixture.repository().reader(for: snapshot).files { file in
-            if found == nil, file.size >= minimumSize { found = file }
-        }
-        return try #require(found)
-    }
-
     @Test func aFlippedDataByteIsFoundAndNamedWithEverySnapshotThatNeedsIt() throws {
         let (fixture, first, second) = try twoSnapshots()
         #expect(try fixture.verifyRepository().findings.isEmpty)
-        let file = try firstFile(fixture, first)
+        let file = try fixture.firstFile(in: first)
         try flipByte(fixture.repo + "/" + file.pack, at: file.offset + file.size / 2)
 
         // Without reading data the references still resolve: only --read-data sees bytes.
@@ -37,6 +29,12 @@ import Testing
         #expect(damaged.path == PathText.display(file.path))
         #expect(damaged.snapshots == [first.id, second.id].sorted())
         #expect(report.findings.contains { $0.kind == "pack_damaged" && $0.path == file.pack && $0.snapshots == [first.id, second.id].sorted() }, "\(report.findings)")
+        // Read beside the records in path order, the pack shows the same damage as when its
+        // entries are gathered in memory.
+        let both = try fixture.readPacksBothWays()
+        let merge = try both.merge.get()
+        #expect(merge.damaged.map(\.key.offset) == [file.offset] && both.inMemoryDamage == [file.offset])
+        #expect(merge.damagedPacks.map(\.name) == [file.pack])
         // Checking only the second snapshot reads the same pack and names the same damage.
         let selected = try fixture.verifyRepository(snapshot: second.id)
         #expect(selected.findings.contains { $0.kind == "file_damaged" && $0.path == PathText.display(file.path) })
@@ -52,7 +50,7 @@ import Testing
 
     @Test func aFlippedHeaderByteIsFound() throws {
         let (fixture, first, _) = try twoSnapshots()
-        let file = try firstFile(fixture, first)
+        let file = try fixture.firstFile(in: first)
         try flipByte(fixture.repo + "/" + file.pack, at: file.offset - 512 + 10) // inside the entry's ustar header name
         let report = try fixture.verifyRepository()
         #expect(report.findings.contains { $0.kind == "pack_damaged" }, "\(report.findings)")
@@ -224,6 +222,23 @@ import Testing
         edit(&lines, first)
         try (lines.joined(separator: "\n") + "\n").write(toFile: record, atomically: false, encoding: .utf8)
         return fixture
+    }
+
+    /// Records written in another order (two file lines swapped) cannot be merged with their
+    /// packs: verify gathers each pack's entries in memory instead, and still finds a damaged byte.
+    @Test func aRecordOutOfPathOrderIsStillVerified() throws {
+        let fixture = try editedRecord(jobs: 12) { lines, first in lines.swapAt(first, first + 1) }
+        #expect(throws: PackMerge.OutOfOrder.self) { try fixture.readPacksBothWays().merge.get() }
+        let clean = try fixture.verifyRepository()
+        #expect(clean.findings.isEmpty, "\(clean.findings)")
+        #expect(clean.filesChecked > 5)
+        let snapshot = try fixture.repository().resolve("latest")
+        let file = try fixture.firstFile(in: snapshot, minimumSize: 100)
+        try flipByte(fixture.repo + "/" + file.pack, at: file.offset + 50)
+        let report = try fixture.verifyRepository()
+        #expect(report.findings.contains { $0.kind == "file_damaged" && $0.path == PathText.display(file.path) && $0.snapshots == [snapshot.id] },
+                "\(report.findings)")
+        #expect(report.findings.contains { $0.kind == "pack_damaged" && $0.path == file.pack })
     }
 
     @Test(arguments: ["../../escaped.txt", "/etc/cron.d/escaped", "library/./x", "library//x", "library/../../x"])

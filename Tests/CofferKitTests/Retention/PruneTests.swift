@@ -119,6 +119,13 @@ import Testing
         // Every byte checks out, and the kept snapshots restore to exactly what they did before.
         let verify = try fixture.verifyRepository()
         #expect(verify.findings.isEmpty, "\(verify.findings)")
+        // Repacked packs keep their entries in path order: verify still reads them beside the
+        // records in one merge, and reads and checks what the in-memory way does.
+        let both = try fixture.readPacksBothWays()
+        let merge = try both.merge.get()
+        #expect(merge.damaged.isEmpty && merge.damagedPacks.isEmpty)
+        #expect(merge.entriesChecked == both.inMemory.filesChecked && merge.bytesRead == both.inMemory.bytesRead)
+        #expect(merge.entriesChecked > 20)
         for snap in all.suffix(2) {
             _ = try fixture.restore(into: "after-\(snap.id)", snapshot: snap.id)
             #expect(try TreeSnapshot(fixture.volume.directory.child("after-\(snap.id)/media"))

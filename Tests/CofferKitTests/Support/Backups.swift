@@ -2,6 +2,7 @@ import CofferFixtures
 @testable import CofferKit
 import Foundation
 import GRDB
+import Testing
 
 /// A volume with a repository beside it, and helpers to back up, restore and compare.
 struct BackupFixture {
@@ -42,6 +43,37 @@ struct BackupFixture {
     }
 
     func repository() throws -> Repository { try Repository.open(repo) }
+
+    /// The first file of `snapshot` of at least `minimumSize` bytes.
+    func firstFile(in snapshot: Snapshot, minimumSize: Int64 = 10) throws -> Snapshot.File {
+        var found: Snapshot.File?
+        try repository().reader(for: snapshot).files { file in
+            if found == nil, file.size >= minimumSize { found = file }
+        }
+        return try #require(found)
+    }
+
+    /// Reads every pack the records refer to both ways `verify --read-data` can: merged with
+    /// the records in path order (``PackMerge``, which throws ``PackMerge/OutOfOrder`` when the
+    /// order does not hold) and gathered in memory. Returns the merge's damage and counts and
+    /// the in-memory way's.
+    func readPacksBothWays() throws -> (merge: Result<PackMerge, Error>, inMemory: RepositoryReport, inMemoryDamage: [Int64]) {
+        let repository = try repository()
+        let all = try repository.snapshots().snapshots
+        var packs: [String: Int64] = [:]
+        var digests: [String: (size: Int64, sha256: String)] = [:]
+        for snap in all {
+            for pack in [snap.summary.pack] + (snap.summary.repacked ?? []) { digests[pack.name] = (pack.size, pack.sha256) }
+            packs[snap.summary.database.pack] = try repository.storage.size(snap.summary.database.pack)
+            try repository.reader(for: snap).files { packs[$0.pack] = try repository.storage.size($0.pack) }
+        }
+        let merge = PackMerge(repository: repository, snapshots: all, packs: packs, digests: digests, progress: nil)
+        let merged = Result { try merge.run(); return merge }
+        var report = RepositoryReport(repository: repo, readData: true)
+        let damage = try RepositoryVerifier(repository: repo).readPacksInMemory(
+            all: all, usable: packs, digests: digests, repository: repository, into: &report, snapshotsNeeding: { _ in [] })
+        return (merged, report, damage.map(\.key.offset).sorted())
+    }
 
     func packs() throws -> [String] { try repository().storage.list("packs").map { repo + "/" + $0 } }
 }
