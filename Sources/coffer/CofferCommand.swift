@@ -15,7 +15,7 @@ struct CofferCommand: ParsableCommand {
             3 locked by another run, 64 usage or configuration error, 130 interrupted.
             """,
         version: CofferVersion.description,
-        subcommands: [Init.self, ConfigCommand.self, Status.self, Verify.self, Backup.self, Snapshots.self, Restore.self, Cleanup.self, ExportJobs.self, ImportJobs.self, Prune.self, Migrate.self]
+        subcommands: [Init.self, ConfigCommand.self, Status.self, Verify.self, Backup.self, Snapshots.self, Restore.self, DrillCommand.self, Cleanup.self, ExportJobs.self, ImportJobs.self, Prune.self, Migrate.self]
     )
 
     /// Logs go to stderr, so stdout holds only a command's report (or its JSON document).

@@ -6,6 +6,10 @@ import Foundation
 /// behave the same in every command.
 struct Output {
     let options: GlobalOptions
+    /// The figures of the report printed, for the metrics file.
+    let figures = FiguresBox()
+
+    final class FiguresBox { var value: RunFigures? }
 
     /// Human text on stdout (not with --json or --quiet).
     func text(_ text: String) {
@@ -15,6 +19,7 @@ struct Output {
 
     /// The JSON document on stdout (only with --json).
     func json(_ value: some Encodable) throws {
+        if let reporting = value as? MetricsReporting { figures.value = reporting.figures }
         guard options.json else { return }
         print(try Formatting.json(value))
     }
@@ -46,21 +51,55 @@ struct ErrorDocument: Encodable {
     enum CodingKeys: String, CodingKey { case error, hint, exitCode = "exit_code" }
 }
 
-/// Runs a command's body and turns its outcome into the documented exit code. This is the one
-/// place where Coffer errors become exit codes.
-enum CofferCLI {
-static func run(_ options: GlobalOptions, _ body: (Output) throws -> ExitStatus) throws {
-    let output = Output(options: options)
-    let status: ExitStatus
-    do {
-        status = try body(output)
-    } catch let error as CofferError {
-        Output.report(error)
-        if options.json {
-            print((try? Formatting.json(ErrorDocument(error: error.message, hint: error.hint, exitCode: error.status.rawValue))) ?? "{}")
-        }
-        throw ExitCode(error.status.rawValue)
-    }
-    if status != .ok { throw ExitCode(status.rawValue) }
+/// `--metrics-file`, on the commands an operator runs unattended.
+struct MetricsOptions: ParsableArguments {
+    @Option(name: .customLong("metrics-file"),
+            help: ArgumentHelp("Also write this run's metrics (Prometheus text format) into this file, e.g. node_exporter's textfile folder.",
+                               valueName: "file"))
+    var metricsFile: String?
 }
+
+/// Runs a command's body and turns its outcome into the documented exit code. This is the one
+/// place where Coffer errors become exit codes (and where `--metrics-file` is written).
+enum CofferCLI {
+    /// `command` and, for commands on a repository, `repositoryLabel` name the run's series in
+    /// the metrics file (a run that failed before its report still has them).
+    static func run(_ options: GlobalOptions, metrics: MetricsOptions? = nil, command: String = "", repositoryLabel: Bool = false,
+                    _ body: (Output) throws -> ExitStatus) throws {
+        let started = Date()
+        let metricsFile = metrics?.metricsFile
+        if let metricsFile {
+            do { try MetricsFile.check(metricsFile) } catch let error as CofferError {
+                Output.report(error)
+                throw ExitCode(error.status.rawValue)
+            }
+        }
+        let output = Output(options: options)
+        func recordMetrics(_ status: Int32) {
+            guard let metricsFile else { return }
+            var figures = output.figures.value ?? RunFigures()
+            if repositoryLabel, figures.repository == nil { figures.repository = (try? options.configuration())?.repo }
+            do {
+                try MetricsFile.record(.init(command: command, exitCode: status, started: started, finished: Date(), figures: figures),
+                                       at: metricsFile)
+            } catch let error as CofferError {
+                Output.warn("metrics not written: \(error.message)")
+            } catch {
+                Output.warn("metrics not written: \(error)")
+            }
+        }
+        let status: ExitStatus
+        do {
+            status = try body(output)
+        } catch let error as CofferError {
+            Output.report(error)
+            if options.json {
+                print((try? Formatting.json(ErrorDocument(error: error.message, hint: error.hint, exitCode: error.status.rawValue))) ?? "{}")
+            }
+            recordMetrics(error.status.rawValue)
+            throw ExitCode(error.status.rawValue)
+        }
+        recordMetrics(status.rawValue)
+        if status != .ok { throw ExitCode(status.rawValue) }
+    }
 }

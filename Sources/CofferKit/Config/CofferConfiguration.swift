@@ -67,6 +67,14 @@ public struct CofferConfiguration: Sendable {
         return try CofferConfiguration(settings: settings)
     }
 
+    /// The same settings with some replaced (as if given as flags): a drill's scratch targets.
+    public func replacing(_ values: [SettingKey: String], origin: String) throws -> CofferConfiguration {
+        try CofferConfiguration(settings: settings.map { setting in
+            guard let value = values[setting.key] else { return setting }
+            return Setting(key: setting.key, value: value, source: .flag, origin: origin)
+        })
+    }
+
     init(settings: [Setting]) throws {
         self.settings = settings
         func value(_ key: SettingKey) -> String { settings.first { $0.key == key }?.value ?? "" }

@@ -16,6 +16,13 @@ public enum PathText {
         return end == 0 ? "/" : String(decoding: bytes[..<end], as: UTF8.self)
     }
 
+    /// The last component: "/a/b" -> "b", "a/b/" -> "b", "a" -> "a".
+    public static func lastComponent(_ path: String) -> String {
+        let trimmed = path.utf8.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        guard let slash = trimmed.lastIndex(of: "/") else { return trimmed }
+        return String(trimmed[trimmed.index(after: slash)...])
+    }
+
     /// A printable, single-line rendering of a path: valid UTF-8 is kept, control characters are
     /// escaped (`\n`, `\t`, `\r`, `\xNN`), a backslash is doubled, and every byte that is not
     /// valid UTF-8 becomes `\xNN`. Two different paths never render the same.

@@ -17,6 +17,7 @@ struct Backup: ParsableCommand {
             """)
 
     @OptionGroup var options: GlobalOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Flag(help: "Read and store every file again: a self-contained pack.")
     var full = false
@@ -28,7 +29,7 @@ struct Backup: ParsableCommand {
     var dryRun = false
 
     func run() throws {
-        try CofferCLI.run(options) { output in
+        try CofferCLI.run(options, metrics: metrics, command: "backup", repositoryLabel: true) { output in
             var runner = BackupRunner(configuration: try options.configuration())
             runner.full = full
             runner.tags = tag

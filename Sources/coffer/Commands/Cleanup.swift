@@ -18,12 +18,13 @@ struct Cleanup: ParsableCommand {
             """)
 
     @OptionGroup var options: GlobalOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Flag(help: "Report what would be removed, remove nothing.")
     var dryRun = false
 
     func run() throws {
-        try CofferCLI.run(options) { output in
+        try CofferCLI.run(options, metrics: metrics, command: "cleanup") { output in
             var cleanup = TempCleanup(configuration: try options.configuration())
             cleanup.dryRun = dryRun
             cleanup.logger = options.logger("coffer.cleanup")

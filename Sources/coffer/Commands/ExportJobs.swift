@@ -25,6 +25,7 @@ struct ExportJobs: ParsableCommand {
             """)
 
     @OptionGroup var options: GlobalOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Option(help: ArgumentHelp("Only jobs created longer ago than this: 45s, 90m, 12h, 30d, 2w.", valueName: "duration"))
     var olderThan = "30d"
@@ -48,7 +49,7 @@ struct ExportJobs: ParsableCommand {
     var dryRun = false
 
     func run() throws {
-        try CofferCLI.run(options) { output in
+        try CofferCLI.run(options, metrics: metrics, command: "export-jobs") { output in
             var exporter = JobExporter(configuration: try options.configuration(), olderThan: try RetentionAge(parsing: olderThan),
                                        outDirectory: out)
             if let status { exporter.statuses = status.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() } }

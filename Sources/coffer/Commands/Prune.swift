@@ -22,6 +22,7 @@ struct Prune: ParsableCommand {
             """)
 
     @OptionGroup var options: GlobalOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Option(help: "Keep the N newest snapshots.") var keepLast = 0
     @Option(help: "Keep the newest snapshot of each of the last N days with snapshots.") var keepDaily = 0
@@ -39,7 +40,7 @@ struct Prune: ParsableCommand {
     }
 
     func run() throws {
-        try CofferCLI.run(options) { output in
+        try CofferCLI.run(options, metrics: metrics, command: "prune", repositoryLabel: true) { output in
             let policy = KeepPolicy(last: keepLast, daily: keepDaily, weekly: keepWeekly, monthly: keepMonthly, yearly: keepYearly)
             var pruner = Pruner(repository: try options.configuration().repo, policy: policy)
             pruner.dryRun = dryRun

@@ -20,6 +20,7 @@ struct Verify: ParsableCommand {
             """)
 
     @OptionGroup var options: GlobalOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Flag(help: "Run PRAGMA integrity_check instead of quick_check (slower, also checks indexes).")
     var full = false
@@ -39,7 +40,7 @@ struct Verify: ParsableCommand {
     func run() throws {
         // Only --repo on the command line switches to the repository; COFFER_REPO alone does not.
         if options.repo != nil { return try verifyRepository() }
-        try CofferCLI.run(options) { output in
+        try CofferCLI.run(options, metrics: metrics, command: "verify") { output in
             let configuration = try options.configuration()
             var verifier = LiveVerifier(configuration: configuration)
             verifier.full = full
@@ -54,7 +55,7 @@ struct Verify: ParsableCommand {
     }
 
     func verifyRepository() throws {
-        try CofferCLI.run(options) { output in
+        try CofferCLI.run(options, metrics: metrics, command: "verify", repositoryLabel: true) { output in
             var verifier = RepositoryVerifier(repository: try options.configuration().repo)
             verifier.snapshot = snapshot
             verifier.readData = readData

@@ -1,0 +1,215 @@
+import Crypto
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `coffer drill`: a restore rehearsal. Restores a snapshot into a scratch folder on the
+/// filesystem a real restore would use, checks the result the way an operator would before
+/// switching over (the restore's own checks: integrity_check, foreign keys, reconciliation;
+/// then every restored file read back from disk and re-hashed against the snapshot), reports
+/// how long the restore took (RTO) and how old the snapshot is (RPO), and removes the scratch.
+/// The live volume and the repository are only read.
+public struct Drill {
+    public var configuration: CofferConfiguration
+    public var snapshot = "latest"
+    /// An existing folder to restore into (a fresh subfolder is made and removed). Default:
+    /// the folder that holds MEDIA_ROOT, the filesystem a restore of this volume would use.
+    public var scratch: String?
+    public var logger = Logger(label: "coffer.drill")
+    public var progress: Progress?
+    public var now: () -> Date = Date.init
+
+    public init(configuration: CofferConfiguration) { self.configuration = configuration }
+
+    public func run() throws -> DrillReport {
+        let started = Date()
+        let repository = try Repository.open(configuration.repo)
+        let snap = try repository.resolve(snapshot)
+        let base = try scratchBase()
+        let place = base + "/.coffer-drill-\(snap.id)-\(getpid())"
+        guard mkdir(place, 0o700) == 0 else {
+            throw CofferError.system("create scratch folder", place, errno: errno)
+        }
+        defer { FileSystem.removeTree(place) }
+        var report = DrillReport(repository: repository.location, snapshot: snap.id, snapshotTime: snap.header.time, scratch: place)
+        if let time = ISO8601DateFormatter.withFractions.date(from: snap.header.time) {
+            report.snapshotAgeSeconds = max(0, now().timeIntervalSince(time))
+        }
+
+        // 1. The restore, as `coffer restore` would do it.
+        var restorer = Restorer(configuration: try configuration.replacing(
+            [.dbPath: place + "/data/db.sqlite", .mediaRoot: place + "/media"], origin: "drill scratch"))
+        restorer.snapshot = snap.id
+        restorer.logger = logger
+        restorer.progress = progress
+        let restoreStarted = Date()
+        do {
+            let restore = try restorer.run()
+            report.restoreSeconds = Date().timeIntervalSince(restoreStarted)
+            report.restore = restore
+            for finding in restore.verify?.findings ?? [] {
+                report.findings.append(.init(kind: finding.kind.rawValue, path: finding.path ?? "", message: finding.message))
+            }
+        } catch let error as CofferError where error.status == .failed {
+            report.restoreSeconds = Date().timeIntervalSince(restoreStarted)
+            report.findings.append(.init(kind: "restore_failed", path: error.subject ?? "", message: error.message))
+            report.seconds = Date().timeIntervalSince(started)
+            return report
+        }
+
+        // 2. Every restored file read back from disk and re-hashed against the snapshot.
+        let rehashStarted = Date()
+        let media = PathBytes((place + "/media").utf8)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        try repository.reader(for: snap).files { file in
+            let path = media.appendingComponent(file.path)
+            let fd = path.withCPath { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+            guard fd >= 0 else {
+                report.findings.append(.init(kind: "file_missing", path: PathText.display(file.path),
+                                             message: "not restored: \(String(cString: strerror(errno)))"))
+                return
+            }
+            defer { close(fd) }
+            var hasher = SHA256()
+            var size: Int64 = 0
+            while true {
+                let n = try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: PathText.display(path))
+                if n == 0 { break }
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+                size += Int64(n)
+            }
+            report.filesRehashed += 1
+            report.bytesRehashed += size
+            if size != file.size || Digest.hex(hasher.finalize()) != file.sha256 {
+                report.findings.append(.init(kind: "file_differs", path: PathText.display(file.path),
+                                             message: "restored bytes differ from the snapshot (\(size) bytes, recorded \(file.size))"))
+            }
+        }
+        report.rehashSeconds = Date().timeIntervalSince(rehashStarted)
+        report.seconds = Date().timeIntervalSince(started)
+        return report
+    }
+
+    func scratchBase() throws -> String {
+        if let scratch {
+            guard case .success(let info) = FileSystem.status(scratch), info.kind == .directory else {
+                throw CofferError(.usage, operation: "drill", subject: scratch, cause: "the scratch folder does not exist",
+                                  hint: "create it, on the filesystem a restore would use, or leave out --scratch")
+            }
+            return scratch
+        }
+        guard !configuration.mediaRoot.isEmpty else {
+            throw CofferError(.usage, operation: "drill", subject: "MEDIA_ROOT", cause: "not set, and no --scratch given",
+                              hint: "give --scratch DIR on the filesystem a restore would use, or set MEDIA_ROOT")
+        }
+        let parent = PathText.parent(configuration.mediaRoot)
+        guard case .success(let info) = FileSystem.status(parent), info.kind == .directory else {
+            throw CofferError(.usage, operation: "drill", subject: parent, cause: "the folder that holds MEDIA_ROOT does not exist",
+                              hint: "give --scratch DIR on the filesystem a restore would use")
+        }
+        return parent
+    }
+}
+
+/// What `coffer drill` found. Encoded as the `--json` document.
+public struct DrillReport: Sendable, Codable, MetricsReporting {
+    public struct Finding: Sendable, Codable, Equatable {
+        /// `restore_failed`, `file_missing`, `file_differs`, or a kind of `coffer verify`.
+        public var kind: String
+        public var path: String
+        public var message: String
+    }
+
+    public var command = "drill"
+    public var repository: String
+    public var snapshot: String
+    public var snapshotTime: String
+    /// Where it was restored (removed afterwards).
+    public var scratch: String
+    /// RPO: how old the snapshot was when the drill ran.
+    public var snapshotAgeSeconds: Double?
+    /// RTO: how long the restore took, its own checks included.
+    public var restoreSeconds: Double = 0
+    public var rehashSeconds: Double = 0
+    public var filesRehashed = 0
+    public var bytesRehashed: Int64 = 0
+    public var restore: RestoreReport?
+    public var findings: [Finding] = []
+    public var seconds: Double = 0
+
+    public var status: ExitStatus { findings.isEmpty ? .ok : .findings }
+
+    enum CodingKeys: String, CodingKey {
+        case command, repository, snapshot, snapshotTime = "snapshot_time", scratch, snapshotAgeSeconds = "snapshot_age_seconds"
+        case restoreSeconds = "restore_seconds", rehashSeconds = "rehash_seconds", filesRehashed = "files_rehashed"
+        case bytesRehashed = "bytes_rehashed", restore, findings, seconds, status
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(command, forKey: .command)
+        try c.encode(repository, forKey: .repository)
+        try c.encode(snapshot, forKey: .snapshot)
+        try c.encode(snapshotTime, forKey: .snapshotTime)
+        try c.encode(scratch, forKey: .scratch)
+        try c.encodeIfPresent(snapshotAgeSeconds, forKey: .snapshotAgeSeconds)
+        try c.encode(restoreSeconds, forKey: .restoreSeconds)
+        try c.encode(rehashSeconds, forKey: .rehashSeconds)
+        try c.encode(filesRehashed, forKey: .filesRehashed)
+        try c.encode(bytesRehashed, forKey: .bytesRehashed)
+        try c.encodeIfPresent(restore, forKey: .restore)
+        try c.encode(findings, forKey: .findings)
+        try c.encode(seconds, forKey: .seconds)
+        try c.encode(status == .ok ? "ok" : "failed", forKey: .status)
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        repository = try c.decode(String.self, forKey: .repository)
+        snapshot = try c.decode(String.self, forKey: .snapshot)
+        snapshotTime = try c.decode(String.self, forKey: .snapshotTime)
+        scratch = try c.decode(String.self, forKey: .scratch)
+        snapshotAgeSeconds = try c.decodeIfPresent(Double.self, forKey: .snapshotAgeSeconds)
+        restoreSeconds = try c.decode(Double.self, forKey: .restoreSeconds)
+        rehashSeconds = try c.decode(Double.self, forKey: .rehashSeconds)
+        filesRehashed = try c.decode(Int.self, forKey: .filesRehashed)
+        bytesRehashed = try c.decode(Int64.self, forKey: .bytesRehashed)
+        restore = try c.decodeIfPresent(RestoreReport.self, forKey: .restore)
+        findings = try c.decode([Finding].self, forKey: .findings)
+        seconds = try c.decode(Double.self, forKey: .seconds)
+    }
+
+    init(repository: String, snapshot: String, snapshotTime: String, scratch: String) {
+        self.repository = repository; self.snapshot = snapshot; self.snapshotTime = snapshotTime; self.scratch = scratch
+    }
+
+    public var figures: RunFigures {
+        var extra = [RunFigures.Gauge(name: "coffer_drill_restore_seconds", help: "RTO: how long the drill's restore took, its checks included.",
+                                      value: restoreSeconds)]
+        if let snapshotAgeSeconds {
+            extra.append(.init(name: "coffer_drill_snapshot_age_seconds", help: "RPO: how old the drilled snapshot was.", value: snapshotAgeSeconds))
+        }
+        return RunFigures(repository: repository, bytesRead: bytesRehashed,
+                          bytesWritten: (restore?.bytes ?? 0) + (restore?.databaseBytes ?? 0), files: filesRehashed,
+                          findings: findings.count, extra: extra)
+    }
+
+    public func text() -> String {
+        var lines = ["drill of snapshot \(snapshot) (\(snapshotTime)) from \(PathText.display(repository))"]
+        if let snapshotAgeSeconds { lines.append("  RPO: the snapshot is \(Formatting.seconds(snapshotAgeSeconds)) old") }
+        lines.append("  RTO: restored and checked in \(Formatting.seconds(restoreSeconds))"
+                     + (restore.map { " (\($0.files) files, \(Formatting.bytes($0.bytes)) + database \(Formatting.bytes($0.databaseBytes)))" } ?? ""))
+        lines.append("  re-hashed \(filesRehashed) restored files, \(Formatting.bytes(bytesRehashed)) in \(Formatting.seconds(rehashSeconds))")
+        if findings.isEmpty {
+            lines.append("  drill passed; scratch removed (\(Formatting.seconds(seconds)) in all)")
+        } else {
+            lines.append("  DRILL FAILED: \(findings.count) finding(s); scratch removed")
+            for finding in findings.prefix(50) { lines.append("  \(finding.kind): \(finding.path): \(finding.message)") }
+            if findings.count > 50 { lines.append("  ... \(findings.count - 50) more (--json lists them all)") }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
