@@ -21,6 +21,7 @@ struct CofferCommand: ParsableCommand {
     /// Logs go to stderr, so stdout holds only a command's report (or its JSON document).
     static func main() {
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        Interruption.install()
         main(nil)
     }
 }

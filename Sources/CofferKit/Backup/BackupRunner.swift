@@ -102,6 +102,7 @@ public struct BackupRunner {
         var parentMerge = try parent.map { try ParentMerge(cursor: try repository.reader(for: $0).makeCursor()) }
         var bytesToWrite: Int64 = 0
         try collect(copyPath: copyPath, layout: layout, problems: &problems) { candidate in
+            try Interruption.check("backup")
             var candidate = candidate
             candidate.reuse = try parentMerge?.reuse(for: candidate)
             report.files += 1
@@ -185,6 +186,7 @@ public struct BackupRunner {
         progress?.start(total: bytesToWrite)
         try spool.rewind()
         while let candidate = try spool.next() {
+            try Interruption.check("backup")
             if let reuse = candidate.reuse {
                 waiting.append((Snapshot.File(path: candidate.relative, size: candidate.info.size, mode: reuse.mode,
                                               mtime: candidate.info.modified, inode: candidate.info.inode, sha256: reuse.sha256.hex,
@@ -459,6 +461,7 @@ public struct BackupRunner {
         var remaining = before.size
         var readFailure: String?
         while remaining > 0 {
+            try Interruption.check("backup")
             let buffer = pipeline.acquire()
             let want = Int(min(Int64(buffer.count), remaining))
             var n: Int

@@ -90,6 +90,8 @@ struct MigrationEngine {
         if let pause = ProcessInfo.processInfo.environment["COFFER_TEST_MIGRATION_PAUSE"].flatMap(Double.init) {
             Thread.sleep(forTimeInterval: pause)
         }
+        // A stop asked for now rolls this migration back with its transaction.
+        try Interruption.check("migrate")
         if let before {
             let after = try SchemaShape.read(db, counting: true)
             let diff = SchemaDiff(before: before, after: after)
@@ -163,6 +165,7 @@ struct MigrationEngine {
             box.outcomes = []
             // The database may have moved since its status was read (another run migrated it):
             // what is applied is skipped, and GRDB is never asked to go back (it would trap).
+            try Interruption.check("migrate")
             let applied = try queue.read { try migrator.appliedIdentifiers($0) }
             if applied.contains(migration.identifier) { continue }
             if let position = order.firstIndex(of: migration.identifier),

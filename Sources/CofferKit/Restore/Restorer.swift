@@ -144,6 +144,8 @@ public struct Restorer {
             report.pathsRewritten = databaseLane.rewritten
         }
         progress?.finish()
+        // The last moment a stop leaves the targets untouched.
+        try Interruption.check("restore")
 
         // Into place: only now are the targets touched.
         if let stagedMedia { try publishMedia(stagedMedia, to: layout.mediaRoot) }
@@ -356,6 +358,7 @@ public struct Restorer {
             let reader = try ArchiveReader(fd: fd, path: packPath, kind: .tar)
             let prefix = PathBytes("media/".utf8)
             while let entry = try reader.next() {
+                try Interruption.check("restore")
                 if entry.path == PathBytes("db.sqlite.zst".utf8), entry.fileType == UInt32(Glibc.S_IFREG), !entry.isHardLink { continue }
                 guard entry.path.starts(with: prefix) else { throw RestorePlan.refuse(entry.path, "entry outside media/", in: packPath) }
                 let relative = PathBytes(entry.path.dropFirst(prefix.count))

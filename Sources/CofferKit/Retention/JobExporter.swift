@@ -173,9 +173,11 @@ public struct JobExporter {
         let sqlite = statement.sqliteStatement
         let cursor = try Row.fetchCursor(statement)
         var row = 0
+        try Interruption.check("export-jobs")
         // Each cell is read in place from SQLite (its storage class and bytes), no copies.
         while try cursor.next() != nil {
             row += 1
+            if row & 4095 == 0 { try Interruption.check("export-jobs") }
             for (index, column) in columns.enumerated() {
                 let i = Int32(index)
                 switch sqlite3_column_type(sqlite, i) {

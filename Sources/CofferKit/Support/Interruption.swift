@@ -1,0 +1,68 @@
+import Dispatch
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// SIGINT and SIGTERM stop a command cleanly. The signal only sets a flag; the work checks it
+/// at safe points (between files, rows, buffers, migrations) and throws an `.interrupted`
+/// error there, so the same paths that undo a failure undo an interruption: pending objects
+/// discarded, staging and temporary folders removed, transactions rolled back, locks released
+/// (the process exits 130). A second signal exits at once, as `kill -9` would: what it leaves
+/// is swept by the next run.
+public enum Interruption {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var received: Int32 = 0
+    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+
+    /// Installs the handlers (once, at start; the CLI does).
+    public static func install() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard sources.isEmpty else { return }
+        for number in [SIGINT, SIGTERM] {
+            _ = Glibc.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                lock.lock()
+                let first = received == 0
+                if first { received = number }
+                lock.unlock()
+                if first {
+                    let text = "coffer: \(number == SIGINT ? "SIGINT" : "SIGTERM") received, stopping cleanly (again to stop at once)\n"
+                    FileHandle.standardError.write(Data(text.utf8))
+                } else {
+                    _exit(ExitStatus.interrupted.rawValue)
+                }
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    /// The signal received, if any.
+    public static var signal: Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        return received == 0 ? nil : received
+    }
+
+    /// Throws when a stop was asked for. Call at points where stopping leaves nothing half-done
+    /// once the error has unwound.
+    public static func check(_ operation: @autoclosure () -> String) throws {
+        if let delay = testDelay { Thread.sleep(forTimeInterval: delay) }
+        guard let number = signal else { return }
+        throw CofferError(.interrupted, operation: operation(), cause: "interrupted by \(number == SIGINT ? "SIGINT" : "SIGTERM")",
+                          hint: "nothing was left half-done; run the command again to do the work")
+    }
+
+    /// Test-only: every check waits this long, so a signal test can land inside the work.
+    static let testDelay = ProcessInfo.processInfo.environment["COFFER_TEST_CHECK_DELAY"].flatMap(Double.init)
+
+    /// For tests in this process: forgets a received signal.
+    static func reset() {
+        lock.lock()
+        received = 0
+        lock.unlock()
+    }
+}
