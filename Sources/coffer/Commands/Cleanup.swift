@@ -4,7 +4,7 @@ import CofferKit
 struct Cleanup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Remove temp directories past the pipeline's retention.",
-        discussion: """
+        discussion: Help.text("""
             The pipeline's rules: a COMPLETE job's temp directory goes 24 hours after it finished,
             a FAILED or CANCELED job's after 7 days, one whose job the database does not know after
             24 hours without a change. A directory of a job that is not finished is never touched,
@@ -15,7 +15,7 @@ struct Cleanup: ParsableCommand {
             2 failed (the database or temp root cannot be read; nothing removed), 64 usage.
 
             Example: coffer cleanup --dry-run
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
     @OptionGroup var metrics: MetricsOptions

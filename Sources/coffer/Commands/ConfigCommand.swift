@@ -5,7 +5,17 @@ struct ConfigCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "config",
         abstract: "Print every effective setting and where it came from.",
-        discussion: "Precedence: flag > environment > config file (--config) > default.")
+        discussion: Help.text("""
+            Precedence: flag > environment > config file (--config) > default. Paths are shown
+            absolute, as Coffer will use them.
+
+            Exit codes: 0 every setting is valid, 64 a setting is missing or invalid (named, with
+            where its value came from).
+
+            Examples:
+              coffer config --config /srv/pipeline/.env
+              coffer config --json
+            """))
 
     @OptionGroup var options: GlobalOptions
 

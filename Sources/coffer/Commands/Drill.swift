@@ -5,7 +5,7 @@ struct DrillCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drill",
         abstract: "Rehearse a restore: restore a snapshot into a scratch folder, check it, report RTO and RPO, remove it.",
-        discussion: """
+        discussion: Help.text("""
             Restores the snapshot into a fresh hidden folder (.coffer-drill-ID-PID) inside
             --scratch, or beside MEDIA_ROOT by default: the filesystem a real restore would use.
             Checks what a switch-over would need (integrity_check, foreign keys, reconciliation of
@@ -16,10 +16,11 @@ struct DrillCommand: ParsableCommand {
 
             Exit codes: 0 the drill passed, 1 the restore failed or its result is not sound
             (findings listed), 2 could not run (e.g. no space for the scratch copy), 3 the
-            repository is locked by a prune, 64 usage.
+            repository is locked by a prune, 64 usage, 130 stopped by SIGINT or SIGTERM (scratch
+            removed).
 
             Example: coffer drill --repo /backup/coffer --metrics-file /var/lib/node_exporter/textfile_collector/coffer.prom
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
     @OptionGroup var metrics: MetricsOptions

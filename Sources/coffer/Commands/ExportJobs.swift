@@ -5,7 +5,7 @@ struct ExportJobs: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "export-jobs",
         abstract: "Export old finished jobs (with their media rows and events) to CSV, optionally purging them.",
-        discussion: """
+        discussion: Help.text("""
             Selects COMPLETE, FAILED and CANCELED jobs (--status narrows) created before now minus
             --older-than, never an unfinished job. Writes jobs.csv, media.csv, job_events.csv and
             manifest.json into a new folder under --out, which appears whole or not at all.
@@ -19,10 +19,11 @@ struct ExportJobs: ParsableCommand {
             --delete-media then removes the files those rows referred to and the jobs' temp folders.
 
             Exit codes: 0 done, 2 failed (nothing purged), 3 another export into --out is running,
-            64 usage.
+            64 usage, 130 stopped by SIGINT or SIGTERM before the export was published (nothing
+            written, nothing purged).
 
             Example: coffer export-jobs --older-than 30d --out /archive/jobs --purge
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
     @OptionGroup var metrics: MetricsOptions

@@ -5,7 +5,7 @@ struct ImportJobs: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import-jobs",
         abstract: "Load a jobs export (from export-jobs) back into the database.",
-        discussion: """
+        discussion: Help.text("""
             Verifies the manifest's SHA-256 digests and row counts first, then inserts jobs, media
             rows and events in one transaction. Rows already in the database (same id; for media,
             the same job) are reported and left as they are, never duplicated. Any other failure
@@ -14,7 +14,7 @@ struct ImportJobs: ParsableCommand {
             Exit codes: 0 done, 2 failed (nothing imported), 64 usage.
 
             Example: coffer import-jobs /archive/jobs/jobs-20261125T030000Z-3fa9c1d2 --dry-run
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
 

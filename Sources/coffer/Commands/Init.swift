@@ -4,11 +4,14 @@ import CofferKit
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create a fresh volume: the database at the latest schema, library/ and tmp/.",
-        discussion: """
+        discussion: Help.text("""
             Refuses an existing database that is not empty (exit 2, nothing changed).
 
+            Exit codes: 0 created (or already a fresh volume), 2 failed or refused (nothing
+            changed), 64 usage.
+
             Example: coffer init --db /app/data/db.sqlite --media-root /media
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
 

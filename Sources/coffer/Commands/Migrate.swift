@@ -4,7 +4,7 @@ import CofferKit
 struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Schema migrations: status, plan (a dry run on a copy), up.",
-        discussion: """
+        discussion: Help.text("""
             Coffer's own migrations (1 the seed's schema, 2 full-text search over media titles and
             uploaders) come first, then a pipeline release's NNNN_name.sql files given with
             --migrations, in number order. Each is applied in its own transaction with foreign
@@ -15,7 +15,7 @@ struct Migrate: ParsableCommand {
               coffer migrate status --migrations /srv/pipeline-2.1/migrations
               coffer migrate plan   --migrations /srv/pipeline-2.1/migrations
               coffer migrate up     --migrations /srv/pipeline-2.1/migrations --repo /backup/coffer
-            """,
+            """),
         subcommands: [MigrateStatus.self, MigratePlan.self, MigrateUp.self])
 }
 
@@ -30,7 +30,7 @@ struct MigrateStatus: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "List applied and pending migrations, and problems.",
-        discussion: """
+        discussion: Help.text("""
             Problems: a migration whose text changed after it was applied (checksum), a database
             migrated by a newer Coffer or a release folder not given (Coffer then refuses to
             migrate it), a gap in the numbering, a pending migration numbered below an applied
@@ -40,7 +40,7 @@ struct MigrateStatus: ParsableCommand {
             cannot be read), 64 usage (a bad migrations folder).
 
             Example: coffer migrate status --migrations ./release/migrations
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
     @OptionGroup var migrationOptions: MigrationOptions
@@ -58,7 +58,7 @@ struct MigratePlan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan",
         abstract: "Dry run: apply the pending migrations to a copy of the database and report.",
-        discussion: """
+        discussion: Help.text("""
             The copy is taken with SQLite's online backup API beside the database (the pipeline
             may keep running), migrated, checked and removed; the database itself is never
             written. Per migration: time, rows per table before and after, the schema difference,
@@ -70,7 +70,7 @@ struct MigratePlan: ParsableCommand {
             not run (no copy: space, an unreadable database), 64 usage.
 
             Example: coffer migrate plan --migrations ./release/migrations
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
     @OptionGroup var migrationOptions: MigrationOptions
@@ -88,7 +88,7 @@ struct MigrateUp: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up",
         abstract: "Back up, then apply the pending migrations, each in its own transaction.",
-        discussion: """
+        discussion: Help.text("""
             First a snapshot into the repository (--repo or COFFER_REPO), or without one a copy
             beside the database (DB_PATH.pre-migrate-vN-TIME), unless --no-backup. A failing
             migration is rolled back: the database stays at the last migration that succeeded,
@@ -99,10 +99,11 @@ struct MigrateUp: ParsableCommand {
 
             Exit codes: 0 migrated (or up to date), 2 failed or refused (the database is at a
             whole version, named in the report), 3 another `coffer migrate up` or backup holds
-            the lock, 64 usage.
+            the lock, 64 usage, 130 stopped by SIGINT or SIGTERM (the migration under way rolled
+            back; the database is at the last whole version).
 
             Example: coffer migrate up --migrations ./release/migrations --repo /backup/coffer
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
     @OptionGroup var migrationOptions: MigrationOptions

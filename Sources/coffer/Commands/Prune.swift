@@ -4,7 +4,7 @@ import CofferKit
 struct Prune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Forget snapshots the keep rules do not keep, and free the bytes only they used.",
-        discussion: """
+        discussion: Help.text("""
             restic's rules, per volume (host, DB_PATH, MEDIA_ROOT), newest first: --keep-last N
             keeps the N newest; --keep-daily N keeps the newest snapshot of each of the last N days
             that have snapshots; --keep-weekly (ISO weeks), --keep-monthly and --keep-yearly
@@ -19,7 +19,7 @@ struct Prune: ParsableCommand {
             is locked by another run, 64 usage (no rule given).
 
             Example: coffer prune --repo /backup/coffer --keep-daily 14 --keep-weekly 8 --keep-monthly 12 --dry-run
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
     @OptionGroup var metrics: MetricsOptions

@@ -4,17 +4,18 @@ import CofferKit
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Restore a snapshot into a fresh volume (a database path and a media root).",
-        discussion: """
+        discussion: Help.text("""
             The targets must be missing or empty (or --force). Everything is staged beside the
             targets, re-hashed, and renamed into place only when all of it matches; paths in the
             database are rewritten from the snapshot's MEDIA_ROOT to the new one; the restored
             volume is then verified (integrity_check, foreign keys, reconciliation).
 
             Exit codes: 0 restored and verified clean, 1 restored but the check found something,
-            2 failed (targets untouched), 64 usage.
+            2 failed (targets untouched), 64 usage, 130 stopped by SIGINT or SIGTERM (targets
+            untouched, staging removed).
 
             Example: coffer restore --repo /backup/coffer --snapshot latest --db /new/db.sqlite --media-root /new/media
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
 

@@ -4,7 +4,16 @@ import CofferKit
 struct Snapshots: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List the repository's snapshots.",
-        discussion: "Example: coffer snapshots --repo /backup/coffer --json")
+        discussion: Help.text("""
+            Newest last: id, time, host, files, bytes, bytes added, jobs, tags. Damaged records
+            are listed apart (`coffer verify --repo` tells more).
+
+            Exit codes: 0 listed, 1 a record is damaged, 2 the repository cannot be read, 64 usage.
+
+            Examples:
+              coffer snapshots --repo /backup/coffer
+              coffer snapshots --repo /backup/coffer --json
+            """))
 
     @OptionGroup var options: GlobalOptions
 

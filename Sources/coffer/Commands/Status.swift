@@ -4,7 +4,16 @@ import CofferKit
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Free space, database and WAL size, jobs by status, the oldest unfinished job.",
-        discussion: "Exit codes: 0 fine, 1 free space below MIN_FREE_SPACE_GB, 2 could not read the volume.")
+        discussion: Help.text("""
+            Read-only and quick: for a dashboard or a shell prompt. With a repository (--repo or
+            COFFER_REPO), also the newest snapshot's age.
+
+            Exit codes: 0 fine, 1 free space below MIN_FREE_SPACE_GB, 2 could not read the volume.
+
+            Examples:
+              coffer status --config /srv/pipeline/.env
+              coffer status --quiet || echo "free space below MIN_FREE_SPACE_GB"
+            """))
 
     @OptionGroup var options: GlobalOptions
 

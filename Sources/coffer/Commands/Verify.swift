@@ -4,7 +4,7 @@ import CofferKit
 struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check the live volume: database checks, schema, and media rows against the files.",
-        discussion: """
+        discussion: Help.text("""
             Read-only. PRAGMA quick_check (integrity_check with --full), foreign_key_check, the
             schema version, every path the media rows hold, file sizes, COMPLETE jobs without
             video, library files no row refers to, temp directories of unknown or long-finished
@@ -17,7 +17,7 @@ struct Verify: ParsableCommand {
             Exit codes: 0 nothing found, 1 findings, 2 could not run (e.g. not a database).
 
             Example: coffer verify --db /app/data/db.sqlite --media-root /media --json
-            """)
+            """))
 
     @OptionGroup var options: GlobalOptions
     @OptionGroup var metrics: MetricsOptions
