@@ -21,4 +21,77 @@ import Testing
         // The same text from --help.
         #expect(try CofferBinary.run(words + ["--help"]).stdout == help.stdout)
     }
+
+    /// JSON.md's tables: section name -> documented top-level keys.
+    static func documentedKeys() throws -> [String: Set<String>] {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let text = try String(contentsOf: root.appendingPathComponent("JSON.md"), encoding: .utf8)
+        var sections: [String: Set<String>] = [:]
+        var current: String?
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("### `"), line.hasSuffix("`") {
+                current = String(line.dropFirst(5).dropLast())
+                sections[current!] = []
+            } else if let current, line.hasPrefix("| `"), let end = line.dropFirst(3).firstIndex(of: "`") {
+                sections[current]!.insert(String(line.dropFirst(3)[..<end]))
+            }
+        }
+        return sections
+    }
+
+    /// Every command's --json document parses, names its command, and lists only keys JSON.md documents.
+    @Test func everyJSONDocumentParsesAndIsDocumented() throws {
+        let documented = try Self.documentedKeys()
+        let scratch = try Scratch()
+        var spec = VolumeSpec()
+        spec.jobs = 20
+        let v = try VolumeGenerator.generate(spec, dbPath: scratch.child("v/db.sqlite"), mediaRoot: scratch.child("v/media"))
+        let repo = scratch.child("repo"), out = scratch.child("out")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+        let volume = ["--db", v.dbPath, "--media-root", v.mediaRoot, "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+        let flags = volume + ["--repo", repo]
+        let restored = ["--db", scratch.child("r/db.sqlite"), "--media-root", scratch.child("r/media"), "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+        var runs: [(section: String, command: String, arguments: [String])] = [
+            ("init", "init", ["init", "--db", scratch.child("n/db.sqlite"), "--media-root", scratch.child("n/media")]),
+            ("config", "config", ["config"] + flags),
+            ("verify", "verify", ["verify"] + volume),
+            ("backup", "backup", ["backup"] + flags),
+            ("status", "status", ["status"] + flags),
+            ("snapshots", "snapshots", ["snapshots", "--repo", repo]),
+            ("verify --repo", "verify", ["verify", "--repo", repo, "--read-data"]),
+            ("restore", "restore", ["restore", "--repo", repo] + restored),
+            ("drill", "drill", ["drill"] + flags),
+            ("cleanup", "cleanup", ["cleanup"] + flags),
+            ("export-jobs", "export-jobs", ["export-jobs", "--older-than", "0d", "--out", out] + flags),
+            ("prune", "prune", ["prune", "--keep-last", "3"] + flags),
+            ("migrate status", "migrate status", ["migrate", "status"] + volume),
+            ("migrate plan", "migrate plan", ["migrate", "plan"] + volume),
+            ("migrate up", "migrate up", ["migrate", "up", "--no-backup"] + volume),
+        ]
+        var seen: Set<String> = []
+        var index = 0
+        while index < runs.count {
+            let run = runs[index]
+            index += 1
+            let result = try CofferBinary.run(run.arguments + ["--json"])
+            #expect(result.status == 0 || result.status == 1, "\(run.arguments): \(result.stderr)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any],
+                                      "\(run.arguments): \(result.stdout)")
+            #expect(object["command"] as? String == run.command, "\(run.arguments)")
+            let keys = Set(object.keys)
+            let allowed = try #require(documented[run.section], "JSON.md has no section \(run.section)")
+            #expect(keys.isSubset(of: allowed), "\(run.section) prints keys JSON.md does not document: \(keys.subtracting(allowed).sorted())")
+            seen.insert(run.section)
+            if run.section == "export-jobs", let export = object["export"] as? String {
+                runs.append(("import-jobs", "import-jobs", ["import-jobs", export, "--dry-run"] + restored))
+            }
+        }
+        // A failure prints the error document instead.
+        let failed = try CofferBinary.run(["backup", "--json", "--db", scratch.child("nowhere.sqlite"), "--media-root", v.mediaRoot, "--repo", repo])
+        #expect(failed.status == 2)
+        let error = try #require(try JSONSerialization.jsonObject(with: Data(failed.stdout.utf8)) as? [String: Any])
+        #expect(Set(error.keys).isSubset(of: documented["error"] ?? []) && error["exit_code"] as? Int == 2, "\(error)")
+        seen.insert("error")
+        #expect(seen == Set(documented.keys), "JSON.md sections not exercised: \(Set(documented.keys).subtracting(seen))")
+    }
 }

@@ -12,11 +12,16 @@ import Glibc
 /// empty is refused before anything is written.
 public enum VolumeInitializer {
     public struct Report: Sendable, Codable, Equatable {
+        public var command = "init"
         public var dbPath: String
         public var mediaRoot: String
         public var created: [String]
         public var schemaVersion: Int
         public var dryRun: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case command, dbPath = "db_path", mediaRoot = "media_root", created, schemaVersion = "schema_version", dryRun = "dry_run"
+        }
     }
 
     public static func initialize(_ layout: VolumeLayout, dryRun: Bool = false) throws -> Report {

@@ -22,7 +22,7 @@ struct ConfigCommand: ParsableCommand {
     func run() throws {
         try CofferCLI.run(options) { output in
             let configuration = try options.configuration()
-            try output.json(["settings": configuration.settings])
+            try output.json(ConfigDocument(settings: configuration.settings))
             let width = SettingKey.allCases.map(\.rawValue.count).max() ?? 0
             output.text(configuration.settings.map { setting in
                 let name = setting.key.rawValue.padding(toLength: width, withPad: " ", startingAt: 0)
@@ -33,4 +33,10 @@ struct ConfigCommand: ParsableCommand {
             return .ok
         }
     }
+}
+
+/// `coffer config --json`.
+struct ConfigDocument: Encodable {
+    var command = "config"
+    var settings: [Setting]
 }
