@@ -94,4 +94,65 @@ import Testing
         seen.insert("error")
         #expect(seen == Set(documented.keys), "JSON.md sections not exercised: \(Set(documented.keys).subtracting(seen))")
     }
+
+    /// Runs coffer under a real pseudo-terminal (util-linux `script`): stdout and stderr are a tty.
+    func underTerminal(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let quoted = ([CofferBinary.url.path] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        process.arguments = ["-q", "-e", "-f", "-c", quoted.joined(separator: " "), "/dev/null"]
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "TERM": "xterm"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test func progressOnlyOnATerminalAndNeverWhenQuiet() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/script") else {
+            print("skipped: util-linux's script is missing, no pseudo-terminal to test under")
+            return
+        }
+        let scratch = try Scratch()
+        var spec = VolumeSpec()
+        spec.jobs = 30
+        let v = try VolumeGenerator.generate(spec, dbPath: scratch.child("v/db.sqlite"), mediaRoot: scratch.child("v/media"))
+        let repo = scratch.child("repo")
+        let flags = ["--db", v.dbPath, "--media-root", v.mediaRoot, "--repo", repo, "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+
+        let terminal = try underTerminal(["backup"] + flags)
+        #expect(terminal.status == 0, "\(terminal.output)")
+        #expect(terminal.output.contains("\rbackup ") && terminal.output.contains("/s, ETA "), "\(terminal.output)")
+        let verify = try underTerminal(["verify", "--repo", repo, "--read-data"])
+        #expect(verify.output.contains("\rverify ") && verify.output.contains("ETA"), "\(verify.output)")
+
+        // A pipe (cron, a script): the report, no progress, no carriage returns.
+        let piped = try CofferBinary.run(["backup", "--full"] + flags)
+        #expect(piped.status == 0)
+        #expect(!piped.stderr.contains("ETA") && !piped.stderr.contains("\r") && !piped.stdout.contains("\r"), "\(piped.stderr)")
+        // --quiet on a terminal: nothing at all when all is well.
+        let quiet = try underTerminal(["backup", "--full", "--quiet"] + flags)
+        #expect(quiet.status == 0)
+        #expect(quiet.output.isEmpty, "\(quiet.output)")
+        // --json on a terminal: the document alone.
+        let json = try underTerminal(["backup", "--json"] + flags)
+        #expect(!json.output.contains("ETA"))
+        #expect(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) is [String: Any], "\(json.output)")
+    }
+
+    /// Errors read `error: operation path: cause` then `hint: ...` on stderr, nothing on stdout.
+    @Test func errorsNameTheOperationThePathAndTheNextStep() throws {
+        let scratch = try Scratch()
+        let missing = scratch.child("nowhere/db.sqlite")
+        let result = try CofferBinary.run(["verify", "--db", missing, "--media-root", scratch.path])
+        #expect(result.status == 2)
+        #expect(result.stdout.isEmpty)
+        let lines = result.stderr.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("error: open database \(missing): ") == true, "\(result.stderr)")
+        #expect(lines.dropFirst().first?.hasPrefix("hint: ") == true, "\(result.stderr)")
+    }
 }
