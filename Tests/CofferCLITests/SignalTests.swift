@@ -135,4 +135,17 @@ import Testing
         // The lock on the database went with the process; a rerun finishes.
         #expect(try CofferBinary.run(args).status == 0)
     }
+
+    @Test func aStoppedDrillRemovesItsScratch() throws {
+        let scratch = try Scratch()
+        let v = try volume(scratch, jobs: 60, maxFileBytes: 64 * 1024)
+        let flags = ["--db", v.dbPath, "--media-root", v.mediaRoot, "--repo", scratch.child("repo"),
+                     "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        let parent = PathText.parent(v.mediaRoot)
+        let stopped = try stop(["drill"] + flags, with: SIGTERM) { contents(parent).contains { $0.hasPrefix(".coffer-drill-") } }
+        #expect(stopped.signalled)
+        #expect(stopped.status == 130, "\(stopped.stderr)")
+        #expect(!contents(parent).contains { $0.hasPrefix(".coffer-drill-") }, "\(contents(parent))")
+    }
 }
