@@ -28,7 +28,8 @@ struct Output {
     /// holds back unless something is wrong. Returns the exit status.
     func report(_ value: some Encodable, status: ExitStatus, text: () -> String) throws -> ExitStatus {
         try json(value)
-        if status != .ok || !options.quiet { self.text(text()) }
+        // --quiet holds back a report only when all is well: cron mails what went wrong.
+        if !options.json, status != .ok || !options.quiet { print(text()) }
         return status
     }
 
@@ -67,17 +68,22 @@ enum CofferCLI {
     static func run(_ options: GlobalOptions, metrics: MetricsOptions? = nil, command: String = "", repositoryLabel: Bool = false,
                     _ body: (Output) throws -> ExitStatus) throws {
         let started = Date()
-        let metricsFile = metrics?.metricsFile
-        if let metricsFile {
-            do { try MetricsFile.check(metricsFile) } catch let error as CofferError {
-                Output.report(error)
-                throw ExitCode(error.status.rawValue)
+        var metricsFile = metrics?.metricsFile
+        if let path = metricsFile {
+            // A monitoring problem must not cost the backup: warn, run without metrics.
+            do { try MetricsFile.check(path) } catch let error as CofferError {
+                Output.warn("no metrics this run: \(error.message)" + (error.hint.map { " (\($0))" } ?? ""))
+                metricsFile = nil
+            } catch {
+                Output.warn("no metrics this run: \(error)")
+                metricsFile = nil
             }
         }
         let output = Output(options: options)
         func recordMetrics(_ status: Int32) {
             guard let metricsFile else { return }
             var figures = output.figures.value ?? RunFigures()
+            guard !figures.dryRun else { return }
             if repositoryLabel, figures.repository == nil { figures.repository = (try? options.configuration())?.repo }
             do {
                 try MetricsFile.record(.init(command: command, exitCode: status, started: started, finished: Date(), figures: figures),

@@ -65,6 +65,29 @@ import Testing
         #expect(missing.stderr.contains("nowhere") && missing.stderr.contains("hint:"))
     }
 
+    /// A drill restores beside MEDIA_ROOT: it refuses to push that filesystem below
+    /// MIN_FREE_SPACE_GB (the pipeline would stop taking jobs). Findings the snapshot already
+    /// recorded (a file gone before the backup) are the source's, not a failed restore.
+    @Test func aDrillKeepsTheFreeSpaceReserveAndCountsWhatTheSnapshotAlreadyHad() throws {
+        let scratch = try Scratch()
+        let (flags, _) = try volume(scratch)
+        let library = scratch.child("v/media/library")
+        let victim = try #require(FileManager.default.enumerator(atPath: library)?.allObjects.compactMap { $0 as? String }
+            .first { name in var d: ObjCBool = false; return FileManager.default.fileExists(atPath: library + "/" + name, isDirectory: &d) && !d.boolValue })
+        try FileManager.default.removeItem(atPath: library + "/" + victim)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 1)
+
+        let drill = try CofferBinary.run(["drill", "--json"] + flags)
+        #expect(drill.status == 0, "\(drill.stdout)")
+        #expect((try json(drill.stdout)["inherited"] as? Int ?? 0) >= 1)
+
+        let greedy = flags.filter { !$0.hasSuffix("-gb") && $0 != "0" } + ["--min-free-space-gb", "100000", "--alert-free-space-gb", "100000"]
+        let refused = try CofferBinary.run(["drill"] + greedy)
+        #expect(refused.status == 2, "\(refused.stderr)")
+        #expect(refused.stderr.contains("MIN_FREE_SPACE_GB") && refused.stderr.contains("hint: give --scratch"), "\(refused.stderr)")
+        #expect(try leftovers(scratch.child("v")).isEmpty)
+    }
+
     @Test func aDrillOfADamagedSnapshotFailsAndStillRemovesItsScratch() throws {
         let scratch = try Scratch()
         let (flags, repo) = try volume(scratch)
@@ -136,11 +159,28 @@ import Testing
         let scratch = try Scratch()
         let (flags, repo) = try volume(scratch)
         let metrics = scratch.child("textfile/coffer.prom")
-        // Its folder must exist: a usage error before anything runs.
-        let early = try CofferBinary.run(["backup", "--metrics-file", metrics] + flags)
-        #expect(early.status == 64)
-        #expect(early.stderr.contains("textfile") && !FileManager.default.fileExists(atPath: repo))
+        // A monitoring problem does not cost the backup: a warning names it, the backup runs.
+        let early = try CofferBinary.run(["backup", "--quiet", "--metrics-file", metrics] + flags)
+        #expect(early.status == 0)
+        #expect(early.stderr.contains("warning: no metrics this run") && early.stderr.contains(scratch.child("textfile")), "\(early.stderr)")
         try FileManager.default.createDirectory(atPath: scratch.child("textfile"), withIntermediateDirectories: false)
+        // Never another file: not a .prom name (a typo naming the pipeline's .env), or a .prom
+        // file that is not Prometheus text.
+        let env = scratch.child("textfile/pipeline.env")
+        try "DB_PATH=/srv/db.sqlite\n".write(toFile: env, atomically: true, encoding: .utf8)
+        let foreign = scratch.child("textfile/other.prom")
+        try "this is not a metrics file\n".write(toFile: foreign, atomically: true, encoding: .utf8)
+        for target in [env, foreign] {
+            let result = try CofferBinary.run(["backup", "--quiet", "--metrics-file", target] + flags)
+            #expect(result.status == 0 && result.stderr.contains("warning: no metrics this run"), "\(result.stderr)")
+        }
+        #expect(try String(contentsOfFile: env, encoding: .utf8) == "DB_PATH=/srv/db.sqlite\n")
+        #expect(try String(contentsOfFile: foreign, encoding: .utf8) == "this is not a metrics file\n")
+        try FileManager.default.removeItem(atPath: env)
+        try FileManager.default.removeItem(atPath: foreign)
+        // A dry run records nothing (it would pass for a success).
+        #expect(try CofferBinary.run(["backup", "--dry-run", "--quiet", "--metrics-file", metrics] + flags).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: metrics))
 
         #expect(try CofferBinary.run(["backup", "--quiet", "--metrics-file", metrics] + flags).status == 0)
         #expect(try CofferBinary.run(["verify", "--repo", repo, "--read-data", "--quiet", "--metrics-file", metrics]).status == 0)
@@ -153,6 +193,8 @@ import Testing
         #expect(export.status == 0, "\(export.stderr)")
 
         let text = try String(contentsOfFile: metrics, encoding: .utf8)
+        // Readable by node_exporter.
+        #expect((try FileManager.default.attributesOfItem(atPath: metrics)[.posixPermissions] as? Int) == 0o644)
         #expect(!(try FileManager.default.contentsOfDirectory(atPath: scratch.child("textfile"))).contains { $0 != "coffer.prom" },
                 "no temporary file left beside it")
         let backupKey = "command=backup,repository=\(repo)"
@@ -169,9 +211,26 @@ import Testing
             #expect(parsed["coffer_last_success_timestamp_seconds"]?[backupKey] != nil)
         }
         let success = try #require(text.split(separator: "\n").first { $0.hasPrefix("coffer_last_success_timestamp_seconds{command=\"backup\"") })
+        _ = success
 
-        // A failed backup (the repository's lock held... here: the database is gone) updates its
-        // exit code and run time, keeps its last success, and leaves the other series alone.
+        // A backup that recorded a problem (a file gone) wrote its snapshot: exit 1, the last
+        // snapshot time moves, the last success does not.
+        let snapshotLine = { (text: String) in text.split(separator: "\n").first { $0.hasPrefix("coffer_last_snapshot_timestamp_seconds{command=\"backup\"") } }
+        let before = try #require(snapshotLine(text))
+        Thread.sleep(forTimeInterval: 0.01)
+        let library = scratch.child("v/media/library")
+        let victim = try #require(FileManager.default.enumerator(atPath: library)?.allObjects.compactMap { $0 as? String }
+            .first { name in var d: ObjCBool = false; return FileManager.default.fileExists(atPath: library + "/" + name, isDirectory: &d) && !d.boolValue })
+        try FileManager.default.removeItem(atPath: library + "/" + victim)
+        let partial = try CofferBinary.run(["backup", "--quiet", "--metrics-file", metrics] + flags)
+        #expect(partial.status == 1)
+        #expect(partial.stdout.contains("missing"), "--quiet still reports what went wrong: \(partial.stdout)")
+        let afterPartial = try String(contentsOfFile: metrics, encoding: .utf8)
+        #expect(try #require(snapshotLine(afterPartial)) != before)
+        #expect(afterPartial.split(separator: "\n").contains(success))
+
+        // A failed backup (the database is gone) updates its exit code and run time, keeps its
+        // last success and last snapshot, and leaves the other series alone.
         try FileManager.default.moveItem(atPath: scratch.child("v/db.sqlite"), toPath: scratch.child("v/db.moved"))
         let failed = try CofferBinary.run(["backup", "--quiet", "--metrics-file", metrics] + flags)
         #expect(failed.status == 2)

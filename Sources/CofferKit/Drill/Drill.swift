@@ -26,9 +26,14 @@ public struct Drill {
     public func run() throws -> DrillReport {
         let started = Date()
         let repository = try Repository.open(configuration.repo)
+        // Held to the end: a prune cannot forget the snapshot between the restore and the re-hash.
+        let lock = try repository.lock(exclusive: false, command: "drill")
+        defer { withExtendedLifetime(lock) {} }
         let snap = try repository.resolve(snapshot)
         let base = try scratchBase()
-        let place = base + "/.coffer-drill-\(snap.id)-\(getpid())"
+        Self.sweepStale(in: base)
+        try checkSpace(for: snap, at: base)
+        let place = base + "/\(Self.prefix)\(snap.id)-\(getpid())"
         guard mkdir(place, 0o700) == 0 else {
             throw CofferError.system("create scratch folder", place, errno: errno)
         }
@@ -49,7 +54,13 @@ public struct Drill {
             let restore = try restorer.run()
             report.restoreSeconds = Date().timeIntervalSince(restoreStarted)
             report.restore = restore
+            // What the snapshot already recorded (a file the database referred to that was
+            // missing when it was taken) is the source's state, not a failed restore; free
+            // space is the scratch filesystem's, not the restored volume's.
+            let known = Set(snap.summary.findings.map { Self.key($0, mediaRoot: snap.header.mediaRoot) })
             for finding in restore.verify?.findings ?? [] {
+                if finding.kind == .diskSpaceLow || finding.kind == .diskSpaceAlert { continue }
+                if known.contains(Self.key(finding, mediaRoot: place + "/media")) { report.inherited += 1; continue }
                 report.findings.append(.init(kind: finding.kind.rawValue, path: finding.path ?? "", message: finding.message))
             }
         } catch let error as CofferError where error.status == .failed {
@@ -65,6 +76,7 @@ public struct Drill {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         try repository.reader(for: snap).files { file in
+            try Interruption.check("drill")
             let path = media.appendingComponent(file.path)
             let fd = path.withCPath { open($0, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
             guard fd >= 0 else {
@@ -91,6 +103,40 @@ public struct Drill {
         report.rehashSeconds = Date().timeIntervalSince(rehashStarted)
         report.seconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    static let prefix = ".coffer-drill-"
+
+    /// A finding's kind and path relative to its media root (the restored volume's paths are
+    /// the snapshot's, under another root).
+    static func key(_ finding: Finding, mediaRoot: String) -> String {
+        var path = finding.path ?? ""
+        if path.hasPrefix(mediaRoot + "/") { path = String(path.dropFirst(mediaRoot.count + 1)) }
+        return finding.kind.rawValue + "\u{0}" + path
+    }
+
+    /// Removes scratch folders of drills that were killed (their process is gone).
+    static func sweepStale(in base: String) {
+        try? DirectoryWalker(root: base).list { entry in
+            guard entry.kind == .directory, entry.relativePath.starts(with: PathBytes(prefix.utf8)),
+                  let name = String(validating: entry.relativePath, as: UTF8.self),
+                  let dash = name.lastIndex(of: "-"), let pid = Int32(name[name.index(after: dash)...]) else { return }
+            if pid != getpid(), kill(pid, 0) != 0, errno == ESRCH { FileSystem.removeTree(PathBytes((base + "/" + name).utf8)) }
+        }
+    }
+
+    /// A drill must not push the filesystem it restores onto below MIN_FREE_SPACE_GB: by
+    /// default that is the live volume's, and the pipeline stops taking jobs there.
+    func checkSpace(for snap: Snapshot, at base: String) throws {
+        guard case .success(let space) = FileSystem.freeSpace(base) else { return }
+        let needed = snap.summary.bytes + snap.summary.database.size
+        let available = Int64(clamping: space.available)
+        let reserve = Int64(clamping: configuration.minFreeSpaceBytes)
+        if available - needed < reserve {
+            throw CofferError(.failed, operation: "drill", subject: base,
+                              cause: "the restored copy (\(Formatting.bytes(needed))) would leave \(Formatting.bytes(max(0, available - needed))) free there, below MIN_FREE_SPACE_GB (\(Formatting.bytes(reserve)))",
+                              hint: "give --scratch DIR on a filesystem with room; nothing was written")
+        }
     }
 
     func scratchBase() throws -> String {
@@ -135,6 +181,8 @@ public struct DrillReport: Sendable, Codable, MetricsReporting {
     public var restoreSeconds: Double = 0
     public var rehashSeconds: Double = 0
     public var filesRehashed = 0
+    /// Findings of the restored volume the snapshot had already recorded when it was taken.
+    public var inherited = 0
     public var bytesRehashed: Int64 = 0
     public var restore: RestoreReport?
     public var findings: [Finding] = []
@@ -145,7 +193,7 @@ public struct DrillReport: Sendable, Codable, MetricsReporting {
     enum CodingKeys: String, CodingKey {
         case command, repository, snapshot, snapshotTime = "snapshot_time", scratch, snapshotAgeSeconds = "snapshot_age_seconds"
         case restoreSeconds = "restore_seconds", rehashSeconds = "rehash_seconds", filesRehashed = "files_rehashed"
-        case bytesRehashed = "bytes_rehashed", restore, findings, seconds, status
+        case bytesRehashed = "bytes_rehashed", restore, findings, inherited, seconds, status
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -162,6 +210,7 @@ public struct DrillReport: Sendable, Codable, MetricsReporting {
         try c.encode(bytesRehashed, forKey: .bytesRehashed)
         try c.encodeIfPresent(restore, forKey: .restore)
         try c.encode(findings, forKey: .findings)
+        try c.encode(inherited, forKey: .inherited)
         try c.encode(seconds, forKey: .seconds)
         try c.encode(status == .ok ? "ok" : "failed", forKey: .status)
     }
@@ -179,6 +228,7 @@ public struct DrillReport: Sendable, Codable, MetricsReporting {
         bytesRehashed = try c.decode(Int64.self, forKey: .bytesRehashed)
         restore = try c.decodeIfPresent(RestoreReport.self, forKey: .restore)
         findings = try c.decode([Finding].self, forKey: .findings)
+        inherited = try c.decodeIfPresent(Int.self, forKey: .inherited) ?? 0
         seconds = try c.decode(Double.self, forKey: .seconds)
     }
 
@@ -202,6 +252,7 @@ public struct DrillReport: Sendable, Codable, MetricsReporting {
         if let snapshotAgeSeconds { lines.append("  RPO: the snapshot is \(Formatting.seconds(snapshotAgeSeconds)) old") }
         lines.append("  RTO: restored and checked in \(Formatting.seconds(restoreSeconds))"
                      + (restore.map { " (\($0.files) files, \(Formatting.bytes($0.bytes)) + database \(Formatting.bytes($0.databaseBytes)))" } ?? ""))
+        if inherited > 0 { lines.append("  \(inherited) finding(s) the snapshot already recorded when it was taken (not counted)") }
         lines.append("  re-hashed \(filesRehashed) restored files, \(Formatting.bytes(bytesRehashed)) in \(Formatting.seconds(rehashSeconds))")
         if findings.isEmpty {
             lines.append("  drill passed; scratch removed (\(Formatting.seconds(seconds)) in all)")

@@ -10,6 +10,10 @@ public struct RunFigures: Sendable, Equatable {
     public var bytesWritten: Int64?
     public var files: Int?
     public var findings: Int?
+    /// A dry run: nothing is recorded (it would pass for a success).
+    public var dryRun = false
+    /// A backup that wrote its snapshot (exit 0, or 1 with files recorded as problems).
+    public var snapshotWritten = false
     /// Command-specific gauges (`coffer_drill_restore_seconds`...): name, help, value.
     public var extra: [Gauge] = []
 
@@ -21,9 +25,10 @@ public struct RunFigures: Sendable, Equatable {
     }
 
     public init(repository: String? = nil, bytesRead: Int64? = nil, bytesWritten: Int64? = nil, files: Int? = nil,
-                findings: Int? = nil, extra: [Gauge] = []) {
+                findings: Int? = nil, dryRun: Bool = false, snapshotWritten: Bool = false, extra: [Gauge] = []) {
         self.repository = repository; self.bytesRead = bytesRead; self.bytesWritten = bytesWritten
-        self.files = files; self.findings = findings; self.extra = extra
+        self.files = files; self.findings = findings; self.dryRun = dryRun; self.snapshotWritten = snapshotWritten
+        self.extra = extra
     }
 }
 
@@ -50,16 +55,48 @@ public enum MetricsFile {
         }
     }
 
-    /// Checks, before a command runs, that the metrics file can be written: its folder exists.
+    /// Checks, before a command runs, that the metrics file can be written: a `.prom` name (the
+    /// only files the textfile collector reads; it also keeps a typo from overwriting another
+    /// file), an existing folder, and an existing file that is a metrics file. The caller warns
+    /// and runs the command without metrics: a backup must not be lost to a monitoring problem.
     public static func check(_ path: String) throws {
-        let folder = PathText.parent(path)
-        guard case .success(let info) = FileSystem.status(folder), info.kind == .directory else {
-            throw CofferError(.usage, operation: "write metrics", subject: path, cause: "its folder \(folder) does not exist",
-                              hint: "point --metrics-file into node_exporter's textfile folder (e.g. /var/lib/node_exporter/textfile_collector/coffer.prom)")
+        let hint = "point --metrics-file into node_exporter's textfile folder (e.g. /var/lib/node_exporter/textfile_collector/coffer.prom)"
+        guard path.hasSuffix(".prom") else {
+            throw CofferError(.usage, operation: "write metrics", subject: path, cause: "the name does not end in .prom", hint: hint)
         }
-        if case .success(let info) = FileSystem.status(path), info.kind != .regular {
+        let folder = PathText.parent(path)
+        guard case .success(let info) = FileSystem.status(Array(folder.utf8), followLinks: true), info.kind == .directory else {
+            throw CofferError(.usage, operation: "write metrics", subject: path, cause: "its folder \(folder) does not exist", hint: hint)
+        }
+        if case .success = FileSystem.status(path) {
+            _ = try existing(path)
+        }
+    }
+
+    /// The text of an existing metrics file; throws when it cannot be read or is not one (its
+    /// series would be lost, or another file overwritten).
+    static func existing(_ path: String) throws -> String? {
+        guard case .success(let info) = FileSystem.status(Array(path.utf8), followLinks: true) else { return nil }
+        guard info.kind == .regular else {
             throw CofferError(.usage, operation: "write metrics", subject: path, cause: "not a regular file")
         }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CofferError(.failed, operation: "read metrics", subject: path, cause: "cannot be read", hint: "check its permissions")
+        }
+        let text = String(decoding: data, as: UTF8.self)
+        for line in lines(text) where !line.isEmpty && !line.hasPrefix("#") {
+            guard let sample = parse(line), Double(sample.value) != nil || ["NaN", "+Inf", "-Inf"].contains(sample.value) else {
+                throw CofferError(.usage, operation: "write metrics", subject: path,
+                                  cause: "holds a line that is not Prometheus text format: \(line.prefix(60))",
+                                  hint: "give a file of its own (e.g. coffer.prom); Coffer does not overwrite other files")
+            }
+        }
+        return text
+    }
+
+    static func lines(_ text: String) -> [String] {
+        // "\r\n" is one Character in Swift: both line ends are split on.
+        text.split(omittingEmptySubsequences: true) { $0 == "\n" || $0 == "\r\n" }.map(String.init)
     }
 
     /// Merges `run` into the file at `path` (created if missing).
@@ -71,14 +108,15 @@ public enum MetricsFile {
         while flock(folderFD, LOCK_EX) != 0 {
             guard errno == EINTR else { throw CofferError.system("lock", folder, errno: errno) }
         }
-        let existing = FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
-        let text = render(run, existing: existing)
+        let text = render(run, existing: try existing(path))
         let base = PathText.lastComponent(path)
         let temporary = folder + "/." + base + ".tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw CofferError.system("create", temporary, errno: errno) }
         do {
             defer { close(fd) }
+            // Readable by node_exporter whatever the umask.
+            guard fchmod(fd, 0o644) == 0 else { throw CofferError.system("set permissions of", temporary, errno: errno) }
             let bytes = Array(text.utf8)
             try bytes.withUnsafeBytes { try RawIO.writeAll(fd, $0.baseAddress!, $0.count, path: temporary) }
             try RawIO.sync(fd, path: temporary)
@@ -115,6 +153,7 @@ public enum MetricsFile {
     static let families: [(name: String, help: String)] = [
         ("coffer_last_run_timestamp_seconds", "When the command last finished, whatever its outcome (Unix time)."),
         ("coffer_last_success_timestamp_seconds", "When the command last finished with exit code 0 (Unix time)."),
+        ("coffer_last_snapshot_timestamp_seconds", "When a backup last wrote a snapshot (exit 0, or 1 with files recorded as problems)."),
         ("coffer_last_exit_code", "Exit code of the last run: 0 ok, 1 findings, 2 failed, 3 locked, 64 usage, 130 interrupted."),
         ("coffer_last_duration_seconds", "How long the last run took."),
         ("coffer_last_bytes_read", "Bytes the last run read (media, packs)."),
@@ -131,13 +170,13 @@ public enum MetricsFile {
             if byName[name] == nil { order.append(name); byName[name] = Family() }
             return byName[name]!
         }
-        for line in (existing ?? "").split(separator: "\n", omittingEmptySubsequences: true) {
+        for line in lines(existing ?? "") {
             if line.hasPrefix("# HELP ") || line.hasPrefix("# TYPE ") {
                 let parts = line.dropFirst(7).split(separator: " ", maxSplits: 1)
                 guard let name = parts.first.map(String.init) else { continue }
                 _ = family(name)
                 if line.hasPrefix("# HELP ") { byName[name]!.help = parts.count > 1 ? String(parts[1]) : "" } else { byName[name]!.type = parts.count > 1 ? String(parts[1]) : nil }
-            } else if !line.hasPrefix("#"), let sample = parse(String(line)) {
+            } else if !line.hasPrefix("#"), let sample = parse(line) {
                 _ = family(sample.name)
                 byName[sample.name]!.samples.append(sample)
             }
@@ -148,6 +187,7 @@ public enum MetricsFile {
             sample.label("command") == run.command && sample.label("repository") == run.figures.repository
         }
         let previousSuccess = byName["coffer_last_success_timestamp_seconds"]?.samples.first(where: isOurs)?.value
+        let previousSnapshot = byName["coffer_last_snapshot_timestamp_seconds"]?.samples.first(where: isOurs)?.value
         for name in order { byName[name]!.samples.removeAll(where: isOurs) }
 
         func set(_ name: String, help: String, _ value: String?) {
@@ -162,6 +202,10 @@ public enum MetricsFile {
         set("coffer_last_run_timestamp_seconds", help: help["coffer_last_run_timestamp_seconds"]!, number(run.finished.timeIntervalSince1970))
         set("coffer_last_success_timestamp_seconds", help: help["coffer_last_success_timestamp_seconds"]!,
             run.exitCode == 0 ? number(run.finished.timeIntervalSince1970) : previousSuccess)
+        if run.command == "backup" {
+            set("coffer_last_snapshot_timestamp_seconds", help: help["coffer_last_snapshot_timestamp_seconds"]!,
+                figures.snapshotWritten ? number(run.finished.timeIntervalSince1970) : previousSnapshot)
+        }
         set("coffer_last_exit_code", help: help["coffer_last_exit_code"]!, String(run.exitCode))
         set("coffer_last_duration_seconds", help: help["coffer_last_duration_seconds"]!, number(run.finished.timeIntervalSince(run.started)))
         set("coffer_last_bytes_read", help: help["coffer_last_bytes_read"]!, figures.bytesRead.map { String($0) })
@@ -247,7 +291,7 @@ public enum MetricsFile {
 extension BackupReport: MetricsReporting {
     public var figures: RunFigures {
         RunFigures(repository: repository, bytesRead: bytesRead, bytesWritten: packBytes, files: files,
-                   findings: problems.count + findings)
+                   findings: problems.count + findings, dryRun: dryRun, snapshotWritten: snapshot != nil && !dryRun)
     }
 }
 
@@ -266,18 +310,18 @@ extension RepositoryReport: MetricsReporting {
 extension PruneReport: MetricsReporting {
     public var figures: RunFigures {
         RunFigures(repository: repository, bytesRead: verify?.bytesRead, bytesWritten: bytesFreed,
-                   files: forgotten.count, findings: verify?.findings.count ?? 0)
+                   files: forgotten.count, findings: verify?.findings.count ?? 0, dryRun: dryRun)
     }
 }
 
 extension ExportReport: MetricsReporting {
     public var figures: RunFigures {
-        RunFigures(files: rows["jobs"], findings: 0)
+        RunFigures(files: rows["jobs"], findings: 0, dryRun: dryRun)
     }
 }
 
 extension CleanupReport: MetricsReporting {
     public var figures: RunFigures {
-        RunFigures(bytesWritten: bytesFreed, files: removed.count, findings: failures.count)
+        RunFigures(bytesWritten: bytesFreed, files: removed.count, findings: failures.count, dryRun: dryRun)
     }
 }

@@ -103,9 +103,12 @@ public final class LocalStorage: RepositoryStorage {
     }
 
     public func read(_ name: String, offset: Int64, length: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard offset >= 0, length >= 0 else {
+            throw CofferError(.failed, operation: "read", subject: path(name), cause: "bad range \(offset)+\(length) (a damaged record?)")
+        }
         let fd = try openForReading(name)
         defer { close(fd) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(min(length, 1 << 20)), alignment: 64)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(max(1, min(length, 1 << 20))), alignment: 64)
         defer { buffer.deallocate() }
         var done: Int64 = 0
         while done < length {

@@ -9,10 +9,12 @@ import Glibc
 /// error there, so the same paths that undo a failure undo an interruption: pending objects
 /// discarded, staging and temporary folders removed, transactions rolled back, locks released
 /// (the process exits 130). A second signal exits at once, as `kill -9` would: what it leaves
-/// is swept by the next run.
+/// is swept by the next run. Commands that do not check (read-only ones, prune whose every
+/// step is safe to kill) have not called ``cooperate()``: a signal ends them at once, exit 130.
 public enum Interruption {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var received: Int32 = 0
+    nonisolated(unsafe) private static var cooperating = false
     nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
 
     /// Installs the handlers (once, at start; the CLI does).
@@ -27,8 +29,9 @@ public enum Interruption {
                 lock.lock()
                 let first = received == 0
                 if first { received = number }
+                let stopsCleanly = cooperating
                 lock.unlock()
-                if first {
+                if first, stopsCleanly {
                     let text = "coffer: \(number == SIGINT ? "SIGINT" : "SIGTERM") received, stopping cleanly (again to stop at once)\n"
                     FileHandle.standardError.write(Data(text.utf8))
                 } else {
@@ -38,6 +41,14 @@ public enum Interruption {
             source.resume()
             sources.append(source)
         }
+    }
+
+    /// Says this command checks for a stop at its safe points (backup, restore, drill,
+    /// export-jobs, migrate up): a signal then sets the flag instead of ending the process.
+    public static func cooperate() {
+        lock.lock()
+        cooperating = true
+        lock.unlock()
     }
 
     /// The signal received, if any.

@@ -31,6 +31,7 @@ struct Backup: ParsableCommand {
 
     func run() throws {
         try CofferCLI.run(options, metrics: metrics, command: "backup", repositoryLabel: true) { output in
+            Interruption.cooperate()
             var runner = BackupRunner(configuration: try options.configuration())
             runner.full = full
             runner.tags = tag

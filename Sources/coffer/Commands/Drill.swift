@@ -11,13 +11,15 @@ struct DrillCommand: ParsableCommand {
             Checks what a switch-over would need (integrity_check, foreign keys, reconciliation of
             the media rows with the restored files), reads every restored file back and re-hashes
             it against the snapshot, reports the restore time (RTO) and the snapshot's age (RPO),
-            and removes the scratch folder whatever happened. The live volume and the repository
+            and removes the scratch folder whatever happened (and any a killed drill left). It
+            refuses to start when the copy would push that filesystem below MIN_FREE_SPACE_GB. The live volume and the repository
             are only read. Meant for a weekly timer: a backup never restored is not a backup.
 
-            Exit codes: 0 the drill passed, 1 the restore failed or its result is not sound
-            (findings listed), 2 could not run (e.g. no space for the scratch copy), 3 the
-            repository is locked by a prune, 64 usage, 130 stopped by SIGINT or SIGTERM (scratch
-            removed).
+            Exit codes: 0 the drill passed, 1 the restore failed (a damaged pack, a write error) or
+            its result is not sound (findings listed; those the snapshot had already recorded when
+            it was taken are counted apart), 2 could not run (no room for the scratch copy without
+            going below MIN_FREE_SPACE_GB there, an unreadable repository), 3 the repository is
+            locked by a prune, 64 usage, 130 stopped by SIGINT or SIGTERM (scratch removed).
 
             Example: coffer drill --repo /backup/coffer --metrics-file /var/lib/node_exporter/textfile_collector/coffer.prom
             """))
@@ -33,6 +35,7 @@ struct DrillCommand: ParsableCommand {
 
     func run() throws {
         try CofferCLI.run(options, metrics: metrics, command: "drill", repositoryLabel: true) { output in
+            Interruption.cooperate()
             var drill = Drill(configuration: try options.configuration())
             drill.snapshot = snapshot
             drill.scratch = scratch

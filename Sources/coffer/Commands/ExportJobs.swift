@@ -51,6 +51,7 @@ struct ExportJobs: ParsableCommand {
 
     func run() throws {
         try CofferCLI.run(options, metrics: metrics, command: "export-jobs") { output in
+            Interruption.cooperate()
             var exporter = JobExporter(configuration: try options.configuration(), olderThan: try RetentionAge(parsing: olderThan),
                                        outDirectory: out)
             if let status { exporter.statuses = status.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() } }
@@ -60,8 +61,7 @@ struct ExportJobs: ParsableCommand {
             exporter.dryRun = dryRun
             exporter.logger = options.logger("coffer.export")
             let report = try exporter.run()
-            try output.json(report)
-            if !options.quiet { output.text(report.text()) }
+            _ = try output.report(report, status: report.status) { report.text() }
             return report.status
         }
     }

@@ -30,8 +30,7 @@ struct ImportJobs: ParsableCommand {
             importer.dryRun = dryRun
             importer.logger = options.logger("coffer.import")
             let report = try importer.run()
-            try output.json(report)
-            if !options.quiet { output.text(report.text()) }
+            _ = try output.report(report, status: report.status) { report.text() }
             return report.status
         }
     }

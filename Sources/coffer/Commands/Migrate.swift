@@ -132,6 +132,7 @@ struct MigrateUp: ParsableCommand {
             return try plan.run()
         }
         try CofferCLI.run(options) { output in
+            Interruption.cooperate()
             var upgrader = MigrationUpgrader(configuration: try options.configuration(), set: try migrationOptions.set())
             upgrader.target = to
             upgrader.allowDestructive = allowDestructive

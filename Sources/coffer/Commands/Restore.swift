@@ -37,6 +37,7 @@ struct Restore: ParsableCommand {
 
     func run() throws {
         try CofferCLI.run(options) { output in
+            Interruption.cooperate()
             var restorer = Restorer(configuration: try options.configuration())
             restorer.snapshot = snapshot
             restorer.only = only.flatMap(Restorer.Part.init(rawValue:))

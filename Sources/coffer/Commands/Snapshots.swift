@@ -20,9 +20,7 @@ struct Snapshots: ParsableCommand {
     func run() throws {
         try CofferCLI.run(options) { output in
             let listing = try SnapshotListing.read(try options.configuration())
-            try output.json(listing)
-            output.text(listing.text())
-            return listing.damaged.isEmpty ? .ok : .findings
+            return try output.report(listing, status: listing.damaged.isEmpty ? .ok : .findings) { listing.text() }
         }
     }
 }

@@ -20,9 +20,7 @@ struct Status: ParsableCommand {
     func run() throws {
         try CofferCLI.run(options) { output in
             let status = try VolumeStatus.read(try options.configuration())
-            try output.json(status)
-            output.text(status.text())
-            return status.status
+            return try output.report(status, status: status.status) { status.text() }
         }
     }
 }

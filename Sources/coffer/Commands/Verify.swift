@@ -46,11 +46,7 @@ struct Verify: ParsableCommand {
             verifier.full = full
             verifier.logger = options.logger("coffer.verify")
             let report = try verifier.run()
-            try output.json(report)
-            if report.status == .ok || !options.quiet {
-                output.text(report.text(limit: options.verbose ? nil : 20))
-            }
-            return report.status
+            return try output.report(report, status: report.status) { report.text(limit: options.verbose ? nil : 20) }
         }
     }
 
@@ -62,9 +58,7 @@ struct Verify: ParsableCommand {
             verifier.logger = options.logger("coffer.verify")
             verifier.progress = Progress(label: "verify", enabled: readData && !options.quiet && !options.json)
             let report = try verifier.run()
-            try output.json(report)
-            if report.status != .ok || !options.quiet { output.text(report.text()) }
-            return report.status
+            return try output.report(report, status: report.status) { report.text() }
         }
     }
 }

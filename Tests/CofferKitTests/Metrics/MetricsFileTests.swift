@@ -43,5 +43,11 @@ import Testing
         let text = try String(contentsOfFile: path, encoding: .utf8)
         #expect(text.contains("command=\"backup\"") && text.contains("command=\"verify\""))
         #expect(throws: CofferError.self) { try MetricsFile.check(dir.path + "/missing/coffer.prom") }
+        #expect(throws: CofferError.self) { try MetricsFile.check(dir.path + "/coffer.txt") }
+        // Written by a Windows editor: CRLF lines are read, and the series kept.
+        try "# TYPE other_gauge gauge\r\nother_gauge{job=\"x\"} 4\r\n".write(toFile: dir.path + "/crlf.prom", atomically: true, encoding: .utf8)
+        try MetricsFile.check(dir.path + "/crlf.prom")
+        try MetricsFile.record(run("backup", 0, repository: "/r", at: 1_700_000_000), at: dir.path + "/crlf.prom")
+        #expect(try String(contentsOfFile: dir.path + "/crlf.prom", encoding: .utf8).contains("other_gauge{job=\"x\"} 4\n"))
     }
 }
