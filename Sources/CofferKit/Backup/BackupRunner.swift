@@ -119,20 +119,35 @@ public struct BackupRunner {
         report.estimatedBytes = copy.size + 1 << 20 + bytesToWrite + Int64(report.filesAdded) * Self.entryOverhead
         try checkSpace(for: report.estimatedBytes, in: repository.location)
 
-        // Reconciliation of the copy against the media, as it is now.
+        // Reconciliation of the copy against the media, as it is now: it only reads, so it runs
+        // on its own thread while the pack is written, and is joined before the record's summary.
         var verifier = LiveVerifier(configuration: configuration)
         verifier.layout = VolumeLayout(dbPath: copyPath, mediaRoot: layout.mediaRoot,
                                        tempDirTemplate: layout.tempDirTemplate, libraryPathTemplate: layout.libraryPathTemplate)
         verifier.minFreeSpaceBytes = 0
         verifier.alertFreeSpaceBytes = 0
         verifier.checksIntegrity = false // the database lane runs integrity_check on this very file
-        let findings = try verifier.run().findings.map { finding -> Finding in
-            var finding = finding
-            if finding.path == PathText.display(copyPath) { finding.path = PathText.display(layout.dbPath) }
-            return finding
+        let reconciliation = ReconciliationLane()
+        let reconciling = DispatchGroup()
+        DispatchQueue.global().async(group: reconciling) { [verifier, copyPath, layout] in
+            do {
+                reconciliation.findings = try verifier.run().findings.map { finding -> Finding in
+                    var finding = finding
+                    if finding.path == PathText.display(copyPath) { finding.path = PathText.display(layout.dbPath) }
+                    return finding
+                }
+            } catch {
+                reconciliation.error = error
+            }
         }
-        report.findings = findings.count
+        defer { reconciling.wait() } // it reads the copy, removed after this
+        func reconciled() throws -> [Finding] {
+            reconciling.wait()
+            if let error = reconciliation.error { throw error }
+            return reconciliation.findings
+        }
         if dryRun {
+            report.findings = try reconciled().count
             noteIntegrity(try databaseResult())
             report.problems = problems
             report.seconds = Date().timeIntervalSince(started)
@@ -202,6 +217,9 @@ public struct BackupRunner {
             try recordReady(waitingForAll: false)
         }
         try recordReady(waitingForAll: true)
+        // Joined before anything is committed: a reconciliation that fails leaves no pack.
+        let findings = try reconciled()
+        report.findings = findings.count
         // The database copy, checked and compressed meanwhile, is the pack's last entry.
         let described = try databaseResult()
         noteIntegrity(described)
@@ -236,6 +254,12 @@ public struct BackupRunner {
         report.problems = problems
         report.seconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    /// The reconciliation's result, from its thread.
+    final class ReconciliationLane: @unchecked Sendable {
+        var findings: [Finding] = []
+        var error: Error?
     }
 
     /// Finds the candidates whose path, size, mtime and inode are those of the parent snapshot:
