@@ -46,6 +46,8 @@ final class Bench {
          "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": root + "/restic-cache"]
     }
     func fresh(_ path: String) { FileSystem.removeTree(path) }
+    /// The restores' targets: one at a time on disk.
+    func freshRestores() { for target in ["/r", "/x", "/rr"] { fresh(root + target) } }
 
     /// Runs each contender once to warm up, then `runs` times, alternating.
     func compare(_ scenario: String, bytes: Int64, _ contenders: [(String, prepare: () -> Void, command: () -> Sample)]) {
@@ -95,6 +97,9 @@ final class Bench {
         }
         full.append(("cp -a (the disk)", { self.fresh(self.root + "/copy") }, { Measure.run(["cp", "-a", self.media, self.root + "/copy"]) }))
         compare("full backup", bytes: mediaBytes, full)
+        // Each tool's output goes as soon as no later scenario needs it: the large profile must
+        // fit beside its volume (a copy per tool would need about nine times the library).
+        fresh(root + "/copy")
 
         // Unchanged second backup (the repositories from the last full runs stay).
         var unchanged: [(String, prepare: () -> Void, command: () -> Sample)] = [
@@ -129,38 +134,41 @@ final class Bench {
 
         // Restore.
         var restore: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer restore", { self.fresh(self.root + "/r") }, {
+            ("coffer restore", { self.freshRestores() }, {
                 Measure.run([self.coffer, "restore", "--quiet", "--repo", self.root + "/repo", "--db", self.root + "/r/db.sqlite", "--media-root", self.root + "/r/media"],
                             environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"])
             }),
         ]
         if hasBsdtar {
-            restore.append(("bsdtar -xf", { self.fresh(self.root + "/x"); try? FileManager.default.createDirectory(atPath: self.root + "/x", withIntermediateDirectories: true) }, {
+            restore.append(("bsdtar -xf", { self.freshRestores(); try? FileManager.default.createDirectory(atPath: self.root + "/x", withIntermediateDirectories: true) }, {
                 Measure.shell("bsdtar -xf '\(self.root)/tar/media.tar' -C '\(self.root)/x'")
             }))
         }
         if hasBsdtar {
             // The same, made durable as Coffer's restore is (one syncfs before it renames into place).
-            restore.append(("bsdtar -xf + sync", { self.fresh(self.root + "/x"); try? FileManager.default.createDirectory(atPath: self.root + "/x", withIntermediateDirectories: true) }, {
+            restore.append(("bsdtar -xf + sync", { self.freshRestores(); try? FileManager.default.createDirectory(atPath: self.root + "/x", withIntermediateDirectories: true) }, {
                 Measure.shell("bsdtar -xf '\(self.root)/tar/media.tar' -C '\(self.root)/x' && sync -f '\(self.root)/x'")
             }))
         }
         if hasRestic {
-            restore.append(("restic restore", { self.fresh(self.root + "/rr") }, { Measure.run(["restic", "restore", "-q", "latest", "-r", self.root + "/restic", "--target", self.root + "/rr"], environment: self.env("")) }))
+            restore.append(("restic restore", { self.freshRestores() }, { Measure.run(["restic", "restore", "-q", "latest", "-r", self.root + "/restic", "--target", self.root + "/rr"], environment: self.env("")) }))
         }
         compare("restore", bytes: mediaBytes, restore)
         // The media alone, as bsdtar restores them: no database, no check of the result.
         if hasBsdtar {
             compare("restore, media only", bytes: mediaBytes, [
-                ("coffer restore --only media", { self.fresh(self.root + "/r") }, {
+                ("coffer restore --only media", { self.freshRestores() }, {
                     Measure.run([self.coffer, "restore", "--quiet", "--only", "media", "--repo", self.root + "/repo", "--db", self.root + "/r/db.sqlite", "--media-root", self.root + "/r/media"],
                                 environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"])
                 }),
-                ("bsdtar -xf + sync", { self.fresh(self.root + "/x"); try? FileManager.default.createDirectory(atPath: self.root + "/x", withIntermediateDirectories: true) }, {
+                ("bsdtar -xf + sync", { self.freshRestores(); try? FileManager.default.createDirectory(atPath: self.root + "/x", withIntermediateDirectories: true) }, {
                     Measure.shell("bsdtar -xf '\(self.root)/tar/media.tar' -C '\(self.root)/x' && sync -f '\(self.root)/x'")
                 }),
             ])
         }
+        freshRestores()
+        fresh(root + "/tar")
+        fresh(root + "/restic")
         notes.append("coffer restore includes its check of the restored volume (integrity_check, reconciliation); it exits 1 here because the 5% change grew videos without updating their rows, which that check reports.")
 
         try writerLoad()
@@ -259,6 +267,7 @@ final class Bench {
         }
         rows.append(Row(scenario: "backup, writer idle", tool: "coffer backup --full", series: idleBackup, bytes: mediaBytes))
         rows.append(Row(scenario: "backup, writer at 500 tx/s", tool: "coffer backup --full", series: loadedBackup, bytes: mediaBytes))
+        fresh(root + "/repo-load")
         let idle = idleRate.sorted()[idleRate.count / 2], loaded = loadedRate.sorted()[loadedRate.count / 2]
         notes.append(String(format: "writer throughput: %.0f tx/s idle, %.0f tx/s during a backup (%.0f%% kept).", idle, loaded, 100 * loaded / max(idle, 1)))
         try queue.close()
