@@ -1,3 +1,4 @@
+import CofferFixtures
 import Foundation
 
 /// Runs the built `coffer` executable, as an operator or cron would.
@@ -72,4 +73,23 @@ final class Scratch {
         try? FileManager.default.removeItem(atPath: path)
     }
     func child(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+}
+
+/// A generated volume in `scratch/v` and the flags that point Coffer at it and at
+/// `scratch/repo` (thresholds at 0: the test machine's disk is not the subject).
+func cliVolume(_ scratch: Scratch, jobs: Int) throws -> (flags: [String], repo: String) {
+    var spec = VolumeSpec()
+    spec.jobs = jobs
+    let generated = try VolumeGenerator.generate(spec, dbPath: scratch.child("v/db.sqlite"), mediaRoot: scratch.child("v/media"))
+    let repo = scratch.child("repo")
+    return (["--db", generated.dbPath, "--media-root", generated.mediaRoot, "--repo", repo,
+             "--min-free-space-gb", "0", "--alert-free-space-gb", "0"], repo)
+}
+
+/// A command's `--json` document.
+func jsonObject(_ text: String) throws -> [String: Any] {
+    guard let object = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+        throw CocoaError(.propertyListReadCorrupt)
+    }
+    return object
 }

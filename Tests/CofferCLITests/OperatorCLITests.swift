@@ -5,18 +5,9 @@ import Testing
 
 /// What an operator leaves unattended: `drill` and `--metrics-file`.
 @Suite struct OperatorCLITests {
-    func json(_ text: String) throws -> [String: Any] {
-        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
-    }
+    func json(_ text: String) throws -> [String: Any] { try jsonObject(text) }
 
-    func volume(_ scratch: Scratch, jobs: Int = 20) throws -> (flags: [String], repo: String) {
-        var spec = VolumeSpec()
-        spec.jobs = jobs
-        let generated = try VolumeGenerator.generate(spec, dbPath: scratch.child("v/db.sqlite"), mediaRoot: scratch.child("v/media"))
-        let repo = scratch.child("repo")
-        return (["--db", generated.dbPath, "--media-root", generated.mediaRoot, "--repo", repo,
-                 "--min-free-space-gb", "0", "--alert-free-space-gb", "0"], repo)
-    }
+    func volume(_ scratch: Scratch, jobs: Int = 20) throws -> (flags: [String], repo: String) { try cliVolume(scratch, jobs: jobs) }
 
     /// Every file below `root` with its bytes (a tree to compare before and after).
     func tree(_ root: String) -> [String: Data] {

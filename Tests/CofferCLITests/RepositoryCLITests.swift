@@ -4,18 +4,9 @@ import Foundation
 import Testing
 
 @Suite struct RepositoryCLITests {
-    func json(_ text: String) throws -> [String: Any] {
-        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
-    }
+    func json(_ text: String) throws -> [String: Any] { try jsonObject(text) }
 
-    func volume(_ scratch: Scratch, jobs: Int = 30) throws -> (flags: [String], repo: String) {
-        var spec = VolumeSpec()
-        spec.jobs = jobs
-        let generated = try VolumeGenerator.generate(spec, dbPath: scratch.child("v/db.sqlite"), mediaRoot: scratch.child("v/media"))
-        let repo = scratch.child("repo")
-        return (["--db", generated.dbPath, "--media-root", generated.mediaRoot, "--repo", repo,
-                 "--min-free-space-gb", "0", "--alert-free-space-gb", "0"], repo)
-    }
+    func volume(_ scratch: Scratch, jobs: Int = 30) throws -> (flags: [String], repo: String) { try cliVolume(scratch, jobs: jobs) }
 
     @Test func backupSnapshotsVerifyRestoreEndToEnd() throws {
         let scratch = try Scratch()

@@ -67,6 +67,7 @@ public struct Drill {
             report.restoreSeconds = Date().timeIntervalSince(restoreStarted)
             report.findings.append(.init(kind: "restore_failed", path: error.subject ?? "", message: error.message))
             report.seconds = Date().timeIntervalSince(started)
+            report.outcome = "failed"
             return report
         }
 
@@ -102,6 +103,7 @@ public struct Drill {
         }
         report.rehashSeconds = Date().timeIntervalSince(rehashStarted)
         report.seconds = Date().timeIntervalSince(started)
+        report.outcome = report.status == .ok ? "ok" : "failed"
         return report
     }
 
@@ -161,8 +163,8 @@ public struct Drill {
 }
 
 /// What `coffer drill` found. Encoded as the `--json` document.
-public struct DrillReport: Sendable, Codable, MetricsReporting {
-    public struct Finding: Sendable, Codable, Equatable {
+public struct DrillReport: Sendable, Encodable, MetricsReporting {
+    public struct Finding: Sendable, Encodable, Equatable {
         /// `restore_failed`, `file_missing`, `file_differs`, or a kind of `coffer verify`.
         public var kind: String
         public var path: String
@@ -188,48 +190,15 @@ public struct DrillReport: Sendable, Codable, MetricsReporting {
     public var findings: [Finding] = []
     public var seconds: Double = 0
 
+    /// `ok` or `failed`, as the exit code says (set when the drill ends).
+    public var outcome = "failed"
+
     public var status: ExitStatus { findings.isEmpty ? .ok : .findings }
 
     enum CodingKeys: String, CodingKey {
         case command, repository, snapshot, snapshotTime = "snapshot_time", scratch, snapshotAgeSeconds = "snapshot_age_seconds"
         case restoreSeconds = "restore_seconds", rehashSeconds = "rehash_seconds", filesRehashed = "files_rehashed"
-        case bytesRehashed = "bytes_rehashed", restore, findings, inherited, seconds, status
-    }
-
-    public func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(command, forKey: .command)
-        try c.encode(repository, forKey: .repository)
-        try c.encode(snapshot, forKey: .snapshot)
-        try c.encode(snapshotTime, forKey: .snapshotTime)
-        try c.encode(scratch, forKey: .scratch)
-        try c.encodeIfPresent(snapshotAgeSeconds, forKey: .snapshotAgeSeconds)
-        try c.encode(restoreSeconds, forKey: .restoreSeconds)
-        try c.encode(rehashSeconds, forKey: .rehashSeconds)
-        try c.encode(filesRehashed, forKey: .filesRehashed)
-        try c.encode(bytesRehashed, forKey: .bytesRehashed)
-        try c.encodeIfPresent(restore, forKey: .restore)
-        try c.encode(findings, forKey: .findings)
-        try c.encode(inherited, forKey: .inherited)
-        try c.encode(seconds, forKey: .seconds)
-        try c.encode(status == .ok ? "ok" : "failed", forKey: .status)
-    }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        repository = try c.decode(String.self, forKey: .repository)
-        snapshot = try c.decode(String.self, forKey: .snapshot)
-        snapshotTime = try c.decode(String.self, forKey: .snapshotTime)
-        scratch = try c.decode(String.self, forKey: .scratch)
-        snapshotAgeSeconds = try c.decodeIfPresent(Double.self, forKey: .snapshotAgeSeconds)
-        restoreSeconds = try c.decode(Double.self, forKey: .restoreSeconds)
-        rehashSeconds = try c.decode(Double.self, forKey: .rehashSeconds)
-        filesRehashed = try c.decode(Int.self, forKey: .filesRehashed)
-        bytesRehashed = try c.decode(Int64.self, forKey: .bytesRehashed)
-        restore = try c.decodeIfPresent(RestoreReport.self, forKey: .restore)
-        findings = try c.decode([Finding].self, forKey: .findings)
-        inherited = try c.decodeIfPresent(Int.self, forKey: .inherited) ?? 0
-        seconds = try c.decode(Double.self, forKey: .seconds)
+        case bytesRehashed = "bytes_rehashed", restore, findings, inherited, seconds, outcome = "status"
     }
 
     init(repository: String, snapshot: String, snapshotTime: String, scratch: String) {
