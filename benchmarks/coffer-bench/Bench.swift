@@ -22,6 +22,10 @@ final class Bench {
     var notes: [String] = []
     var volume: GeneratedVolume!
     var mediaBytes: Int64 = 0
+    /// Called with the table so far after each scenario: a long run stopped midway (the large
+    /// profile takes hours on a slow disk) still leaves what it measured.
+    var checkpoint: (String) -> Void = { _ in }
+    let started = Date()
 
     init(profile: String, runs: Int, scratch: String?, coffer: String) throws {
         self.profile = profile
@@ -57,12 +61,14 @@ final class Bench {
                 contender.prepare()
                 let sample = contender.command()
                 if round > 0 { series[index].samples.append(sample) }
+                log("\(scenario) / \(contender.0): \(round == 0 ? "warm-up" : "run \(round)") \(String(format: "%.3f", sample.seconds)) s, \(sample.peakRSSKiB) KiB peak, exit \(sample.status)")
             }
         }
         for (index, contender) in contenders.enumerated() {
             rows.append(Row(scenario: scenario, tool: contender.0, series: series[index], bytes: bytes))
             log("\(scenario) / \(contender.0): median \(String(format: "%.3f", series[index].median)) s\(series[index].failed ? " (FAILED)" : "")")
         }
+        checkpoint(report(seconds: Date().timeIntervalSince(started)))
     }
 
     func runAll() throws -> String {

@@ -20,11 +20,14 @@ struct CofferBench: ParsableCommand {
 
     func run() throws {
         let bench = try Bench(profile: profile, runs: runs, scratch: scratch, coffer: coffer)
-        let markdown = try bench.runAll()
-        print(markdown)
         let host = ProcessInfo.processInfo.hostName
         let date = String(ISO8601DateFormatter().string(from: Date()).prefix(10))
         let path = out ?? "benchmarks/results/\(date)-\(host)-\(profile).md"
+        bench.checkpoint = { partial in
+            try? (partial + "\n_Partial: the run was still going when this was written._\n").write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        let markdown = try bench.runAll()
+        print(markdown)
         try markdown.write(toFile: path, atomically: true, encoding: .utf8)
         FileHandle.standardError.write(Data("results written to \(path)\n".utf8))
     }
