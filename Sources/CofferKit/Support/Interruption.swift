@@ -69,11 +69,4 @@ public enum Interruption {
 
     /// Test-only: every check waits this long, so a signal test can land inside the work.
     static let testDelay = ProcessInfo.processInfo.environment["COFFER_TEST_CHECK_DELAY"].flatMap(Double.init)
-
-    /// For tests in this process: forgets a received signal.
-    static func reset() {
-        lock.lock()
-        received = 0
-        lock.unlock()
-    }
 }

@@ -9,8 +9,8 @@ import Glibc
 /// in that same order (a backup writes them as it walks; prune's repacking keeps the order).
 /// So the records of all snapshots, merged by path, name each pack's entries in increasing
 /// offset order: each pack is read once, front to back, beside the merge, its bytes hashed as
-/// `RepositoryVerifier.readPack` does (entry bytes into the entry's digest, everything else and
-/// each entry's digest into the pack digest). What is held: one cursor per record, one small
+/// the pack digest was made (FORMAT.md: entry bytes into the entry's digest, everything else
+/// and each entry's digest into the pack digest). What is held: one cursor per record, one small
 /// read window per pack, the database copies' entries.
 ///
 /// When the order does not hold (a record or pack from another writer), `run()` throws
@@ -49,11 +49,7 @@ final class PackMerge {
 
     deinit { large.deallocate() }
 
-    struct Stored {
-        var offset: Int64
-        var size: Int64
-        var sha256: SHA256Value
-    }
+    typealias Stored = RepositoryVerifier.Entry
 
     final class PackState {
         let name: String
@@ -89,8 +85,7 @@ final class PackMerge {
             databases[db.pack, default: []].append(Stored(offset: db.offset, size: db.storedSize, sha256: SHA256Value(hex: db.storedSha256)))
         }
         for name in packs.keys.sorted() {
-            let state = PackState(name: name, path: repository.location + "/" + name, fd: try repository.storage.openForReading(name),
-                                  size: packs[name]!, windowSize: windowSize)
+            let state = try open(name)
             var seen = Set<Int64>()
             state.databases = (databases[name] ?? []).filter { seen.insert($0.offset).inserted }.sorted { $0.offset > $1.offset }
             states[name] = state
@@ -132,13 +127,39 @@ final class PackMerge {
         for name in packs.keys.sorted() {
             let state = states[name]!
             while let db = state.databases.popLast() { try check(state, db) }
-            var tail = state.hasher
-            try feed(state, upTo: state.size) { tail.update(bufferPointer: $0) }
-            if let expected = digests[name], !state.skipped, expected.size == state.size {
-                let digest = Digest.hex(tail.finalize())
-                if digest != expected.sha256 {
-                    damagedPacks.append((name, "pack digest \(digest.prefix(16))..., recorded \(expected.sha256.prefix(16))..."))
-                }
+            try finish(state)
+        }
+    }
+
+    /// One pack on its own, given every entry it holds (the fallback for records or packs in
+    /// another order gathers them in memory): read once, hashed the same way.
+    func readPack(_ name: String, entries: [Stored]) throws {
+        let state = try open(name)
+        for entry in entries.sorted(by: { $0.offset < $1.offset }) {
+            guard entry.offset >= state.position else {
+                // Two records claim overlapping bytes: the later one cannot be what was stored.
+                state.skipped = true
+                damaged.append((RepositoryVerifier.EntryKey(pack: name, offset: entry.offset), "its bytes overlap another entry's"))
+                continue
+            }
+            try check(state, entry)
+        }
+        try finish(state)
+    }
+
+    private func open(_ name: String) throws -> PackState {
+        PackState(name: name, path: repository.location + "/" + name, fd: try repository.storage.openForReading(name),
+                  size: packs[name]!, windowSize: windowSize)
+    }
+
+    /// Hashes the rest of the pack and compares its digest with the recorded one.
+    private func finish(_ state: PackState) throws {
+        var tail = state.hasher
+        try feed(state, upTo: state.size) { tail.update(bufferPointer: $0) }
+        if let expected = digests[state.name], !state.skipped, expected.size == state.size {
+            let digest = Digest.hex(tail.finalize())
+            if digest != expected.sha256 {
+                damagedPacks.append((state.name, "pack digest \(digest.prefix(16))..., recorded \(expected.sha256.prefix(16))..."))
             }
         }
     }

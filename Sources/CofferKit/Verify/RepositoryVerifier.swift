@@ -172,17 +172,16 @@ public struct RepositoryVerifier {
             add(db.pack, db.offset, db.storedSize, db.storedSha256)
             try repository.reader(for: snap).files { add($0.pack, $0.offset, $0.size, $0.sha256) }
         }
-        var damaged: [(key: EntryKey, message: String)] = []
+        let merge = PackMerge(repository: repository, snapshots: all, packs: usable, digests: digests, progress: progress)
         for pack in usable.keys.sorted() {
-            let sorted = (entries[pack] ?? [:]).values.sorted { $0.offset < $1.offset }
-            for offset in try readPack(pack, entries: sorted, expected: digests[pack], repository: repository, into: &report) {
-                damaged.append((EntryKey(pack: pack, offset: offset), "its bytes changed (SHA-256 differs from the one recorded)"))
-            }
-            if report.findings.last?.kind == "pack_damaged", report.findings.last?.path == pack {
-                report.findings[report.findings.count - 1].snapshots = snapshotsNeeding(pack)
-            }
+            try merge.readPack(pack, entries: Array((entries[pack] ?? [:]).values))
         }
-        return damaged
+        report.bytesRead += merge.bytesRead
+        report.filesChecked += merge.entriesChecked
+        for pack in merge.damagedPacks {
+            report.findings.append(.init(kind: "pack_damaged", path: pack.name, snapshots: snapshotsNeeding(pack.name), message: pack.message))
+        }
+        return merge.damaged
     }
 
     /// Names damaged entries: the file (or database copy) each one holds, and every snapshot
@@ -205,67 +204,6 @@ public struct RepositoryVerifier {
             .init(kind: "file_damaged", path: labels[item.key] ?? "offset \(item.key.offset)", pack: item.key.pack,
                   snapshots: (snapshots[item.key] ?? []).sorted(), message: item.message)
         }
-    }
-
-    /// One sequential pass, each byte hashed once: the bytes of every entry into that entry's
-    /// digest, everything else (headers, padding) and each entry's digest, in order, into the
-    /// pack digest (see FORMAT.md). Returns the offsets of entries whose bytes do not match.
-    func readPack(_ pack: String, entries sorted: [Entry], expected: (size: Int64, sha256: String)?,
-                  repository: Repository, into report: inout RepositoryReport) throws -> [Int64] {
-        let fd = try repository.storage.openForReading(pack)
-        defer { close(fd) }
-        var entryHasher = SHA256()
-        var packHasher = SHA256()
-        var damaged: [Int64] = []
-        var next = 0 // the first entry not yet complete
-        func complete(_ index: Int) {
-            let digest = entryHasher.finalize()
-            entryHasher = SHA256()
-            digest.withUnsafeBytes { packHasher.update(bufferPointer: $0) }
-            if SHA256Value(digest) != sorted[index].sha256 { damaged.append(sorted[index].offset) }
-        }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buffer.deallocate() }
-        var position: Int64 = 0
-        let path = repository.location + "/" + pack
-        while true {
-            let n = try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
-            if n == 0 { break }
-            let end = position + Int64(n)
-            var cursor = position
-            func slice(_ from: Int64, _ to: Int64) -> UnsafeRawBufferPointer {
-                UnsafeRawBufferPointer(rebasing: buffer[Int(from - position)..<Int(to - position)])
-            }
-            while cursor < end {
-                while next < sorted.count, sorted[next].offset + sorted[next].size <= cursor, sorted[next].offset <= cursor {
-                    complete(next); next += 1
-                }
-                if next < sorted.count, sorted[next].offset <= cursor {
-                    let stop = min(end, sorted[next].offset + sorted[next].size)
-                    entryHasher.update(bufferPointer: slice(cursor, stop))
-                    cursor = stop
-                    if cursor == sorted[next].offset + sorted[next].size { complete(next); next += 1 }
-                } else {
-                    let stop = min(end, next < sorted.count ? sorted[next].offset : end)
-                    packHasher.update(bufferPointer: slice(cursor, stop))
-                    cursor = stop
-                }
-            }
-            position = end
-            report.bytesRead += Int64(n)
-            progress?.advance(by: Int64(n))
-        }
-        while next < sorted.count, sorted[next].offset + sorted[next].size <= position { complete(next); next += 1 }
-        // Entries that end past the end of the file were reported with the references.
-        if let expected, position == expected.size {
-            let digest = Digest.hex(packHasher.finalize())
-            if digest != expected.sha256 {
-                report.findings.append(.init(kind: "pack_damaged", path: pack, snapshots: [],
-                                             message: "pack digest \(digest.prefix(16))..., recorded \(expected.sha256.prefix(16))..."))
-            }
-        }
-        report.filesChecked += next
-        return damaged
     }
 
     /// Decompresses a database copy into a scratch folder, re-hashes and integrity-checks it.
