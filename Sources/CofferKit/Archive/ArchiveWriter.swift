@@ -7,12 +7,14 @@ import Glibc
 
 /// Writes a POSIX pax tar archive to a file descriptor through libarchive, and knows the byte
 /// offset of every entry's data in the output (libarchive is run unblocked, so every byte it
-/// produces reaches ``written`` before the call returns).
+/// produces reaches ``written`` before the call returns; small pieces are gathered and reach
+/// the descriptor a megabyte at a time, all of them by ``finish()``).
 ///
-/// Names are written as their exact bytes with `hdrcharset=BINARY`: no locale conversion and
-/// no Unicode normalization on the way out or back in (libarchive would turn NFD names into
-/// NFC when converting), so every name Linux allows survives. GNU tar extracts them exactly
-/// too, with a warning about the keyword (`--warning=no-unknown-keyword` silences it).
+/// Names are written as their exact bytes: plain ASCII names in the ustar header, any other
+/// name in a pax extended header under `hdrcharset=BINARY`, with no locale conversion and no
+/// Unicode normalization on the way out or back in, so every name Linux allows survives. GNU
+/// tar extracts them exactly too, with a warning about the keyword
+/// (`--warning=no-unknown-keyword` silences it).
 /// Every libarchive return code is checked; a failed write (ENOSPC...) surfaces as a
 /// ``CofferError`` naming the output path. The archive is freed in `deinit`.
 public final class ArchiveWriter {
@@ -24,6 +26,10 @@ public final class ArchiveWriter {
         let fd: Int32
         let path: String
         var written: Int64 = 0
+        /// Output gathered here and written a megabyte at a time: a pack of small files is a
+        /// run of small pieces (header, data, padding), one system call each otherwise.
+        let pending = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        var pendingCount = 0
         var hasher = SHA256()
         /// In a tar pack, entry data is not hashed here: the entry's own digest stands in for it.
         var packDigest = false
@@ -32,6 +38,24 @@ public final class ArchiveWriter {
         /// When set, the bytes the pack digest covers go here instead of `hasher`.
         var forward: ((UnsafeRawBufferPointer) -> Void)?
         init(fd: Int32, path: String) { self.fd = fd; self.path = path }
+        deinit { pending.deallocate() }
+
+        /// Takes `length` bytes for the output: gathered, or written at once when they are large.
+        func take(_ buffer: UnsafeRawPointer, _ length: Int) throws {
+            if pendingCount + length > pending.count { try flush() }
+            if length >= pending.count / 2 {
+                try RawIO.writeAll(fd, buffer, length, path: path)
+            } else {
+                (pending.baseAddress! + pendingCount).copyMemory(from: buffer, byteCount: length)
+                pendingCount += length
+            }
+        }
+
+        func flush() throws {
+            guard pendingCount > 0 else { return }
+            defer { pendingCount = 0 }
+            try RawIO.writeAll(fd, pending.baseAddress!, pendingCount, path: path)
+        }
     }
 
     /// Bytes written to the output so far.
@@ -53,15 +77,16 @@ public final class ArchiveWriter {
             try check(archive_write_set_format_raw(archive), "set raw format")
             try check(archive_write_add_filter(archive, filter), "add compression filter")
         } else {
-            try check(archive_write_set_format_pax(archive), "set pax format")
-            try check(archive_write_set_format_option(archive, "pax", "hdrcharset", "BINARY"), "keep names as bytes")
+            // Restricted pax: an entry gets an extended header only when ustar cannot hold it
+            // (a name that is not plain ASCII, or longer than ustar's fields).
+            try check(archive_write_set_format_pax_restricted(archive), "set pax format")
         }
         try check(archive_write_set_bytes_per_block(archive, 0), "write unblocked")
         let context = Unmanaged.passUnretained(sink).toOpaque()
         try check(archive_write_open2(archive, context, nil, { _, context, buffer, length in
             let sink = Unmanaged<ArchiveWriter.Sink>.fromOpaque(context!).takeUnretainedValue()
             do {
-                try RawIO.writeAll(sink.fd, buffer!, length, path: sink.path)
+                try sink.take(buffer!, length)
                 if !(sink.packDigest && sink.inData) {
                     let bytes = UnsafeRawBufferPointer(start: buffer, count: length)
                     if let forward = sink.forward { forward(bytes) } else { sink.hasher.update(bufferPointer: bytes) }
@@ -99,9 +124,11 @@ public final class ArchiveWriter {
         archive_entry_set_filetype(entry, UInt32(Glibc.S_IFREG)) // AE_IFREG
         archive_entry_set_perm(entry, mode_t(mode & 0o777))
         archive_entry_set_size(entry, size)
-        let seconds = modified.rounded(.down)
-        archive_entry_set_mtime(entry, time_t(seconds), Int((modified - seconds) * 1e9))
-        try check(archive_write_header(archive, entry), "write header of \(PathText.display(path)) to")
+        // Whole seconds: a fraction would cost every entry a pax extended header (1 KiB, as much
+        // as a small file and its tar header together). The record keeps the exact mtime, and
+        // restore sets that one.
+        archive_entry_set_mtime(entry, time_t(modified.rounded(.down)), 0)
+        try Self.inCLocale { try check(archive_write_header(archive, entry), "write header of \(PathText.display(path)) to") }
         sink.inData = true
         return sink.written
     }
@@ -132,8 +159,24 @@ public final class ArchiveWriter {
     @discardableResult
     public func finish() throws -> (sha256: String, size: Int64) {
         try check(archive_write_close(archive), "finish archive")
+        try sink.flush()
         finished = true
         return (Digest.hex(sink.hasher.finalize()), sink.written)
+    }
+
+    /// The C locale, for libarchive's name conversion (see ``inCLocale(_:)``).
+    private static let cLocale = newlocale(LC_CTYPE_MASK, "C", nil)
+
+    /// Runs `body` with this thread in the C locale. libarchive converts a name from the
+    /// locale's charset to UTF-8 for the header: from ASCII, a plain ASCII name converts to
+    /// itself, and any other name fails to convert, so libarchive stores it as its exact bytes
+    /// under `hdrcharset=BINARY` (a warning, not an error). Under a UTF-8 locale it would
+    /// convert valid UTF-8 names instead, and normalize NFD names to NFC.
+    private static func inCLocale<T>(_ body: () throws -> T) rethrows -> T {
+        guard let cLocale else { return try body() }
+        let previous = uselocale(cLocale)
+        defer { uselocale(previous) }
+        return try body()
     }
 
     private func check(_ code: Int32, _ operation: String) throws {

@@ -79,7 +79,9 @@ public struct BackupRunner {
         let zstPath = copyPath + ".zst"
         let databaseLane = DatabaseLane(copy: copy)
         let group = DispatchGroup()
-        DispatchQueue.global().async(group: group) { [dryRun] in databaseLane.run(compressTo: dryRun ? nil : zstPath) }
+        DispatchQueue.global().async(group: group) { [dryRun, logger] in
+            databaseLane.run(compressTo: dryRun ? nil : zstPath, logger: logger, started: started)
+        }
         defer { group.wait() } // the copy is removed only after the lane is done with it
         func databaseResult() throws -> DatabaseCopy {
             group.wait()
@@ -115,6 +117,7 @@ public struct BackupRunner {
         }
         let packNames = parentMerge?.packNames ?? []
         parentMerge = nil
+        logger.debug("media collected", metadata: ["files": "\(report.files)", "to store": "\(report.filesAdded)", "seconds": "\(Date().timeIntervalSince(started))"])
         if dryRun { report.bytesAdded = bytesToWrite }
         report.estimatedBytes = copy.size + 1 << 20 + bytesToWrite + Int64(report.filesAdded) * Self.entryOverhead
         try checkSpace(for: report.estimatedBytes, in: repository.location)
@@ -129,7 +132,8 @@ public struct BackupRunner {
         verifier.checksIntegrity = false // the database lane runs integrity_check on this very file
         let reconciliation = ReconciliationLane()
         let reconciling = DispatchGroup()
-        DispatchQueue.global().async(group: reconciling) { [verifier, copyPath, layout] in
+        DispatchQueue.global().async(group: reconciling) { [verifier, copyPath, layout, logger] in
+            defer { logger.debug("reconciliation done", metadata: ["seconds": "\(Date().timeIntervalSince(started))"]) }
             do {
                 reconciliation.findings = try verifier.run().findings.map { finding -> Finding in
                     var finding = finding
@@ -217,6 +221,7 @@ public struct BackupRunner {
             try recordReady(waitingForAll: false)
         }
         try recordReady(waitingForAll: true)
+        logger.debug("media stored", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
         // Joined before anything is committed: a reconciliation that fails leaves no pack.
         let findings = try reconciled()
         report.findings = findings.count
@@ -307,10 +312,12 @@ public struct BackupRunner {
 
         init(copy: DatabaseCopy) { self.copy = copy }
 
-        func run(compressTo zstPath: String?) {
+        func run(compressTo zstPath: String?, logger: Logger, started: Date) {
             do {
                 try copy.describe()
+                logger.debug("database copy checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
                 guard let zstPath else { return }
+                defer { logger.debug("database copy compressed", metadata: ["seconds": "\(Date().timeIntervalSince(started))"]) }
                 let zst = try RawIO.createNew(zstPath)
                 defer { close(zst) }
                 stored = try copy.compress(into: zst, outputPath: zstPath)
@@ -335,6 +342,9 @@ public struct BackupRunner {
         var referenced = ReferencedPaths()    // outside the library
         var referencedTops = Set<PathBytes>() // their first components under MEDIA_ROOT ("tmp")
         var missing = Set<PathBytes>()        // reported once each
+        // In the library, a reference is looked at only when the walk has not seen it as a
+        // file: one look at each file, not two.
+        var unseenInLibrary = ReferencedPaths()
 
         let queue = try DatabaseQueue(path: copyPath, configuration: DatabaseAccess.configuration(readOnly: true))
         defer { try? queue.close() }
@@ -347,28 +357,55 @@ public struct BackupRunner {
                                           message: "referred to by the database but outside MEDIA_ROOT; not backed up"))
                     return
                 }
-                let inLibrary = absolute.starts(with: libraryPrefix)
+                if absolute.starts(with: libraryPrefix) {
+                    unseenInLibrary.insert(absolute)
+                    return
+                }
                 switch FileSystem.status(absolute) {
                 case .failure(let errno):
                     if missing.insert(absolute).inserted {
                         problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: reference.jobID,
                                               message: "referred to by the database: \(errno.description)"))
                     }
-                case .success(let info) where info.kind == .directory || (!inLibrary && info.kind != .regular):
-                    // In the library the walk reports links and other non-files itself.
+                case .success(let info) where info.kind != .regular:
                     if missing.insert(absolute).inserted {
                         problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: reference.jobID,
                                               message: "a \(info.kind), not a regular file; not backed up"))
                     }
                 case .success:
-                    guard !inLibrary else { return } // the walk lists every library file
                     referenced.insert(absolute)
                     let relative = absolute.dropFirst(rootPrefix.count)
                     referencedTops.insert(PathBytes(relative.prefix { $0 != slash }))
                 }
             }
         }
-        missing = []
+
+        // After the walk: the library references it did not see as a file (missing, a folder,
+        // or in a folder that could not be read), looked at one by one.
+        func reportUnseenLibraryReferences() throws {
+            guard unseenInLibrary.count > 0 else { return }
+            try queue.read { db in
+                try MediaReferences.forEach(db, mediaRoot: layout.mediaRoot) { reference in
+                    let absolute = reference.path
+                    guard absolute.starts(with: libraryPrefix), unseenInLibrary.contains(absolute) else { return }
+                    switch FileSystem.status(absolute) {
+                    case .failure(let errno):
+                        if missing.insert(absolute).inserted {
+                            problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: reference.jobID,
+                                                  message: "referred to by the database: \(errno.description)"))
+                        }
+                    case .success(let info) where info.kind == .directory:
+                        // Links and other non-files were reported by the walk.
+                        if missing.insert(absolute).inserted {
+                            problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: reference.jobID,
+                                                  message: "a \(info.kind), not a regular file; not backed up"))
+                        }
+                    case .success:
+                        return // appeared since the walk: the next backup takes it
+                    }
+                }
+            }
+        }
 
         guard libraryBytes.starts(with: rootPrefix) || referenced.count > 0 else {
             problems.append(.init(kind: "outside_media_root", path: layout.libraryRoot, jobID: nil,
@@ -401,7 +438,9 @@ public struct BackupRunner {
                 let library = isInLibrary(entry.relativePath)
                 let absolute = root.appendingComponent(entry.relativePath)
                 guard library || referenced.contains(absolute) else { return }
-                switch FileSystem.status(absolute) {
+                let status = entry.status(root: root)
+                if library, case .success = status { unseenInLibrary.remove(absolute) }
+                switch status {
                 case .failure:
                     return // gone since the directory was read
                 case .success(let info) where info.kind != .regular:
@@ -418,6 +457,7 @@ public struct BackupRunner {
         } catch let error as CofferError where !emitting {
             problems.append(.init(kind: "unreadable", path: layout.mediaRoot, jobID: nil, message: error.cause))
         }
+        try reportUnseenLibraryReferences()
     }
 
     func checkSpace(for bytes: Int64, in location: String) throws {

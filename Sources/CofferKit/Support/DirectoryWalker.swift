@@ -16,6 +16,18 @@ public struct DirectoryWalker {
         /// Path relative to the root, bytes, no leading slash.
         public var relativePath: PathBytes
         public var kind: FileInfo.Kind
+        /// The open directory holding the entry and its name there, when the walk keeps them
+        /// (``walkSorted``): valid only while the entry is visited.
+        var parent: (fd: Int32, name: PathBytes)?
+
+        /// The entry's status (not following a link), looked up relative to its open directory
+        /// when the walk has it (no path resolution from the root), otherwise by `root` + path.
+        public func status(root: PathBytes) -> Result<FileInfo, Errno> {
+            guard let parent else { return FileSystem.status(root.appendingComponent(relativePath)) }
+            var st = stat()
+            let rc = parent.name.withCPath { fstatat(parent.fd, $0, &st, AT_SYMLINK_NOFOLLOW) }
+            return rc == 0 ? .success(FileInfo(st)) : .failure(Errno(rawValue: errno))
+        }
     }
 
     public enum Problem: Error {
@@ -65,9 +77,23 @@ public struct DirectoryWalker {
                                      _ body: (PathBytes, FileInfo.Kind) throws -> Void) rethrows -> Bool {
         let fd = relative.isEmpty ? dup(rootFD)
             : relative.withCPath { openat(rootFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-        guard fd >= 0, let dir = fdopendir(fd) else {
+        guard fd >= 0 else {
+            problem(.cannotOpen(relativePath: relative, Errno(rawValue: errno)))
+            return false
+        }
+        defer { close(fd) }
+        return try forEachEntry(of: fd, relative: relative, problem: problem, body)
+    }
+
+    /// Like ``forEachEntry(in:under:problem:_:)`` for a directory already open as `fd` (left
+    /// open: the listing reads through a duplicate).
+    @discardableResult
+    private static func forEachEntry(of fd: Int32, relative: PathBytes, problem: (Problem) -> Void,
+                                     _ body: (PathBytes, FileInfo.Kind) throws -> Void) rethrows -> Bool {
+        let listing = dup(fd)
+        guard listing >= 0, let dir = fdopendir(listing) else {
             let code = errno
-            if fd >= 0 { close(fd) }
+            if listing >= 0 { close(listing) }
             problem(.cannotOpen(relativePath: relative, Errno(rawValue: code)))
             return false
         }
@@ -94,26 +120,43 @@ public struct DirectoryWalker {
         let rootFD = try openRoot()
         defer { close(rootFD) }
 
+        // Each level keeps its directory open (as many descriptors as the tree is deep), so
+        // its entries are looked at relative to it.
         struct Level {
             var prefix: PathBytes
+            var fd: Int32
             var entries: [(name: PathBytes, kind: FileInfo.Kind)]
             var next = 0
         }
-        func read(_ relative: PathBytes) -> [(name: PathBytes, kind: FileInfo.Kind)]? {
+        func read(_ relative: PathBytes) -> Level? {
+            let fd = relative.isEmpty ? dup(rootFD)
+                : relative.withCPath { openat(rootFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            guard fd >= 0 else {
+                problem(.cannotOpen(relativePath: relative, Errno(rawValue: errno)))
+                return nil
+            }
             var entries: [(name: PathBytes, kind: FileInfo.Kind)] = []
-            guard Self.forEachEntry(in: relative, under: rootFD, problem: problem, { entries.append(($0, $1)) }) else { return nil }
+            guard Self.forEachEntry(of: fd, relative: relative, problem: problem, { entries.append(($0, $1)) }) else {
+                close(fd)
+                return nil
+            }
             entries.sort { Self.sortsBefore($0.name, $0.kind == .directory, $1.name, $1.kind == .directory) }
-            return entries
+            return Level(prefix: relative, fd: fd, entries: entries)
         }
         guard let top = read([]) else { return }
-        var stack = [Level(prefix: [], entries: top)]
+        var stack = [top]
+        defer { for level in stack { close(level.fd) } }
         while let level = stack.last {
-            guard level.next < level.entries.count else { stack.removeLast(); continue }
+            guard level.next < level.entries.count else {
+                close(level.fd)
+                stack.removeLast()
+                continue
+            }
             let (name, kind) = level.entries[level.next]
             stack[stack.count - 1].next += 1
             let path = level.prefix.isEmpty ? name : level.prefix.appendingComponent(name)
-            try visit(Entry(relativePath: path, kind: kind))
-            if kind == .directory, descend(path), let entries = read(path) { stack.append(Level(prefix: path, entries: entries)) }
+            try visit(Entry(relativePath: path, kind: kind, parent: (level.fd, name)))
+            if kind == .directory, descend(path), let entries = read(path) { stack.append(entries) }
         }
     }
 

@@ -306,6 +306,8 @@ struct ReferencedPaths {
 
     func contains(_ path: PathBytes) -> Bool { hashes.contains(Self.hash(path)) }
 
+    mutating func remove(_ path: PathBytes) { hashes.remove(Self.hash(path)) }
+
     /// FNV-1a over the bytes, then a final mix (stable across runs, unlike `Hasher`).
     static func hash(_ path: PathBytes) -> UInt64 {
         var h: UInt64 = 0xCBF2_9CE4_8422_2325

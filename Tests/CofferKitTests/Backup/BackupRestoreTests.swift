@@ -279,7 +279,8 @@ import Testing
         let out = fixture.volume.directory.child("unpacked")
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
         #expect(try run(["/usr/bin/bsdtar", "-xf", pack], in: out) == 0)
-        // The same entries, the files in reverse path order, the database last as before.
+        // The same entries, the files in reverse path order, the database last as before (at
+        // the same offset: plain ASCII names, whole-second mtimes, ustar headers like Coffer's).
         let repository = try fixture.repository()
         var paths: [String] = []
         try repository.reader(for: try repository.resolve("latest")).files { paths.append("media/" + String(decoding: $0.path, as: UTF8.self)) }
@@ -287,7 +288,7 @@ import Testing
         let list = out + "/list"
         try (paths.reversed() + ["db.sqlite.zst"]).joined(separator: "\n").write(toFile: list, atomically: false, encoding: .utf8)
         let rebuilt = fixture.volume.directory.child("rebuilt.tar")
-        #expect(try run(["/usr/bin/bsdtar", "--format", "pax", "-cf", rebuilt, "-n", "-T", list], in: out) == 0)
+        #expect(try run(["/usr/bin/bsdtar", "--format", "ustar", "-cf", rebuilt, "-n", "-T", list], in: out) == 0)
         unlink(pack)
         try FileManager.default.copyItem(atPath: rebuilt, toPath: pack)
 

@@ -1,0 +1,92 @@
+@testable import CofferKit
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite struct ArchiveWriterTests {
+    static let names: [PathBytes] = [
+        PathBytes("media/library/plain.mkv".utf8),
+        PathBytes("media/library/Cafe\u{0301} decomposed.mkv".utf8), // NFD
+        PathBytes("media/library/Café composed.mkv".utf8),            // NFC
+        PathBytes("media/library/raw-".utf8) + [0xFF, 0xFE] + PathBytes(".webm".utf8),
+    ]
+
+    /// Names that are not plain ASCII keep their exact bytes whatever the locale of the thread
+    /// that writes them; plain ASCII names cost no extended header.
+    @Test func namesKeepTheirBytesUnderAUTF8Locale() throws {
+        guard let utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", nil) else {
+            print("skipped: the C.UTF-8 locale is not available")
+            return
+        }
+        defer { freelocale(utf8) }
+        try writeAndReadBack(under: utf8)
+    }
+
+    /// Under a Latin-1 locale libarchive would take "é" (C3 A9) for two Latin-1 characters and
+    /// store four bytes of UTF-8 for them.
+    @Test func namesKeepTheirBytesUnderALatin1Locale() throws {
+        let dir = try TemporaryDirectory()
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/localedef"),
+              FileManager.default.fileExists(atPath: "/usr/share/i18n/locales/en_US"),
+              try run(["/usr/bin/localedef", "-i", "en_US", "-f", "ISO-8859-1", dir.path + "/en_US.ISO-8859-1"]) == 0 else {
+            print("skipped: localedef or the en_US locale source is not installed (Debian: libc-bin, locales)")
+            return
+        }
+        setenv("LOCPATH", dir.path, 1)
+        let latin1 = newlocale(LC_CTYPE_MASK, "en_US.ISO-8859-1", nil)
+        unsetenv("LOCPATH")
+        guard let latin1 else { Issue.record("the generated locale did not load"); return }
+        defer { freelocale(latin1) }
+        try writeAndReadBack(under: latin1)
+    }
+
+    func writeAndReadBack(under locale: locale_t) throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path + "/names.tar"
+        let names = Self.names
+        let previous = uselocale(locale)
+        var offsets: [Int64] = []
+        do {
+            defer { uselocale(previous) }
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            #expect(fd >= 0)
+            defer { close(fd) }
+            let writer = try ArchiveWriter(fd: fd, path: path)
+            for name in names {
+                offsets.append(try writer.beginFile(path: name, size: 3, mode: 0o644, modified: 1_700_000_000.25))
+                try writer.write("abc", count: 3)
+                try writer.endFile()
+            }
+            let size = try writer.finish().size
+            // Everything reached the file, gathered writes included.
+            #expect(size == (try FileSystem.status(path).get().size))
+        }
+        // The ASCII name: one ustar header, its data right after it (no pax header, and the
+        // mtime's fraction left to the snapshot record).
+        #expect(offsets[0] == 512)
+        #expect(offsets[2] - offsets[1] > 1024) // the others carry an extended header
+
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        defer { close(fd) }
+        let reader = try ArchiveReader(fd: fd, path: path, kind: .tar)
+        var read: [PathBytes] = []
+        while let entry = try reader.next() {
+            read.append(entry.path)
+            #expect(entry.modified == 1_700_000_000)
+        }
+        #expect(read == names)
+    }
+
+    private func run(_ arguments: [String]) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
