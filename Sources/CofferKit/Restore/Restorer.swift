@@ -197,7 +197,7 @@ public struct Restorer {
         lane.rewritten = try rewritePaths(in: path, from: snap.header.mediaRoot, to: configuration.layout.mediaRoot)
         let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
         do {
-            lane.integrity = try queue.read { try String.fetchAll($0, sql: "PRAGMA integrity_check(\(LiveVerifier.integrityLineLimit))") }
+            lane.integrity = try queue.read { try DatabaseAccess.check($0, limit: LiveVerifier.integrityLineLimit) }
         } catch let error as DatabaseError {
             lane.integrity = ["integrity_check failed: \(error.message ?? "\(error.resultCode)")"]
         }
@@ -424,13 +424,15 @@ public struct Restorer {
         guard fd >= 0 else { throw failure("create") }
         defer { close(fd) }
         var written: Int64 = 0
+        var endsInHole = false
         while true {
             let buffer = pipeline.acquire()
             let n = try reader.read(into: buffer)
             pipeline.entryData(buffer, count: n) // hands the buffer back even when empty
             if n == 0 { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
-            if Self.isZero(chunk) {
+            endsInHole = Self.isZero(chunk)
+            if endsInHole {
                 guard lseek(fd, off_t(n), SEEK_CUR) >= 0 else { throw failure("seek in") }
             } else {
                 try RawIO.writeAll(fd, chunk.baseAddress!, n, path: shown)
@@ -439,7 +441,8 @@ public struct Restorer {
             progress?.advance(by: Int64(n))
         }
         pipeline.endEntry(entry) // its digest is checked against the record before anything is published
-        guard ftruncate(fd, off_t(written)) == 0 else { throw failure("set size of") }
+        // A file whose last block was skipped (a hole) gets its size here.
+        if endsInHole { guard ftruncate(fd, off_t(written)) == 0 else { throw failure("set size of") } }
         guard written == file.size else { throw Self.mismatch(file) }
         guard fchmod(fd, mode_t(file.mode & 0o777)) == 0 else { throw failure("set mode of") }
         let seconds = file.mtime.rounded(.down)

@@ -90,7 +90,7 @@ public struct LiveVerifier {
         let pragma = full || integrityLines != nil ? "integrity_check" : "quick_check"
         if checksIntegrity {
             try attempt(pragma, into: &report) { report in
-                let lines = try integrityLines ?? String.fetchAll(db, sql: "PRAGMA \(pragma)(\(Self.integrityLineLimit))")
+                let lines = try integrityLines ?? DatabaseAccess.check(db, pragma: pragma, limit: Self.integrityLineLimit)
                 if lines != ["ok"] {
                     for line in lines {
                         report.findings.append(Finding(.integrity, path: PathText.display(layout.dbPath),

@@ -220,7 +220,7 @@ public struct RepositoryVerifier {
                 return
             }
             let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
-            let check = try queue.read { try String.fetchAll($0, sql: "PRAGMA integrity_check(20)") }
+            let check = try queue.read { try DatabaseAccess.check($0, limit: 20) }
             try queue.close()
             if check != ["ok"] {
                 report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: [snapshot],
