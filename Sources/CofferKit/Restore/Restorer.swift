@@ -100,6 +100,7 @@ public struct Restorer {
             let path = staging.path + "/db.sqlite"
             DispatchQueue.global().async(group: group) { [self] in
                 databaseLane.run { try prepareDatabase(snap, from: repository, at: path, lane: databaseLane) }
+                logger.debug("database extracted and checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             }
         }
         var stagedMedia: String?
@@ -127,6 +128,7 @@ public struct Restorer {
                 while let file = try spool.next() { files.append(file) }
                 try extractMedia(files, packNames: packNames, repository: repository, into: staging.path)
             }
+            logger.debug("media staged", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             // The volume's folders exist even when they held no file (empty folders are not stored).
             for root in [layout.libraryRoot, layout.tempRoot] where root.hasPrefix(layout.mediaRoot + "/") {
                 try FileSystem.makeDirectories(staging.path + "/" + root.dropFirst(layout.mediaRoot.count + 1), mode: 0o755)
@@ -134,6 +136,7 @@ public struct Restorer {
             // One syncfs for the whole staged tree instead of an fsync per file: everything is
             // on disk before anything is renamed into place.
             try FileSystem.syncFilesystem(of: staging.path)
+            logger.debug("media synced", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             stagedMedia = staging.path
         }
         var stagedDatabase: String?
@@ -157,6 +160,7 @@ public struct Restorer {
             try FileSystem.syncDirectory(PathText.parent(layout.dbPath))
         }
         report.restoreSeconds = Date().timeIntervalSince(started)
+        logger.debug("in place", metadata: ["seconds": "\(report.restoreSeconds)"])
 
         // The restored volume, checked.
         if restoresDatabase {
