@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import GRDB
 import Logging
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -345,6 +346,17 @@ public struct BackupRunner {
         // In the library, a reference is looked at only when the walk has not seen it as a
         // file: one look at each file, not two.
         var unseenInLibrary = ReferencedPaths()
+        // A reference that cannot be backed up, reported once per path.
+        func noteMissing(_ absolute: PathBytes, _ reference: MediaReferences.Reference, _ errno: Errno) {
+            guard missing.insert(absolute).inserted else { return }
+            problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: reference.jobID,
+                                  message: "referred to by the database: \(errno.description)"))
+        }
+        func noteNotAFile(_ absolute: PathBytes, _ reference: MediaReferences.Reference, _ kind: FileInfo.Kind) {
+            guard missing.insert(absolute).inserted else { return }
+            problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: reference.jobID,
+                                  message: "a \(kind), not a regular file; not backed up"))
+        }
 
         let queue = try DatabaseQueue(path: copyPath, configuration: DatabaseAccess.configuration(readOnly: true))
         defer { try? queue.close() }
@@ -363,15 +375,9 @@ public struct BackupRunner {
                 }
                 switch FileSystem.status(absolute) {
                 case .failure(let errno):
-                    if missing.insert(absolute).inserted {
-                        problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: reference.jobID,
-                                              message: "referred to by the database: \(errno.description)"))
-                    }
+                    noteMissing(absolute, reference, errno)
                 case .success(let info) where info.kind != .regular:
-                    if missing.insert(absolute).inserted {
-                        problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: reference.jobID,
-                                              message: "a \(info.kind), not a regular file; not backed up"))
-                    }
+                    noteNotAFile(absolute, reference, info.kind)
                 case .success:
                     referenced.insert(absolute)
                     let relative = absolute.dropFirst(rootPrefix.count)
@@ -390,16 +396,9 @@ public struct BackupRunner {
                     guard absolute.starts(with: libraryPrefix), unseenInLibrary.contains(absolute) else { return }
                     switch FileSystem.status(absolute) {
                     case .failure(let errno):
-                        if missing.insert(absolute).inserted {
-                            problems.append(.init(kind: "missing", path: PathText.display(absolute), jobID: reference.jobID,
-                                                  message: "referred to by the database: \(errno.description)"))
-                        }
+                        noteMissing(absolute, reference, errno)
                     case .success(let info) where info.kind == .directory:
-                        // Links and other non-files were reported by the walk.
-                        if missing.insert(absolute).inserted {
-                            problems.append(.init(kind: "not_a_file", path: PathText.display(absolute), jobID: reference.jobID,
-                                                  message: "a \(info.kind), not a regular file; not backed up"))
-                        }
+                        noteNotAFile(absolute, reference, info.kind) // links and other non-files: reported by the walk
                     case .success:
                         return // appeared since the walk: the next backup takes it
                     }

@@ -75,25 +75,30 @@ public struct DirectoryWalker {
     @discardableResult
     private static func forEachEntry(in relative: PathBytes, under rootFD: Int32, problem: (Problem) -> Void,
                                      _ body: (PathBytes, FileInfo.Kind) throws -> Void) rethrows -> Bool {
+        guard let fd = openDirectory(relative, under: rootFD, problem: problem) else { return false }
+        return try forEachEntry(consuming: fd, relative: relative, problem: problem, body)
+    }
+
+    /// Opens the directory `relative` to the root (the root itself when empty), never through
+    /// a link; one that cannot be opened goes to `problem`.
+    private static func openDirectory(_ relative: PathBytes, under rootFD: Int32, problem: (Problem) -> Void) -> Int32? {
         let fd = relative.isEmpty ? dup(rootFD)
             : relative.withCPath { openat(rootFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         guard fd >= 0 else {
             problem(.cannotOpen(relativePath: relative, Errno(rawValue: errno)))
-            return false
+            return nil
         }
-        defer { close(fd) }
-        return try forEachEntry(of: fd, relative: relative, problem: problem, body)
+        return fd
     }
 
-    /// Like ``forEachEntry(in:under:problem:_:)`` for a directory already open as `fd` (left
-    /// open: the listing reads through a duplicate).
+    /// Like ``forEachEntry(in:under:problem:_:)`` for a directory open as `fd`, which the
+    /// listing takes over (it is closed here).
     @discardableResult
-    private static func forEachEntry(of fd: Int32, relative: PathBytes, problem: (Problem) -> Void,
+    private static func forEachEntry(consuming fd: Int32, relative: PathBytes, problem: (Problem) -> Void,
                                      _ body: (PathBytes, FileInfo.Kind) throws -> Void) rethrows -> Bool {
-        let listing = dup(fd)
-        guard listing >= 0, let dir = fdopendir(listing) else {
+        guard let dir = fdopendir(fd) else {
             let code = errno
-            if listing >= 0 { close(listing) }
+            close(fd)
             problem(.cannotOpen(relativePath: relative, Errno(rawValue: code)))
             return false
         }
@@ -129,14 +134,10 @@ public struct DirectoryWalker {
             var next = 0
         }
         func read(_ relative: PathBytes) -> Level? {
-            let fd = relative.isEmpty ? dup(rootFD)
-                : relative.withCPath { openat(rootFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            guard fd >= 0 else {
-                problem(.cannotOpen(relativePath: relative, Errno(rawValue: errno)))
-                return nil
-            }
+            guard let fd = Self.openDirectory(relative, under: rootFD, problem: problem) else { return nil }
+            // The listing reads (and closes) a duplicate; `fd` stays open for the visits.
             var entries: [(name: PathBytes, kind: FileInfo.Kind)] = []
-            guard Self.forEachEntry(of: fd, relative: relative, problem: problem, { entries.append(($0, $1)) }) else {
+            guard Self.forEachEntry(consuming: dup(fd), relative: relative, problem: problem, { entries.append(($0, $1)) }) else {
                 close(fd)
                 return nil
             }
