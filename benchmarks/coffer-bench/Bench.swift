@@ -59,6 +59,9 @@ final class Bench {
         for round in 0...runs {
             for (index, contender) in contenders.enumerated() {
                 contender.prepare()
+                // Every run starts with nothing left to write back: the previous contender's
+                // unsynced output (bsdtar's, restic's) must not be flushed inside this run's time.
+                sync()
                 let sample = contender.command()
                 if round > 0 { series[index].samples.append(sample) }
                 log("\(scenario) / \(contender.0): \(round == 0 ? "warm-up" : "run \(round)") \(String(format: "%.3f", sample.seconds)) s, \(sample.peakRSSKiB) KiB peak, exit \(sample.status)")

@@ -36,6 +36,21 @@ public final class ArchiveReader {
         }
         deinit { buffer.deallocate() }
 
+        /// Moves `request` bytes forward without reading them; how far it moved (0: it could not).
+        /// Never past the end of the file: what a truncated archive lacks is then read (and
+        /// found missing) instead of seeked over.
+        func skip(_ request: Int64) -> Int64 {
+            var info = stat()
+            guard request > 0, fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return 0 }
+            let position = lseek(fd, 0, SEEK_CUR)
+            let step = min(request, Int64(info.st_size) - Int64(position))
+            guard position >= 0, step > 0, lseek(fd, off_t(step), SEEK_CUR) >= 0 else { return 0 }
+            skipped += step
+            return step
+        }
+        /// Bytes passed over by seeking (for tests and the verbose log).
+        var skipped: Int64 = 0
+
         func next() -> Int {
             do {
                 return try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
@@ -64,15 +79,27 @@ public final class ArchiveReader {
             try check(archive_read_support_filter_zstd(archive), "enable zstd")
         }
         let context = Unmanaged.passUnretained(source).toOpaque()
-        try check(archive_read_open(archive, context, nil, { _, context, buffer in
+        try check(archive_read_set_read_callback(archive, { _, context, buffer in
             let source = Unmanaged<ArchiveReader.Source>.fromOpaque(context!).takeUnretainedValue()
             let n = source.next()
             buffer!.pointee = UnsafeRawPointer(source.buffer.baseAddress!)
             return la_ssize_t(n)
-        }, nil), "open")
+        }), "set the read callback of")
+        // Entries nobody reads (another snapshot's files, a database copy a media restore
+        // does not need) are skipped by seeking over them, not read through. A descriptor
+        // that cannot seek (a pipe) answers 0 and libarchive reads instead.
+        try check(archive_read_set_skip_callback(archive, { _, context, request in
+            let source = Unmanaged<ArchiveReader.Source>.fromOpaque(context!).takeUnretainedValue()
+            return la_int64_t(source.skip(request))
+        }), "set the skip callback of")
+        try check(archive_read_set_callback_data(archive, context), "set the source of")
+        try check(archive_read_open1(archive), "open")
     }
 
     deinit { archive_read_free(archive) }
+
+    /// Bytes of the archive passed over by seeking instead of being read.
+    public var bytesSkipped: Int64 { source.skipped }
 
     /// The next entry's header, or `nil` at the end of the archive.
     public func next() throws -> Entry? {

@@ -79,6 +79,57 @@ import Glibc
         #expect(read == names)
     }
 
+    /// Entries nobody reads are passed over by seeking: a reader that wants one file out of a
+    /// pack does not read the others' bytes. A truncated archive still fails at its end.
+    @Test func unreadEntriesAreSkippedBySeeking() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path + "/skip.tar"
+        let big = 4 << 20
+        let payload = UnsafeMutableRawBufferPointer.allocate(byteCount: big, alignment: 64)
+        defer { payload.deallocate() }
+        for i in 0..<big { payload[i] = UInt8(truncatingIfNeeded: i &* 31) }
+        do {
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            defer { close(fd) }
+            let writer = try ArchiveWriter(fd: fd, path: path)
+            for name in ["media/library/a.bin", "media/library/b.bin", "media/library/c.txt"] {
+                let size = name.hasSuffix(".bin") ? big : 3
+                _ = try writer.beginFile(path: PathBytes(name.utf8), size: Int64(size), mode: 0o644, modified: 1_700_000_000)
+                if size == 3 { try writer.write("xyz", count: 3) } else { try writer.write(UnsafeRawPointer(payload.baseAddress!), count: size) }
+                try writer.endFile()
+            }
+            _ = try writer.finish()
+        }
+        func readLast(_ path: String) throws -> (String, Int64) {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            defer { close(fd) }
+            let reader = try ArchiveReader(fd: fd, path: path, kind: .tar)
+            var text = ""
+            while let entry = try reader.next() {
+                guard entry.path == PathBytes("media/library/c.txt".utf8) else { continue }
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 16, alignment: 8)
+                defer { buffer.deallocate() }
+                let n = try reader.read(into: buffer)
+                text = String(decoding: buffer[0..<n], as: UTF8.self)
+            }
+            return (text, reader.bytesSkipped)
+        }
+        let (text, skipped) = try readLast(path)
+        #expect(text == "xyz")
+        // Most of the two 4 MiB entries were seeked over (libarchive reads what it buffered).
+        #expect(skipped >= Int64(2 * big - (2 << 20)))
+
+        // Cut inside the second big entry: the seek lands past the end, the next header read fails.
+        let cut = dir.path + "/cut.tar"
+        #expect(copyfile(path, cut, length: 512 + big + 512 + big / 2))
+        #expect(throws: CofferError.self) { _ = try readLast(cut) }
+    }
+
+    private func copyfile(_ from: String, _ to: String, length: Int) -> Bool {
+        guard let data = FileManager.default.contents(atPath: from) else { return false }
+        return FileManager.default.createFile(atPath: to, contents: data.prefix(length))
+    }
+
     private func run(_ arguments: [String]) throws -> Int32 {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: arguments[0])
