@@ -31,8 +31,10 @@ deps:
 build: deps
 	$(SWIFT) build
 
+# The object-store tests run against a real S3-compatible server (moto's) on loopback, started
+# for the run and stopped after it (scripts/with-s3-server installs it from PyPI if missing).
 test: build
-	$(SWIFT) test
+	./scripts/with-s3-server $(SWIFT) test
 
 demo: build
 	./scripts/demo "$(SWIFT)"
