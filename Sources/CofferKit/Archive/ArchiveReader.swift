@@ -4,7 +4,8 @@ import Foundation
 import Glibc
 #endif
 
-/// Reads an archive Coffer wrote, sequentially, from a file descriptor through libarchive.
+/// Reads an archive Coffer wrote, front to back, from a stored object (a file, or an object
+/// fetched by ranges) through libarchive.
 ///
 /// Only what Coffer writes is enabled: the tar format without compression for packs, or the
 /// raw format with zstd for a database copy; no other reader (most libarchive CVEs live in the
@@ -25,51 +26,58 @@ public final class ArchiveReader {
     private let source: Source
 
     final class Source {
-        let fd: Int32
-        let path: String
+        let object: ObjectReader
+        var position: Int64 = 0
         let buffer: UnsafeMutableRawBufferPointer
         var failure: CofferError?
-        init(fd: Int32, path: String) {
-            self.fd = fd
-            self.path = path
+        /// Bytes passed over without being read (for tests and the verbose log).
+        var skipped: Int64 = 0
+        var path: String { object.display }
+
+        init(object: ObjectReader) {
+            self.object = object
             buffer = .allocate(byteCount: 1 << 20, alignment: 64)
         }
         deinit { buffer.deallocate() }
 
-        /// Moves `request` bytes forward without reading them; how far it moved (0: it could not).
-        /// Never past the end of the file: what a truncated archive lacks is then read (and
-        /// found missing) instead of seeked over.
-        func skip(_ request: Int64) -> Int64 {
-            var info = stat()
-            guard request > 0, fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return 0 }
-            let position = lseek(fd, 0, SEEK_CUR)
-            let step = min(request, Int64(info.st_size) - Int64(position))
-            guard position >= 0, step > 0, lseek(fd, off_t(step), SEEK_CUR) >= 0 else { return 0 }
-            skipped += step
-            return step
-        }
-        /// Bytes passed over by seeking (for tests and the verbose log).
-        var skipped: Int64 = 0
-
         func next() -> Int {
+            let n = Int(min(Int64(buffer.count), object.size - position))
+            guard n > 0 else { return 0 }
             do {
-                return try RawIO.read(fd, buffer.baseAddress!, buffer.count, path: path)
+                try object.read(into: buffer.baseAddress!, count: n, at: position)
+                position += Int64(n)
+                return n
             } catch let error as CofferError {
                 failure = error
                 return -1
             } catch { return -1 }
         }
+
+        /// Moves `request` bytes forward without reading them, never past the end of the object:
+        /// what a truncated archive lacks is then read (and found missing) instead of passed over.
+        func skip(_ request: Int64) -> Int64 {
+            let step = min(request, object.size - position)
+            guard step > 0 else { return 0 }
+            position += step
+            skipped += step
+            return step
+        }
     }
 
     public enum Kind { case tar, zstdRaw }
 
-    /// - Parameter fd: an open descriptor positioned at the start; the caller closes it.
-    public init(fd: Int32, path: String, kind: Kind) throws {
+    /// Reads the local file at `path`.
+    public convenience init(path: String, kind: Kind) throws {
+        try self.init(object: FileObjectReader(path: path), kind: kind)
+    }
+
+    /// Reads `object` from its start.
+    public init(object: ObjectReader, kind: Kind) throws {
         guard let archive = archive_read_new() else {
-            throw CofferError(.failed, operation: "open archive", subject: path, cause: "out of memory")
+            throw CofferError(.failed, operation: "open archive", subject: object.display, cause: "out of memory")
         }
         self.archive = archive
-        source = Source(fd: fd, path: path)
+        source = Source(object: object)
         switch kind {
         case .tar:
             try check(archive_read_support_format_tar(archive), "enable tar")
@@ -86,8 +94,7 @@ public final class ArchiveReader {
             return la_ssize_t(n)
         }), "set the read callback of")
         // Entries nobody reads (another snapshot's files, a database copy a media restore
-        // does not need) are skipped by seeking over them, not read through. A descriptor
-        // that cannot seek (a pipe) answers 0 and libarchive reads instead.
+        // does not need) are passed over, not read through.
         try check(archive_read_set_skip_callback(archive, { _, context, request in
             let source = Unmanaged<ArchiveReader.Source>.fromOpaque(context!).takeUnretainedValue()
             return la_int64_t(source.skip(request))

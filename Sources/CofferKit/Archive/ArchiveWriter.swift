@@ -23,8 +23,8 @@ public final class ArchiveWriter {
     private var finished = false
 
     final class Sink {
-        let fd: Int32
-        let path: String
+        let output: ByteSink
+        var path: String { output.display }
         var written: Int64 = 0
         /// Output gathered here and written a megabyte at a time: a pack of small files is a
         /// run of small pieces (header, data, padding), one system call each otherwise.
@@ -37,14 +37,14 @@ public final class ArchiveWriter {
         var failure: CofferError?
         /// When set, the bytes the pack digest covers go here instead of `hasher`.
         var forward: ((UnsafeRawBufferPointer) -> Void)?
-        init(fd: Int32, path: String) { self.fd = fd; self.path = path }
+        init(output: ByteSink) { self.output = output }
         deinit { pending.deallocate() }
 
         /// Takes `length` bytes for the output: gathered, or written at once when they are large.
         func take(_ buffer: UnsafeRawPointer, _ length: Int) throws {
             if pendingCount + length > pending.count { try flush() }
             if length >= pending.count / 2 {
-                try RawIO.writeAll(fd, buffer, length, path: path)
+                try output.write(UnsafeRawBufferPointer(start: buffer, count: length))
             } else {
                 (pending.baseAddress! + pendingCount).copyMemory(from: buffer, byteCount: length)
                 pendingCount += length
@@ -54,7 +54,7 @@ public final class ArchiveWriter {
         func flush() throws {
             guard pendingCount > 0 else { return }
             defer { pendingCount = 0 }
-            try RawIO.writeAll(fd, pending.baseAddress!, pendingCount, path: path)
+            try output.write(UnsafeRawBufferPointer(rebasing: pending[0..<pendingCount]))
         }
     }
 
@@ -66,12 +66,17 @@ public final class ArchiveWriter {
     ///   - path: the output's path, for errors.
     ///   - raw: write a single entry's bytes through `filter`, without tar headers (used for
     ///     the zstd-compressed database copy).
-    public init(fd: Int32, path: String, rawWithFilter filter: Int32? = nil) throws {
+    public convenience init(fd: Int32, path: String, rawWithFilter filter: Int32? = nil) throws {
+        try self.init(output: FileSink(fd: fd, path: path), rawWithFilter: filter)
+    }
+
+    /// Writes to `output` (a file, or a repository object being written).
+    public init(output: ByteSink, rawWithFilter filter: Int32? = nil) throws {
         guard let archive = archive_write_new() else {
-            throw CofferError(.failed, operation: "start archive", subject: path, cause: "out of memory")
+            throw CofferError(.failed, operation: "start archive", subject: output.display, cause: "out of memory")
         }
         self.archive = archive
-        sink = Sink(fd: fd, path: path)
+        sink = Sink(output: output)
         sink.packDigest = filter == nil
         if let filter {
             try check(archive_write_set_format_raw(archive), "set raw format")

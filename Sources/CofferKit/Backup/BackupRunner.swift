@@ -68,7 +68,7 @@ public struct BackupRunner {
         report.parent = parent?.id
 
         // 1. The database, first: one consistent cut.
-        let scratch = dryRun ? NSTemporaryDirectory() : repository.storage.temporaryDirectory
+        let scratch = dryRun ? NSTemporaryDirectory() : repository.storage.scratchDirectory
         let copyPath = scratch + "/db-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
         defer { DatabaseCopy.remove(copyPath) }
         let copy = try DatabaseCopy.take(from: layout.dbPath, to: copyPath)
@@ -165,7 +165,7 @@ public struct BackupRunner {
         let pending = try repository.storage.create(packName)
         var committed = false
         defer { if !committed { repository.storage.discard(pending) } }
-        let writer = try ArchiveWriter(fd: pending.fd, path: pending.temporaryPath)
+        let writer = try ArchiveWriter(output: pending)
         // Every byte of the pack is hashed on a second thread, in order, while this one reads
         // and writes.
         let pipeline = HashPipeline()

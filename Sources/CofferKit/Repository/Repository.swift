@@ -13,11 +13,11 @@ public final class Repository {
         public var created: String
     }
 
-    public let storage: LocalStorage
+    public let storage: RepositoryStorage
     public let config: Config
-    public var location: String { storage.root }
+    public var location: String { storage.location }
 
-    init(storage: LocalStorage, config: Config) {
+    init(storage: RepositoryStorage, config: Config) {
         self.storage = storage
         self.config = config
     }
@@ -67,7 +67,7 @@ public final class Repository {
         let config = Config(id: UUID().uuidString.lowercased(), created: ISO8601DateFormatter().string(from: Date()))
         let pending = try storage.create("config.json")
         let data = try JSONEncoder().encode(config)
-        try data.withUnsafeBytes { try RawIO.writeAll(pending.fd, $0.baseAddress!, $0.count, path: pending.temporaryPath) }
+        try data.withUnsafeBytes { try pending.write($0) }
         try storage.commit(pending)
         return Repository(storage: storage, config: config)
     }

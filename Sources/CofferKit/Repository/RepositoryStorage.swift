@@ -3,6 +3,65 @@ import Foundation
 import Glibc
 #endif
 
+/// Where bytes go, a buffer at a time: a file, or an object being written.
+public protocol ByteSink: AnyObject {
+    /// Where the bytes go, for messages.
+    var display: String { get }
+    func write(_ bytes: UnsafeRawBufferPointer) throws
+}
+
+/// A local file open for writing (the caller closes the descriptor).
+public final class FileSink: ByteSink {
+    public let fd: Int32
+    public let display: String
+    public init(fd: Int32, path: String) { self.fd = fd; self.display = path }
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        try RawIO.writeAll(fd, base, bytes.count, path: display)
+    }
+}
+
+/// One stored object, read by position: record cursors and pack readers take what they need,
+/// so a backend that fetches over the network (ranged GETs) reads only those bytes.
+public protocol ObjectReader: AnyObject {
+    /// The object, for messages (a path, or an s3:// address).
+    var display: String { get }
+    var size: Int64 { get }
+    /// Exactly `count` bytes at `offset`; throws when the object ends before.
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int64) throws
+}
+
+/// A local file read with pread; the descriptor is closed with the reader.
+public final class FileObjectReader: ObjectReader {
+    public let display: String
+    public let size: Int64
+    let fd: Int32
+
+    public init(path: String) throws {
+        fd = try RawIO.openForReading(path)
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let code = errno
+            close(fd)
+            throw CofferError.system("stat", path, errno: code)
+        }
+        display = path
+        size = Int64(info.st_size)
+    }
+
+    deinit { close(fd) }
+
+    public func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: Int64) throws {
+        try RawIO.preadAll(fd, buffer, count, at: offset, path: display)
+    }
+}
+
+/// An object being written: invisible until its storage commits it.
+public protocol PendingObject: ByteSink {
+    /// The object's name in the repository (`packs/ID.tar`).
+    var name: String { get }
+}
+
 /// Where a repository's objects live. Object names are relative (`packs/ID.tar`,
 /// `snapshots/ID.jsonl`, `config.json`).
 ///
@@ -12,9 +71,9 @@ import Glibc
 public protocol RepositoryStorage: AnyObject {
     /// A human description (the directory or URL), for messages.
     var location: String { get }
-    /// Starts a new object; write its bytes to `pending.fd`. Invisible until committed.
+    /// Starts a new object; write its bytes to the pending object. Invisible until committed.
     func create(_ name: String) throws -> PendingObject
-    /// Publishes a pending object whole (fsync, rename, fsync of its directory).
+    /// Publishes a pending object whole.
     func commit(_ pending: PendingObject) throws
     /// Drops a pending object.
     func discard(_ pending: PendingObject)
@@ -25,20 +84,30 @@ public protocol RepositoryStorage: AnyObject {
     /// `length` bytes from `offset`, handed to `body` a buffer at a time (a ranged get of any
     /// size in constant memory). Throws when the object ends before `offset + length`.
     func read(_ name: String, offset: Int64, length: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws
-    /// Opens the object for one sequential read; the caller closes the descriptor.
-    func openForReading(_ name: String) throws -> Int32
+    /// Opens the object for reads by position.
+    func openReader(_ name: String) throws -> ObjectReader
     /// Names of committed objects under a folder (`snapshots/`), sorted.
     func list(_ folder: String) throws -> [String]
     func size(_ name: String) throws -> Int64?
     func delete(_ name: String) throws
+    /// A local folder for a run's scratch files (the database copy, spools).
+    var scratchDirectory: String { get }
+    /// Removes what runs killed before they committed left behind. Call under the exclusive lock.
+    func sweepTemporaryFiles()
 }
 
-/// An object being written.
-public final class PendingObject {
-    public let name: String
-    public let temporaryPath: String
-    public let fd: Int32
+extension RepositoryStorage {
+    /// `display` of an object, for messages.
+    func display(_ name: String) -> String { location + "/" + name }
+}
+
+/// An object being written to a local repository: a file in its `tmp/`.
+final class LocalPendingObject: PendingObject {
+    let name: String
+    let temporaryPath: String
+    let fd: Int32
     var closed = false
+    var display: String { temporaryPath }
 
     init(name: String, temporaryPath: String, fd: Int32) {
         self.name = name
@@ -47,6 +116,11 @@ public final class PendingObject {
     }
 
     deinit { if !closed { close(fd) } }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        try RawIO.writeAll(fd, base, bytes.count, path: temporaryPath)
+    }
 }
 
 /// A repository in a local directory.
@@ -56,6 +130,7 @@ public final class LocalStorage: RepositoryStorage {
 
     /// Where pending objects are written; swept by ``sweepTemporaryFiles()``.
     var temporaryDirectory: String { root + "/tmp" }
+    public var scratchDirectory: String { temporaryDirectory }
 
     public init(root: String) { self.root = root }
 
@@ -63,10 +138,11 @@ public final class LocalStorage: RepositoryStorage {
 
     public func create(_ name: String) throws -> PendingObject {
         let temporary = temporaryDirectory + "/\(getpid())-\(UInt64.random(in: 0...UInt64.max))-" + name.replacingOccurrences(of: "/", with: "_")
-        return PendingObject(name: name, temporaryPath: temporary, fd: try RawIO.createNew(temporary))
+        return LocalPendingObject(name: name, temporaryPath: temporary, fd: try RawIO.createNew(temporary))
     }
 
-    public func commit(_ pending: PendingObject) throws {
+    public func commit(_ object: PendingObject) throws {
+        let pending = object as! LocalPendingObject
         try RawIO.sync(pending.fd, path: pending.temporaryPath)
         guard fchmod(pending.fd, 0o444) == 0 else { throw CofferError.system("set permissions of", pending.temporaryPath, errno: errno) }
         close(pending.fd)
@@ -76,13 +152,14 @@ public final class LocalStorage: RepositoryStorage {
         try FileSystem.syncDirectory(PathText.parent(final))
     }
 
-    public func discard(_ pending: PendingObject) {
+    public func discard(_ object: PendingObject) {
+        guard let pending = object as? LocalPendingObject else { return }
         if !pending.closed { close(pending.fd); pending.closed = true }
         unlink(pending.temporaryPath)
     }
 
     public func get(_ name: String) throws -> Data {
-        let fd = try openForReading(name)
+        let fd = try RawIO.openForReading(path(name))
         defer { close(fd) }
         var data = Data()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
@@ -95,7 +172,7 @@ public final class LocalStorage: RepositoryStorage {
     }
 
     public func get(_ name: String, offset: Int64, length: Int) throws -> Data {
-        let fd = try openForReading(name)
+        let fd = try RawIO.openForReading(path(name))
         defer { close(fd) }
         var data = Data(count: length)
         try data.withUnsafeMutableBytes { try RawIO.preadAll(fd, $0.baseAddress!, length, at: offset, path: path(name)) }
@@ -106,7 +183,7 @@ public final class LocalStorage: RepositoryStorage {
         guard offset >= 0, length >= 0 else {
             throw CofferError(.failed, operation: "read", subject: path(name), cause: "bad range \(offset)+\(length) (a damaged record?)")
         }
-        let fd = try openForReading(name)
+        let fd = try RawIO.openForReading(path(name))
         defer { close(fd) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(max(1, min(length, 1 << 20))), alignment: 64)
         defer { buffer.deallocate() }
@@ -119,7 +196,7 @@ public final class LocalStorage: RepositoryStorage {
         }
     }
 
-    public func openForReading(_ name: String) throws -> Int32 { try RawIO.openForReading(path(name)) }
+    public func openReader(_ name: String) throws -> ObjectReader { try FileObjectReader(path: path(name)) }
 
     public func list(_ folder: String) throws -> [String] {
         var names: [String] = []

@@ -200,7 +200,7 @@ final class SnapshotWriter {
     }
 
     func flush() throws {
-        try buffer.withUnsafeBytes { try RawIO.writeAll(pending.fd, $0.baseAddress!, $0.count, path: pending.temporaryPath) }
+        try buffer.withUnsafeBytes { try pending.write($0) }
         buffer.removeAll(keepingCapacity: true)
     }
 }
@@ -287,7 +287,7 @@ public struct SnapshotReader {
     /// the cursor starts (it grows for a longer line); many cursors open at once want it small.
     public func makeCursor(bufferSize: Int = 1 << 20) throws -> FileCursor {
         let layout = try layout()
-        return try FileCursor(name: name, fd: storage.openForReading(name), start: layout.filesStart, end: layout.summaryStart,
+        return try FileCursor(name: name, object: storage.openReader(name), start: layout.filesStart, end: layout.summaryStart,
                               bufferSize: bufferSize, damaged: damaged)
     }
 }
@@ -295,7 +295,7 @@ public struct SnapshotReader {
 /// Pulls file records out of a record, one line at a time, through one buffer.
 public final class FileCursor {
     let name: String
-    let fd: Int32
+    let object: ObjectReader
     let end: Int64
     var position: Int64
     var buffer: UnsafeMutableRawBufferPointer
@@ -304,15 +304,12 @@ public final class FileCursor {
     let damaged: (String) -> CofferError
     lazy var decoder = JSONDecoder()
 
-    init(name: String, fd: Int32, start: Int64, end: Int64, bufferSize: Int, damaged: @escaping (String) -> CofferError) throws {
-        self.name = name; self.fd = fd; self.position = start; self.end = end; self.damaged = damaged
+    init(name: String, object: ObjectReader, start: Int64, end: Int64, bufferSize: Int, damaged: @escaping (String) -> CofferError) throws {
+        self.name = name; self.object = object; self.position = start; self.end = end; self.damaged = damaged
         buffer = .allocate(byteCount: max(bufferSize, 4096), alignment: 16)
     }
 
-    deinit {
-        buffer.deallocate()
-        close(fd)
-    }
+    deinit { buffer.deallocate() }
 
     /// The next file, or `nil` after the last.
     public func next() throws -> Snapshot.File? {
@@ -340,7 +337,7 @@ public final class FileCursor {
                 guard filled == 0 else { throw damaged("the file lines do not end with a line break") }
                 return nil
             }
-            try RawIO.preadAll(fd, buffer.baseAddress! + filled, want, at: position, path: name)
+            try object.read(into: buffer.baseAddress! + filled, count: want, at: position)
             filled += want
             position += Int64(want)
         }

@@ -27,9 +27,7 @@ enum DatabaseExtractor {
                               cause: "its bytes changed (SHA-256 differs from the one recorded)",
                               hint: "restore an older snapshot; `coffer verify --repo --read-data` lists what is damaged")
         }
-        let input = try RawIO.openForReading(compressedPath)
-        defer { close(input) }
-        let reader = try ArchiveReader(fd: input, path: compressedPath, kind: .zstdRaw)
+        let reader = try ArchiveReader(path: compressedPath, kind: .zstdRaw)
         guard try reader.next() != nil else {
             throw CofferError(.failed, operation: "decompress", subject: compressedPath, cause: "empty stream")
         }

@@ -356,10 +356,8 @@ public struct Restorer {
         /// Reads `pack` front to back; every entry is checked (only regular files under
         /// `media/`, safe paths), and the file `wanted` returns for its path is written.
         func readPack(_ pack: String, of repository: Repository, wanted: (PathBytes) throws -> PlannedFile?) throws {
-            let packPath = repository.location + "/" + pack
-            let fd = try repository.storage.openForReading(pack)
-            defer { close(fd) }
-            let reader = try ArchiveReader(fd: fd, path: packPath, kind: .tar)
+            let packPath = repository.storage.display(pack)
+            let reader = try ArchiveReader(object: repository.storage.openReader(pack), kind: .tar)
             let prefix = PathBytes("media/".utf8)
             while let entry = try reader.next() {
                 try Interruption.check("restore")

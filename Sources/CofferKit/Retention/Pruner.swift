@@ -187,10 +187,9 @@ public struct Pruner {
         let pending = try repository.storage.create(name)
         var committed = false
         defer { if !committed { repository.storage.discard(pending) } }
-        let writer = try ArchiveWriter(fd: pending.fd, path: pending.temporaryPath)
-        let source = try repository.storage.openForReading(pack)
-        defer { close(source) }
-        let sourcePath = repository.location + "/" + pack
+        let writer = try ArchiveWriter(output: pending)
+        let source = try repository.storage.openReader(pack)
+        let sourcePath = source.display
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         var offsets: [Int64: Int64] = [:]
@@ -200,7 +199,7 @@ public struct Pruner {
             var done: Int64 = 0
             while done < entry.size {
                 let n = Int(min(Int64(buffer.count), entry.size - done))
-                try RawIO.preadAll(source, buffer.baseAddress!, n, at: offset + done, path: sourcePath)
+                try source.read(into: buffer.baseAddress!, count: n, at: offset + done)
                 let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
                 hasher.update(bufferPointer: chunk)
                 try writer.write(chunk.baseAddress!, count: n)

@@ -54,7 +54,7 @@ final class PackMerge {
     final class PackState {
         let name: String
         let path: String
-        let fd: Int32
+        let object: ObjectReader
         let size: Int64
         /// Bytes before `position` are hashed.
         var position: Int64 = 0
@@ -68,12 +68,12 @@ final class PackMerge {
         var windowStart: Int64 = 0
         var windowCount = 0
 
-        init(name: String, path: String, fd: Int32, size: Int64, windowSize: Int) {
-            self.name = name; self.path = path; self.fd = fd; self.size = size
+        init(name: String, object: ObjectReader, size: Int64, windowSize: Int) {
+            self.name = name; self.path = object.display; self.object = object; self.size = size
             window = .allocate(byteCount: windowSize, alignment: 64)
         }
 
-        deinit { close(fd); window.deallocate() }
+        deinit { window.deallocate() }
     }
 
     func run() throws {
@@ -148,8 +148,7 @@ final class PackMerge {
     }
 
     private func open(_ name: String) throws -> PackState {
-        PackState(name: name, path: repository.location + "/" + name, fd: try repository.storage.openForReading(name),
-                  size: packs[name]!, windowSize: windowSize)
+        PackState(name: name, object: try repository.storage.openReader(name), size: packs[name]!, windowSize: windowSize)
     }
 
     /// Hashes the rest of the pack and compares its digest with the recorded one.
@@ -196,12 +195,12 @@ final class PackMerge {
                 advance(state, by: to - from)
             } else if end - state.position >= Int64(state.window.count) {
                 let n = Int(min(Int64(large.count), end - state.position))
-                try RawIO.preadAll(state.fd, large.baseAddress!, n, at: state.position, path: state.path)
+                try state.object.read(into: large.baseAddress!, count: n, at: state.position)
                 body(UnsafeRawBufferPointer(rebasing: large[0..<n]))
                 advance(state, by: n)
             } else {
                 let n = Int(min(Int64(state.window.count), state.size - state.position))
-                try RawIO.preadAll(state.fd, state.window.baseAddress!, n, at: state.position, path: state.path)
+                try state.object.read(into: state.window.baseAddress!, count: n, at: state.position)
                 state.windowStart = state.position
                 state.windowCount = n
             }

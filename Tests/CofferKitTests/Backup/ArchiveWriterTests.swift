@@ -68,9 +68,7 @@ import Glibc
         #expect(offsets[0] == 512)
         #expect(offsets[2] - offsets[1] > 1024) // the others carry an extended header
 
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        defer { close(fd) }
-        let reader = try ArchiveReader(fd: fd, path: path, kind: .tar)
+        let reader = try ArchiveReader(path: path, kind: .tar)
         var read: [PathBytes] = []
         while let entry = try reader.next() {
             read.append(entry.path)
@@ -101,9 +99,7 @@ import Glibc
             _ = try writer.finish()
         }
         func readLast(_ path: String) throws -> (String, Int64) {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            defer { close(fd) }
-            let reader = try ArchiveReader(fd: fd, path: path, kind: .tar)
+            let reader = try ArchiveReader(path: path, kind: .tar)
             var text = ""
             while let entry = try reader.next() {
                 guard entry.path == PathBytes("media/library/c.txt".utf8) else { continue }
