@@ -68,7 +68,17 @@ public struct BackupRunner {
         report.parent = parent?.id
 
         // 1. The database, first: one consistent cut.
-        let scratch = dryRun ? NSTemporaryDirectory() : repository.storage.scratchDirectory
+        // A repository in a bucket has no local tmp/: the run's scratch folder goes beside the
+        // database (same filesystem, so the copy never lands on a small /tmp), swept when its
+        // run is gone.
+        var scratchFolder: ScratchDirectory?
+        if !dryRun, !(repository.storage is LocalStorage) {
+            let parent = PathText.parent(layout.dbPath)
+            Self.sweepScratch(in: parent)
+            scratchFolder = try ScratchDirectory(prefix: "\(Self.scratchPrefix)\(getpid())", in: parent)
+        }
+        defer { scratchFolder?.remove() }
+        let scratch = dryRun ? NSTemporaryDirectory() : (scratchFolder?.path ?? repository.storage.scratchDirectory)
         let copyPath = scratch + "/db-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
         defer { DatabaseCopy.remove(copyPath) }
         let copy = try DatabaseCopy.take(from: layout.dbPath, to: copyPath)
@@ -457,6 +467,18 @@ public struct BackupRunner {
             problems.append(.init(kind: "unreadable", path: layout.mediaRoot, jobID: nil, message: error.cause))
         }
         try reportUnseenLibraryReferences()
+    }
+
+    static let scratchPrefix = ".coffer-backup-"
+
+    /// Removes scratch folders (`.coffer-backup-PID.XXXXXX`) of runs that are gone.
+    static func sweepScratch(in directory: String) {
+        try? DirectoryWalker(root: directory).list { entry in
+            guard entry.kind == .directory, let name = String(validating: entry.relativePath, as: UTF8.self),
+                  name.hasPrefix(scratchPrefix), let pid = Int32(name.dropFirst(scratchPrefix.count).prefix { $0 != "." }),
+                  kill(pid, 0) != 0, errno == ESRCH else { return }
+            FileSystem.removeTree(PathBytes(directory.utf8).appendingComponent(entry.relativePath))
+        }
     }
 
     func checkSpace(for bytes: Int64, in location: String) throws {

@@ -112,7 +112,10 @@ public final class S3Client: @unchecked Sendable {
     /// The whole object, or `nil` when there is none.
     func getObject(_ key: String) throws -> Data? {
         let response = try send("GET", key: key, operation: "download", accept: [200, 404])
-        return response.status == 404 ? nil : response.body
+        guard response.status == 404 else { return response.body }
+        // A missing bucket is not a missing object.
+        if Self.errorCode(response) == "NoSuchBucket" { throw failure(response, operation: "download", key: key) }
+        return nil
     }
 
     /// `length` bytes from `offset` (a ranged GET). Throws when the object is shorter.

@@ -91,14 +91,9 @@ public final class S3Storage: RepositoryStorage {
     public func delete(_ name: String) throws { try client.deleteObject(key(name)) }
 
     /// Unfinished uploads of killed runs are never listed; a bucket lifecycle rule
-    /// (AbortIncompleteMultipartUpload) reclaims their space. The local scratch folder's
-    /// leftovers go here.
-    public func sweepTemporaryFiles() {
-        try? DirectoryWalker(root: scratchDirectory).list { entry in
-            guard entry.kind == .regular else { return }
-            _ = PathBytes(scratchDirectory.utf8).appendingComponent(entry.relativePath).withCPath { unlink($0) }
-        }
-    }
+    /// (AbortIncompleteMultipartUpload) reclaims their space. Nothing local is swept here:
+    /// the scratch folder belongs to the run that made it.
+    public func sweepTemporaryFiles() {}
 }
 
 /// An object on its way into the bucket.

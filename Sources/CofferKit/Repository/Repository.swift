@@ -31,9 +31,11 @@ public final class Repository {
             throw CofferError(.usage, operation: "open repository", cause: "no repository given",
                               hint: "set COFFER_REPO or pass --repo DIR")
         }
+        if location.hasPrefix("s3://") { return try openInBucket(location, create: create, allowMissing: allowMissing) }
         guard !location.contains("://") else {
             throw CofferError(.usage, operation: "open repository", subject: location,
-                              cause: "only local directories are supported", hint: "give a directory path")
+                              cause: "only local directories and s3:// addresses are supported",
+                              hint: "give a directory path or s3://BUCKET/PREFIX")
         }
         let storage = LocalStorage(root: location)
         if let config = try readConfig(location) { return Repository(storage: storage, config: config) }
@@ -72,6 +74,42 @@ public final class Repository {
         return Repository(storage: storage, config: config)
     }
 
+    /// A repository in an S3-compatible bucket: endpoint, region and credentials from the AWS
+    /// environment variables. Made like a local one: config.json written last, under a lock.
+    static func openInBucket(_ location: String, create: Bool, allowMissing: Bool) throws -> Repository {
+        let address = try S3Address(location)
+        guard let credentials = ObjectStoreCredentials.fromEnvironment() else {
+            throw CofferError(.usage, operation: "open repository", subject: location, cause: "no credentials for the object store",
+                              hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)")
+        }
+        let client = S3Client(bucket: address.bucket, endpoint: try S3Endpoint.fromEnvironment(), credentials: credentials)
+        let storage = S3Storage(address: address, client: client, scratchDirectory: NSTemporaryDirectory())
+        if let data = try client.getObject(address.key("config.json")) {
+            return Repository(storage: storage, config: try decodeConfig(data, location))
+        }
+        if allowMissing {
+            return Repository(storage: storage, config: Config(id: "(new)", created: ISO8601DateFormatter().string(from: Date())))
+        }
+        guard create else { throw noRepository(location) }
+        let lock = try ObjectLock.acquire(storage, exclusive: true, command: "init")
+        defer { withExtendedLifetime(lock) {} }
+        if let data = try client.getObject(address.key("config.json")) {
+            return Repository(storage: storage, config: try decodeConfig(data, location))
+        }
+        let others = try client.listObjects(prefix: address.prefix.isEmpty ? "" : address.prefix + "/", pageSize: 10)
+            .filter { !$0.key.hasPrefix(address.key("locks/")) }
+        guard others.isEmpty else {
+            throw CofferError(.failed, operation: "open repository", subject: location,
+                              cause: "not a coffer repository (no config.json) and not empty (\(others[0].key))",
+                              hint: "choose an empty bucket or a new prefix")
+        }
+        let config = Config(id: UUID().uuidString.lowercased(), created: ISO8601DateFormatter().string(from: Date()))
+        let pending = try storage.create("config.json")
+        try JSONEncoder().encode(config).withUnsafeBytes { try pending.write($0) }
+        try storage.commit(pending)
+        return Repository(storage: storage, config: config)
+    }
+
     static func noRepository(_ location: String) -> CofferError {
         CofferError(.failed, operation: "open repository", subject: location, cause: "no repository there",
                     hint: "`coffer backup --repo \(location)` creates one")
@@ -80,6 +118,10 @@ public final class Repository {
     /// The repository's config.json, or `nil` when there is none.
     static func readConfig(_ location: String) throws -> Config? {
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: location + "/config.json")) else { return nil }
+        return try decodeConfig(data, location)
+    }
+
+    static func decodeConfig(_ data: Data, _ location: String) throws -> Config {
         guard let config = try? JSONDecoder().decode(Config.self, from: data), config.format == "coffer-repository" else {
             throw CofferError(.failed, operation: "open repository", subject: location, cause: "config.json is not a coffer repository's")
         }
@@ -90,8 +132,11 @@ public final class Repository {
         return config
     }
 
-    public func lock(exclusive: Bool, command: String) throws -> RepositoryLock {
-        try RepositoryLock.acquire(location + "/lock", exclusive: exclusive, command: command)
+    /// One run at a time: an flock on `lock` in a directory (it dies with its process), a lock
+    /// object with an expiry in a bucket (for runs on other hosts). Held while referenced.
+    public func lock(exclusive: Bool, command: String) throws -> AnyObject {
+        if storage is LocalStorage { return try RepositoryLock.acquire(location + "/lock", exclusive: exclusive, command: command) }
+        return try ObjectLock.acquire(storage, exclusive: exclusive, command: command)
     }
 
     /// Every complete snapshot, oldest first. Damaged records are returned in `damaged`.

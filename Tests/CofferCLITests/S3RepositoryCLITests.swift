@@ -1,0 +1,124 @@
+@testable import CofferKit
+import Foundation
+import Testing
+
+/// The commands with `--repo s3://BUCKET/PREFIX`, against the S3-compatible server `make test`
+/// starts on loopback (skipped, with the reason printed, when there is none).
+@Suite struct S3RepositoryCLITests {
+    static let secret = "cli-secret-key-never-printed"
+    static let token = "cli-session-token-never-printed"
+
+    /// The AWS environment of a fresh bucket, or `nil` (skipped).
+    static func bucket(_ test: String = #function) throws -> (environment: [String: String], bucket: String)? {
+        guard let endpoint = ProcessInfo.processInfo.environment["COFFER_TEST_S3_ENDPOINT"] else {
+            print("skipped \(test): no S3 server (COFFER_TEST_S3_ENDPOINT is set by `make test`, which starts one)")
+            return nil
+        }
+        let environment = ["AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": token,
+                           "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"]
+        let bucket = "coffer-cli-\(UInt32.random(in: 0...UInt32.max))"
+        let client = S3Client(bucket: bucket, endpoint: try S3Endpoint.fromEnvironment(environment),
+                              credentials: ObjectStoreCredentials.fromEnvironment(environment)!)
+        try client.createBucket()
+        return (environment, bucket)
+    }
+
+    static func expectNoCredentials(_ result: CofferBinary.Result, _ step: String) {
+        for text in [result.stdout, result.stderr] {
+            #expect(!text.contains(secret) && !text.contains(token), "\(step) printed a credential")
+        }
+    }
+
+    @Test func everyRepositoryCommandWorksOnABucket() throws {
+        guard let (environment, bucket) = try Self.bucket() else { return }
+        let scratch = try Scratch()
+        let (local, _) = try cliVolume(scratch, jobs: 30)
+        let repo = "s3://\(bucket)/coffer/main"
+        let flags = local.enumerated().map { $0.offset > 0 && local[$0.offset - 1] == "--repo" ? repo : $0.element }
+        func run(_ arguments: [String], _ step: String) throws -> CofferBinary.Result {
+            let result = try CofferBinary.run(arguments, environment: environment)
+            Self.expectNoCredentials(result, step)
+            return result
+        }
+
+        let first = try run(["backup", "--verbose", "--tag", "nightly"] + flags, "backup")
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("saved in \(repo)"), "\(first.stdout)")
+        let second = try run(["backup", "--json"] + flags, "second backup")
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(try jsonObject(second.stdout)["bytes_read"] as? Int == 0)
+
+        let list = try run(["snapshots", "--repo", repo, "--json"], "snapshots")
+        let snapshots = try #require(try jsonObject(list.stdout)["snapshots"] as? [[String: Any]])
+        #expect(snapshots.count == 2)
+        #expect(snapshots[0]["tags"] as? [String] == ["nightly"])
+
+        let verify = try run(["verify", "--repo", repo, "--read-data"], "verify")
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        #expect(verify.stdout.contains("no findings"))
+
+        let target = ["--db", scratch.child("new/db.sqlite"), "--media-root", scratch.child("new/media"), "--repo", repo,
+                      "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+        let restore = try run(["restore", "--json"] + target, "restore")
+        #expect(restore.status == 0, "\(restore.stderr)")
+        #expect((try jsonObject(restore.stdout)["verify"] as? [String: Any])?["exit_code"] as? Int == 0)
+
+        let prune = try run(["prune", "--keep-last", "1"] + flags, "prune")
+        #expect(prune.status == 0, "\(prune.stdout)\(prune.stderr)")
+        let after = try run(["snapshots", "--repo", repo, "--json"], "snapshots after prune")
+        #expect((try jsonObject(after.stdout)["snapshots"] as? [[String: Any]])?.count == 1)
+        #expect(try run(["verify", "--repo", repo, "--read-data"], "verify after prune").status == 0)
+
+        // The scratch folder the backups made beside the database is gone.
+        let beside = try FileManager.default.contentsOfDirectory(atPath: scratch.child("v"))
+        #expect(!beside.contains { $0.hasPrefix(".coffer-backup-") }, "\(beside)")
+    }
+
+    /// Bad addresses and missing credentials are usage errors that say what to set; a bucket
+    /// that is not there is named. Nothing of the credentials shows.
+    @Test func mistakesGetClearErrors() throws {
+        guard let (environment, _) = try Self.bucket() else { return }
+        let noKeys = environment.filter { !$0.key.hasPrefix("AWS_ACCESS") && !$0.key.hasPrefix("AWS_SECRET") }
+        let missing = try CofferBinary.run(["snapshots", "--repo", "s3://some-bucket/x"], environment: noKeys)
+        #expect(missing.status == 64)
+        #expect(missing.stderr.contains("AWS_ACCESS_KEY_ID"), "\(missing.stderr)")
+        let badName = try CofferBinary.run(["snapshots", "--repo", "s3://Bad_Bucket/x"], environment: environment)
+        #expect(badName.status == 64)
+        #expect(badName.stderr.contains("not a bucket name"), "\(badName.stderr)")
+        let noBucket = try CofferBinary.run(["snapshots", "--repo", "s3://coffer-no-such-bucket-here/x"], environment: environment)
+        #expect(noBucket.status == 2)
+        #expect(noBucket.stderr.contains("s3://coffer-no-such-bucket-here") && noBucket.stderr.contains("no such bucket"), "\(noBucket.stderr)")
+        for result in [missing, badName, noBucket] { Self.expectNoCredentials(result, "error") }
+    }
+
+    /// A backup killed mid-upload leaves no listed snapshot, and its lock (this host, a process
+    /// that is gone) does not stop the next run.
+    @Test func aKilledUploadLeavesNoSnapshotAndNoLockInTheWay() throws {
+        guard let (environment, bucket) = try Self.bucket() else { return }
+        let scratch = try Scratch()
+        let (local, _) = try cliVolume(scratch, jobs: 60)
+        let repo = "s3://\(bucket)/killed"
+        let flags = local.enumerated().map { $0.offset > 0 && local[$0.offset - 1] == "--repo" ? repo : $0.element }
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags, environment: environment).status == 0)
+
+        let process = Process()
+        process.executableURL = CofferBinary.url
+        process.arguments = ["backup", "--quiet", "--full"] + flags
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "COFFER_TEST_CHECK_DELAY": "0.02"]
+            .merging(environment) { $1 }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: 2.5)
+        let stillRunning = process.isRunning
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(stillRunning, "the backup ended before the kill: make it slower")
+
+        let list = try CofferBinary.run(["snapshots", "--repo", repo, "--json"], environment: environment)
+        #expect((try jsonObject(list.stdout)["snapshots"] as? [[String: Any]])?.count == 1)
+        let next = try CofferBinary.run(["backup", "--quiet"] + flags, environment: environment)
+        #expect(next.status == 0, "\(next.stderr)")
+        #expect(try CofferBinary.run(["verify", "--repo", repo, "--read-data", "--quiet"], environment: environment).status == 0)
+    }
+}
