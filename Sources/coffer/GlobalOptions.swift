@@ -14,7 +14,7 @@ struct GlobalOptions: ParsableArguments {
     @Option(name: .customLong("media-root"), help: ArgumentHelp("The media tree (MEDIA_ROOT).", valueName: "dir"))
     var mediaRoot: String?
 
-    @Option(name: .long, help: ArgumentHelp("The snapshot repository (COFFER_REPO).", valueName: "repo"))
+    @Option(name: .long, help: ArgumentHelp("The snapshot repository: a directory, or s3://BUCKET/PREFIX (COFFER_REPO).", valueName: "repo"))
     var repo: String?
 
     @Option(name: .customLong("min-free-space-gb"), help: ArgumentHelp("MIN_FREE_SPACE_GB.", valueName: "GiB"))

@@ -69,9 +69,60 @@ import Testing
         #expect((try jsonObject(after.stdout)["snapshots"] as? [[String: Any]])?.count == 1)
         #expect(try run(["verify", "--repo", repo, "--read-data"], "verify after prune").status == 0)
 
+        let drill = try run(["drill", "--json"] + flags, "drill")
+        #expect(drill.status == 0, "\(drill.stdout)\(drill.stderr)")
+
+        // An upgrade snapshots into the bucket first.
+        let up = try run(["migrate", "up"] + flags, "migrate up")
+        #expect(up.status == 0, "\(up.stdout)\(up.stderr)")
+        let tagged = try run(["snapshots", "--repo", repo, "--json"], "snapshots after migrate")
+        let last = try #require((try jsonObject(tagged.stdout)["snapshots"] as? [[String: Any]])?.last)
+        #expect(last["tags"] as? [String] == ["pre-migrate"], "\(last)")
+
         // The scratch folder the backups made beside the database is gone.
         let beside = try FileManager.default.contentsOfDirectory(atPath: scratch.child("v"))
         #expect(!beside.contains { $0.hasPrefix(".coffer-backup-") }, "\(beside)")
+    }
+
+    /// A repository copied object by object between a directory and a bucket (as `rclone copy`
+    /// or `aws s3 sync` would) is the same repository: it verifies every byte both ways, and a
+    /// backup continues the chain.
+    @Test func aRepositoryCopiedBetweenADirectoryAndABucketStillVerifies() throws {
+        guard let (environment, bucket) = try Self.bucket() else { return }
+        let scratch = try Scratch()
+        let (flags, directory) = try cliVolume(scratch, jobs: 20)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        let client = S3Client(bucket: bucket, endpoint: try S3Endpoint.fromEnvironment(environment),
+                              credentials: ObjectStoreCredentials.fromEnvironment(environment)!)
+        // Directory → bucket: every object but the lock file and tmp/.
+        let root = URL(fileURLWithPath: directory)
+        let files = FileManager.default.enumerator(at: root, includingPropertiesForKeys: [.isRegularFileKey])!
+            .compactMap { $0 as? URL }.filter { (try? $0.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true }
+        var copied = 0
+        for file in files {
+            let name = String(file.resolvingSymlinksInPath().path.dropFirst(root.resolvingSymlinksInPath().path.count + 1))
+            guard name != "lock", !name.hasPrefix("tmp/") else { continue }
+            try client.putObject("copied/" + name, body: try Data(contentsOf: file))
+            copied += 1
+        }
+        #expect(copied >= 3)
+        let inBucket = "s3://\(bucket)/copied"
+        let verify = try CofferBinary.run(["verify", "--repo", inBucket, "--read-data"], environment: environment)
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        let bucketFlags = flags.enumerated().map { $0.offset > 0 && flags[$0.offset - 1] == "--repo" ? inBucket : $0.element }
+        #expect(try CofferBinary.run(["backup", "--quiet"] + bucketFlags, environment: environment).status == 0)
+
+        // Bucket → directory: every object but the locks, and an empty tmp/.
+        let back = scratch.child("back")
+        for object in try client.listObjects(prefix: "copied/") where !object.key.hasPrefix("copied/locks/") {
+            let path = back + "/" + object.key.dropFirst("copied/".count)
+            try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            #expect(FileManager.default.createFile(atPath: path, contents: try client.getObject(object.key)))
+        }
+        try FileManager.default.createDirectory(atPath: back + "/tmp", withIntermediateDirectories: true)
+        let local = try CofferBinary.run(["verify", "--repo", back, "--read-data", "--json"])
+        #expect(local.status == 0, "\(local.stdout)\(local.stderr)")
+        #expect(try CofferBinary.run(["snapshots", "--repo", back]).stdout.contains("2 snapshot(s)"))
     }
 
     /// Bad addresses and missing credentials are usage errors that say what to set; a bucket

@@ -29,7 +29,7 @@ public final class Repository {
     public static func open(_ location: String?, create: Bool = false, allowMissing: Bool = false) throws -> Repository {
         guard let location else {
             throw CofferError(.usage, operation: "open repository", cause: "no repository given",
-                              hint: "set COFFER_REPO or pass --repo DIR")
+                              hint: "set COFFER_REPO or pass --repo DIR (or s3://BUCKET/PREFIX)")
         }
         if location.hasPrefix("s3://") { return try openInBucket(location, create: create, allowMissing: allowMissing) }
         guard !location.contains("://") else {

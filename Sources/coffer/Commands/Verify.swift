@@ -10,7 +10,7 @@ struct Verify: ParsableCommand {
             video, library files no row refers to, temp directories of unknown or long-finished
             jobs, and free space against the thresholds.
 
-            With --repo DIR it checks a repository instead: every snapshot's references, and with
+            With --repo REPO it checks a repository instead: every snapshot's references, and with
             --read-data every byte of every pack (the damaged files and the snapshots that depend
             on them are named).
 
