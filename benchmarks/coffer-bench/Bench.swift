@@ -175,6 +175,7 @@ final class Bench {
                 }),
             ])
         }
+        try objectStore(hasRestic: hasRestic)
         freshRestores()
         fresh(root + "/tar")
         fresh(root + "/restic")
@@ -183,6 +184,66 @@ final class Bench {
         try writerLoad()
         try liveVerify()
         return report(seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Backup and restore through an S3 server on loopback (moto's, when installed), Coffer
+    /// beside restic on the same server. moto is a Python server: its own speed bounds both.
+    func objectStore(hasRestic: Bool) throws {
+        guard let server = ["moto_server"].first(where: have) else {
+            notes.append("moto_server is not installed: the S3 rows are missing (`pip install 'moto[server]'`).")
+            return
+        }
+        let port = Int.random(in: 20_000...60_000)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [server, "-H", "127.0.0.1", "-p", "\(port)"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { process.terminate(); process.waitUntilExit() }
+        let endpoint = "http://127.0.0.1:\(port)"
+        let s3 = ["AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_ENDPOINT_URL": endpoint,
+                  "AWS_REGION": "us-east-1", "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": root + "/restic-cache"]
+        var ready = false
+        for bucket in ["bench-coffer", "bench-restic"] {
+            let client = S3Client(bucket: bucket, endpoint: try S3Endpoint.fromEnvironment(s3),
+                                  credentials: ObjectStoreCredentials.fromEnvironment(s3)!, timeout: 5)
+            for _ in 0..<100 where !ready || bucket == "bench-restic" {
+                if (try? client.createBucket()) != nil { ready = true; break }
+                Thread.sleep(forTimeInterval: 0.2)
+            }
+        }
+        guard ready else { notes.append("the S3 server did not start: the S3 rows are missing."); return }
+        log("S3 server (moto) on \(endpoint)")
+        var round = 0
+        var cofferRepo: String { "s3://bench-coffer/run-\(round)" }
+        var resticRepo: String { "s3:\(endpoint)/bench-restic/run-\(round)" }
+        var backup: [(String, prepare: () -> Void, command: () -> Sample)] = [
+            ("coffer backup --full to S3", { round += 1 }, {
+                Measure.run([self.coffer, "backup", "--full", "--quiet"], environment: self.env(cofferRepo).merging(s3) { $1 })
+            }),
+        ]
+        if hasRestic {
+            backup.append(("restic backup to S3", {
+                _ = Measure.run(["restic", "init", "-q", "-r", resticRepo], environment: s3)
+            }, {
+                Measure.run(["restic", "backup", "-q", "-r", resticRepo, self.db, self.media + "/library"], environment: s3)
+            }))
+        }
+        compare("backup to S3 (moto on loopback)", bytes: mediaBytes, backup)
+        var restore: [(String, prepare: () -> Void, command: () -> Sample)] = [
+            ("coffer restore from S3", { self.freshRestores() }, {
+                Measure.run([self.coffer, "restore", "--quiet", "--repo", cofferRepo, "--db", self.root + "/r/db.sqlite", "--media-root", self.root + "/r/media"],
+                            environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"].merging(s3) { $1 })
+            }),
+        ]
+        if hasRestic {
+            restore.append(("restic restore from S3", { self.freshRestores() }, {
+                Measure.run(["restic", "restore", "-q", "latest", "-r", resticRepo, "--target", self.root + "/rr"], environment: s3)
+            }))
+        }
+        compare("restore from S3 (moto on loopback)", bytes: mediaBytes, restore)
+        notes.append("S3 rows: both tools against the same moto server on loopback (a Python server: its speed bounds both); each backup into a fresh prefix, restores from the last one.")
     }
 
     func generate() throws {

@@ -166,7 +166,7 @@ public final class S3Client: @unchecked Sendable {
     }
 
     /// Creates the bucket (in the endpoint's region); one that is already there and ours is fine.
-    func createBucket() throws {
+    public func createBucket() throws {
         let body = endpoint.region == "us-east-1" ? nil : Data("""
             <CreateBucketConfiguration><LocationConstraint>\(endpoint.region)</LocationConstraint></CreateBucketConfiguration>
             """.utf8)
