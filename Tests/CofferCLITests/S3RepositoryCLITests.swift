@@ -23,6 +23,11 @@ import Testing
         return (environment, bucket)
     }
 
+    /// `flags` with the value of `--repo` replaced by `repo`.
+    static func pointing(_ flags: [String], at repo: String) -> [String] {
+        flags.enumerated().map { $0.offset > 0 && flags[$0.offset - 1] == "--repo" ? repo : $0.element }
+    }
+
     static func expectNoCredentials(_ result: CofferBinary.Result, _ step: String) {
         for text in [result.stdout, result.stderr] {
             #expect(!text.contains(secret) && !text.contains(token), "\(step) printed a credential")
@@ -34,7 +39,7 @@ import Testing
         let scratch = try Scratch()
         let (local, _) = try cliVolume(scratch, jobs: 30)
         let repo = "s3://\(bucket)/coffer/main"
-        let flags = local.enumerated().map { $0.offset > 0 && local[$0.offset - 1] == "--repo" ? repo : $0.element }
+        let flags = Self.pointing(local, at: repo)
         func run(_ arguments: [String], _ step: String) throws -> CofferBinary.Result {
             let result = try CofferBinary.run(arguments, environment: environment)
             Self.expectNoCredentials(result, step)
@@ -109,7 +114,7 @@ import Testing
         let inBucket = "s3://\(bucket)/copied"
         let verify = try CofferBinary.run(["verify", "--repo", inBucket, "--read-data"], environment: environment)
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
-        let bucketFlags = flags.enumerated().map { $0.offset > 0 && flags[$0.offset - 1] == "--repo" ? inBucket : $0.element }
+        let bucketFlags = Self.pointing(flags, at: inBucket)
         #expect(try CofferBinary.run(["backup", "--quiet"] + bucketFlags, environment: environment).status == 0)
 
         // Bucket → directory: every object but the locks, and an empty tmp/.
@@ -149,7 +154,7 @@ import Testing
         let scratch = try Scratch()
         let (local, _) = try cliVolume(scratch, jobs: 60)
         let repo = "s3://\(bucket)/killed"
-        let flags = local.enumerated().map { $0.offset > 0 && local[$0.offset - 1] == "--repo" ? repo : $0.element }
+        let flags = Self.pointing(local, at: repo)
         #expect(try CofferBinary.run(["backup", "--quiet"] + flags, environment: environment).status == 0)
 
         let process = Process()

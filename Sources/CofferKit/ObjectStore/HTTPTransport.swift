@@ -1,7 +1,7 @@
+import AsyncHTTPClient
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
+import NIOCore
+import NIOHTTP1
 
 /// One HTTP exchange: status, headers (names lower-cased) and the whole body.
 struct HTTPResponse: Sendable {
@@ -17,55 +17,41 @@ struct HTTPTransportError: Error, Sendable {
     var description: String
 }
 
-/// Blocking HTTP on Foundation's URLSession (libcurl on Linux): Coffer's commands are
-/// sequential, so each request waits for its answer. No cookies, no cache, no redirects
-/// followed (an S3 redirect names the bucket's region, which the caller reports).
+/// Blocking HTTP on SwiftNIO's AsyncHTTPClient: Coffer's commands are sequential, so each
+/// request waits for its answer. No cookies, no redirects followed (an S3 redirect names the
+/// bucket's region, which the caller reports). Connections are kept and reused.
 final class HTTPTransport: @unchecked Sendable {
-    private let session: URLSession
-    private let delegate = NoRedirects()
+    private let client: HTTPClient
 
     init(timeout: TimeInterval = 120) {
-        let configuration = URLSessionConfiguration.ephemeral
-        configuration.timeoutIntervalForRequest = timeout
-        configuration.httpCookieStorage = nil
-        configuration.urlCache = nil
-        configuration.httpShouldSetCookies = false
-        configuration.requestCachePolicy = .reloadIgnoringLocalCacheData
-        session = URLSession(configuration: configuration, delegate: delegate, delegateQueue: nil)
+        var configuration = HTTPClient.Configuration(redirectConfiguration: .disallow,
+                                                     timeout: .init(connect: .seconds(10), read: .seconds(Int64(max(1, timeout)))))
+        configuration.decompression = .disabled
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
-    deinit { session.invalidateAndCancel() }
+    deinit { try? client.syncShutdown() }
 
     func send(method: String, url: URL, headers: [String: String], body: Data?) throws -> HTTPResponse {
-        var request = URLRequest(url: url)
-        request.httpMethod = method
-        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        if let body { request.httpBody = body }
-        let done = DispatchSemaphore(value: 0)
-        nonisolated(unsafe) var outcome: Result<HTTPResponse, Error> = .failure(HTTPTransportError(description: "no answer"))
-        let task = session.dataTask(with: request) { data, response, error in
-            if let error {
-                outcome = .failure(HTTPTransportError(description: (error as NSError).localizedDescription))
-            } else if let response = response as? HTTPURLResponse {
-                var fields: [String: String] = [:]
-                for (name, value) in response.allHeaderFields {
-                    if let name = name as? String, let value = value as? String { fields[name.lowercased()] = value }
-                }
-                outcome = .success(HTTPResponse(status: response.statusCode, headers: fields, body: data ?? Data()))
-            } else {
-                outcome = .failure(HTTPTransportError(description: "not an HTTP response"))
-            }
-            done.signal()
+        var fields = HTTPHeaders()
+        for (name, value) in headers { fields.add(name: name, value: value) }
+        let request: HTTPClient.Request
+        do {
+            request = try HTTPClient.Request(url: url, method: HTTPMethod(rawValue: method), headers: fields,
+                                             body: body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
+        } catch {
+            throw HTTPTransportError(description: "bad request URL (\(error))")
         }
-        task.resume()
-        done.wait()
-        return try outcome.get()
-    }
-
-    final class NoRedirects: NSObject, URLSessionTaskDelegate, @unchecked Sendable {
-        func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
-                        newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void) {
-            completionHandler(nil)
+        let response: HTTPClient.Response
+        do {
+            response = try client.execute(request: request).wait()
+        } catch {
+            // NIO's and the client's errors name the failure, never the request's headers.
+            throw HTTPTransportError(description: String(describing: error))
         }
+        var received: [String: String] = [:]
+        for (name, value) in response.headers { received[name.lowercased()] = value }
+        let data = response.body.map { Data($0.readableBytesView) } ?? Data()
+        return HTTPResponse(status: Int(response.status.code), headers: received, body: data)
     }
 }
