@@ -72,13 +72,19 @@ public struct BackupRunner {
         // database (same filesystem, so the copy never lands on a small /tmp), swept when its
         // run is gone.
         var scratchFolder: ScratchDirectory?
-        if !dryRun, !(repository.storage is LocalStorage) {
+        defer { scratchFolder?.remove() }
+        let scratch: String
+        if dryRun {
+            scratch = NSTemporaryDirectory()
+        } else if let own = repository.storage.scratchDirectory {
+            scratch = own
+        } else {
             let parent = PathText.parent(layout.dbPath)
             Self.sweepScratch(in: parent)
-            scratchFolder = try ScratchDirectory(prefix: "\(Self.scratchPrefix)\(getpid())", in: parent)
+            let folder = try ScratchDirectory(prefix: "\(Self.scratchPrefix)\(getpid())", in: parent)
+            scratchFolder = folder
+            scratch = folder.path
         }
-        defer { scratchFolder?.remove() }
-        let scratch = dryRun ? NSTemporaryDirectory() : (scratchFolder?.path ?? repository.storage.scratchDirectory)
         let copyPath = scratch + "/db-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
         defer { DatabaseCopy.remove(copyPath) }
         let copy = try DatabaseCopy.take(from: layout.dbPath, to: copyPath)

@@ -14,15 +14,20 @@ import Glibc
 public final class S3Storage: RepositoryStorage {
     public let address: S3Address
     let client: S3Client
-    public let scratchDirectory: String
     /// Bytes per part of a multipart upload (held once in memory while it is sent).
     var partSize = 16 << 20
 
-    /// - Parameter scratchDirectory: a local folder for the run's scratch files.
-    public init(address: S3Address, client: S3Client, scratchDirectory: String) {
+    public init(address: S3Address, client: S3Client) {
         self.address = address
         self.client = client
-        self.scratchDirectory = scratchDirectory
+    }
+
+    /// No local folder: a backup's scratch goes beside the database.
+    public var scratchDirectory: String? { nil }
+
+    /// A lock object with an expiry, for runs on other hosts.
+    public func lock(exclusive: Bool, command: String) throws -> AnyObject {
+        try ObjectLock.acquire(self, exclusive: exclusive, command: command)
     }
 
     public var location: String { address.description }
@@ -50,16 +55,12 @@ public final class S3Storage: RepositoryStorage {
     }
 
     public func get(_ name: String, offset: Int64, length: Int) throws -> Data {
-        guard offset >= 0, length >= 0 else {
-            throw CofferError(.failed, operation: "read", subject: display(name), cause: "bad range \(offset)+\(length) (a damaged record?)")
-        }
+        try checkRange(name, offset: offset, length: Int64(length))
         return try client.getObject(key(name), offset: offset, length: length)
     }
 
     public func read(_ name: String, offset: Int64, length: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        guard offset >= 0, length >= 0 else {
-            throw CofferError(.failed, operation: "read", subject: display(name), cause: "bad range \(offset)+\(length) (a damaged record?)")
-        }
+        try checkRange(name, offset: offset, length: length)
         var done: Int64 = 0
         while done < length {
             let n = Int(min(Int64(S3ObjectReader.fetchSize), length - done))

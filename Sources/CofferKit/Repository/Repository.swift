@@ -83,7 +83,7 @@ public final class Repository {
                               hint: "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)")
         }
         let client = S3Client(bucket: address.bucket, endpoint: try S3Endpoint.fromEnvironment(), credentials: credentials)
-        let storage = S3Storage(address: address, client: client, scratchDirectory: NSTemporaryDirectory())
+        let storage = S3Storage(address: address, client: client)
         if let data = try client.getObject(address.key("config.json")) {
             return Repository(storage: storage, config: try decodeConfig(data, location))
         }
@@ -135,8 +135,7 @@ public final class Repository {
     /// One run at a time: an flock on `lock` in a directory (it dies with its process), a lock
     /// object with an expiry in a bucket (for runs on other hosts). Held while referenced.
     public func lock(exclusive: Bool, command: String) throws -> AnyObject {
-        if storage is LocalStorage { return try RepositoryLock.acquire(location + "/lock", exclusive: exclusive, command: command) }
-        return try ObjectLock.acquire(storage, exclusive: exclusive, command: command)
+        try storage.lock(exclusive: exclusive, command: command)
     }
 
     /// Every complete snapshot, oldest first. Damaged records are returned in `damaged`.

@@ -90,8 +90,11 @@ public protocol RepositoryStorage: AnyObject {
     func list(_ folder: String) throws -> [String]
     func size(_ name: String) throws -> Int64?
     func delete(_ name: String) throws
-    /// A local folder for a run's scratch files (the database copy, spools).
-    var scratchDirectory: String { get }
+    /// The repository's own local folder for a run's scratch files (the database copy,
+    /// spools), or `nil` when it has none (a bucket): the run then makes its own.
+    var scratchDirectory: String? { get }
+    /// One run at a time, held while the returned object is referenced.
+    func lock(exclusive: Bool, command: String) throws -> AnyObject
     /// Removes what runs killed before they committed left behind. Call under the exclusive lock.
     func sweepTemporaryFiles()
 }
@@ -99,6 +102,13 @@ public protocol RepositoryStorage: AnyObject {
 extension RepositoryStorage {
     /// `display` of an object, for messages.
     func display(_ name: String) -> String { location + "/" + name }
+
+    /// Refuses a negative range (from a damaged record) before any read.
+    func checkRange(_ name: String, offset: Int64, length: Int64) throws {
+        guard offset >= 0, length >= 0 else {
+            throw CofferError(.failed, operation: "read", subject: display(name), cause: "bad range \(offset)+\(length) (a damaged record?)")
+        }
+    }
 }
 
 /// An object being written to a local repository: a file in its `tmp/`.
@@ -130,7 +140,12 @@ public final class LocalStorage: RepositoryStorage {
 
     /// Where pending objects are written; swept by ``sweepTemporaryFiles()``.
     var temporaryDirectory: String { root + "/tmp" }
-    public var scratchDirectory: String { temporaryDirectory }
+    public var scratchDirectory: String? { temporaryDirectory }
+
+    /// An flock on `lock`: it dies with its process.
+    public func lock(exclusive: Bool, command: String) throws -> AnyObject {
+        try RepositoryLock.acquire(root + "/lock", exclusive: exclusive, command: command)
+    }
 
     public init(root: String) { self.root = root }
 
@@ -180,9 +195,7 @@ public final class LocalStorage: RepositoryStorage {
     }
 
     public func read(_ name: String, offset: Int64, length: Int64, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
-        guard offset >= 0, length >= 0 else {
-            throw CofferError(.failed, operation: "read", subject: path(name), cause: "bad range \(offset)+\(length) (a damaged record?)")
-        }
+        try checkRange(name, offset: offset, length: length)
         let fd = try RawIO.openForReading(path(name))
         defer { close(fd) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(max(1, min(length, 1 << 20))), alignment: 64)

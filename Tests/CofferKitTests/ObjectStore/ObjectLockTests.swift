@@ -9,7 +9,7 @@ import Glibc
 @Suite struct ObjectLockTests {
     static func storage(_ test: String = #function) throws -> S3Storage? {
         guard let client = try S3ClientTests.client(test) else { return nil }
-        return S3Storage(address: try S3Address("s3://\(client.bucket)/repo"), client: client, scratchDirectory: NSTemporaryDirectory())
+        return S3Storage(address: try S3Address("s3://\(client.bucket)/repo"), client: client)
     }
 
     /// A lock record as another run would have written it.

@@ -19,7 +19,7 @@ import Testing
             return (LocalStorage(root: scratch.path), scratch)
         case .s3:
             guard let client = try S3ClientTests.client(test) else { return nil }
-            let storage = S3Storage(address: try S3Address("s3://\(client.bucket)/team/coffer"), client: client, scratchDirectory: scratch.path)
+            let storage = S3Storage(address: try S3Address("s3://\(client.bucket)/team/coffer"), client: client)
             storage.partSize = 5 << 20
             return (storage, scratch)
         }
