@@ -202,8 +202,7 @@ public final class S3Client: @unchecked Sendable {
         var xml = "<CompleteMultipartUpload>"
         for part in parts { xml += "<Part><PartNumber>\(part.number)</PartNumber><ETag>\(S3XML.escape(part.etag))</ETag></Part>" }
         xml += "</CompleteMultipartUpload>"
-        // The type is said: a body without one is taken for a form by some servers (and
-        // Foundation would send it as one).
+        // The type is said: a body without one is taken for a form by some servers.
         let response = try send("POST", key: key, query: [("uploadId", uploadID)], headers: ["Content-Type": "application/xml"],
                                 body: Data(xml.utf8), operation: "finish upload of")
         // S3 may answer 200 and still fail the completion, in the body.
