@@ -31,8 +31,9 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# The object-store tests run against a real S3-compatible server (moto's) on loopback, started
-# for the run and stopped after it (scripts/with-s3-server installs it from PyPI if missing).
+# The object-store tests run against real S3-compatible servers on loopback (moto's; rclone's,
+# which checks signatures; moto with its IAM checks on), started for the run and stopped after
+# it (scripts/with-s3-server installs them from PyPI if missing).
 test: build
 	./scripts/with-s3-server $(SWIFT) test
 

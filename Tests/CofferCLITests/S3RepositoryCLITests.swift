@@ -1,4 +1,5 @@
 @testable import CofferKit
+import CofferFixtures
 import Foundation
 import Testing
 
@@ -8,14 +9,16 @@ import Testing
     static let secret = "cli-secret-key-never-printed"
     static let token = "cli-session-token-never-printed"
 
-    /// The AWS environment of a fresh bucket, or `nil` (skipped).
-    static func bucket(_ test: String = #function) throws -> (environment: [String: String], bucket: String)? {
-        guard let endpoint = ProcessInfo.processInfo.environment["COFFER_TEST_S3_ENDPOINT"] else {
-            print("skipped \(test): no S3 server (COFFER_TEST_S3_ENDPOINT is set by `make test`, which starts one)")
+    /// The AWS environment of a fresh bucket, or `nil` (skipped). On the server that checks
+    /// signatures, with its key.
+    static func bucket(_ test: String = #function, server: TestObjectStore = .open) throws -> (environment: [String: String], bucket: String)? {
+        guard let (endpoint, credentials) = server.server else {
+            print(server.skipped(test))
             return nil
         }
-        let environment = ["AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": secret, "AWS_SESSION_TOKEN": token,
+        var environment = ["AWS_ACCESS_KEY_ID": credentials.accessKeyID, "AWS_SECRET_ACCESS_KEY": credentials.secretAccessKey,
                            "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"]
+        if server == .open { (environment["AWS_SECRET_ACCESS_KEY"], environment["AWS_SESSION_TOKEN"]) = (secret, token) }
         let bucket = "coffer-cli-\(UInt32.random(in: 0...UInt32.max))"
         let client = S3Client(bucket: bucket, endpoint: try S3Endpoint.fromEnvironment(environment),
                               credentials: ObjectStoreCredentials.fromEnvironment(environment)!)
@@ -28,21 +31,25 @@ import Testing
         flags.enumerated().map { $0.offset > 0 && flags[$0.offset - 1] == "--repo" ? repo : $0.element }
     }
 
-    static func expectNoCredentials(_ result: CofferBinary.Result, _ step: String) {
+    static func expectNoCredentials(_ result: CofferBinary.Result, _ step: String, _ environment: [String: String] = [:]) {
+        let hidden = [secret, token] + [environment["AWS_SECRET_ACCESS_KEY"], environment["AWS_SESSION_TOKEN"]].compactMap { $0 }
         for text in [result.stdout, result.stderr] {
-            #expect(!text.contains(secret) && !text.contains(token), "\(step) printed a credential")
+            #expect(!hidden.contains { text.contains($0) }, "\(step) printed a credential")
         }
     }
 
-    @Test func everyRepositoryCommandWorksOnABucket() throws {
-        guard let (environment, bucket) = try Self.bucket() else { return }
+    /// Every command, on a server that takes any credentials and on one that checks each
+    /// request's signature.
+    @Test(arguments: TestObjectStore.allCases)
+    func everyRepositoryCommandWorksOnABucket(_ server: TestObjectStore) throws {
+        guard let (environment, bucket) = try Self.bucket(server: server) else { return }
         let scratch = try Scratch()
         let (local, _) = try cliVolume(scratch, jobs: 30)
         let repo = "s3://\(bucket)/coffer/main"
         let flags = Self.pointing(local, at: repo)
         func run(_ arguments: [String], _ step: String) throws -> CofferBinary.Result {
             let result = try CofferBinary.run(arguments, environment: environment)
-            Self.expectNoCredentials(result, step)
+            Self.expectNoCredentials(result, step, environment)
             return result
         }
 
@@ -145,6 +152,26 @@ import Testing
         #expect(noBucket.status == 2)
         #expect(noBucket.stderr.contains("s3://coffer-no-such-bucket-here") && noBucket.stderr.contains("no such bucket"), "\(noBucket.stderr)")
         for result in [missing, badName, noBucket] { Self.expectNoCredentials(result, "error") }
+    }
+
+    /// On a store that checks signatures: a wrong secret exits 64 naming the variables to
+    /// check, writes nothing, and prints no secret.
+    @Test func refusedCredentialsExitAsUsageErrors() throws {
+        guard let (environment, bucket) = try Self.bucket(server: .signed) else { return }
+        let scratch = try Scratch()
+        let (local, _) = try cliVolume(scratch, jobs: 5)
+        let flags = Self.pointing(local, at: "s3://\(bucket)/coffer")
+        var wrong = environment
+        wrong["AWS_SECRET_ACCESS_KEY"] = "wrong-secret-never-printed"
+        for arguments in [["backup"] + flags, ["snapshots", "--repo", "s3://\(bucket)/coffer"]] {
+            let refused = try CofferBinary.run(arguments, environment: wrong)
+            #expect(refused.status == 64, "\(refused.stderr)")
+            #expect(refused.stderr.contains("refused the credentials") && refused.stderr.contains("AWS_SECRET_ACCESS_KEY"), "\(refused.stderr)")
+            Self.expectNoCredentials(refused, arguments[0], wrong)
+        }
+        // Nothing was written.
+        let client = S3Client(bucket: bucket, endpoint: try S3Endpoint.fromEnvironment(environment), credentials: ObjectStoreCredentials.fromEnvironment(environment)!)
+        #expect(try client.listObjects(prefix: "").isEmpty)
     }
 
     /// A backup killed mid-upload leaves no listed snapshot, and its lock (this host, a process

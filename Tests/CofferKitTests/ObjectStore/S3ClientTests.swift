@@ -1,23 +1,25 @@
 @testable import CofferKit
+import CofferFixtures
 import Foundation
 import Testing
 
 /// The S3 client against a real S3-compatible server on loopback (`make test` starts moto's
 /// through scripts/with-s3-server and names it in COFFER_TEST_S3_ENDPOINT).
 @Suite struct S3ClientTests {
-    static let secret = "test-secret-key-that-must-never-be-printed"
-    static let token = "test-session-token-that-must-never-be-printed"
+    static let secret = TestObjectStore.openSecret
+    static let token = TestObjectStore.openToken
+
+    typealias Server = TestObjectStore
 
     /// A client on a fresh bucket of the test server, or `nil` (skipped, reason printed).
-    static func client(_ test: String = #function) throws -> S3Client? {
-        guard let endpoint = ProcessInfo.processInfo.environment["COFFER_TEST_S3_ENDPOINT"] else {
-            print("skipped \(test): no S3 server (COFFER_TEST_S3_ENDPOINT is set by `make test`, which starts one)")
+    static func client(_ test: String = #function, server: Server = .open) throws -> S3Client? {
+        guard let (endpoint, credentials) = server.server else {
+            print(server.skipped(test))
             return nil
         }
         let bucket = "coffer-test-\(UInt32.random(in: 0...UInt32.max))"
         let client = S3Client(bucket: bucket, endpoint: try S3Endpoint.fromEnvironment(["AWS_ENDPOINT_URL": endpoint]),
-                              credentials: ObjectStoreCredentials(accessKeyID: "testing", secretAccessKey: secret, sessionToken: token),
-                              timeout: 20)
+                              credentials: credentials, timeout: 20)
         try client.createBucket()
         return client
     }
@@ -26,8 +28,9 @@ import Testing
         Data((0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ Int(seed)) })
     }
 
-    @Test func putGetRangeListDelete() throws {
-        guard let client = try Self.client() else { return }
+    @Test(arguments: Server.allCases)
+    func putGetRangeListDelete(_ server: Server) throws {
+        guard let client = try Self.client(server: server) else { return }
         let keys = ["repo/config.json", "repo/packs/a b+c=d.tar", "repo/snapshots/é ü.jsonl", "repo/snapshots/z"]
         for (index, key) in keys.enumerated() { try client.putObject(key, body: Self.bytes(1000 + index, seed: UInt8(index))) }
         #expect(try client.getObject(keys[1]) == Self.bytes(1001, seed: 1))
@@ -45,10 +48,18 @@ import Testing
         try client.deleteObject(keys[1])
         try client.deleteObject(keys[1]) // a missing object is not an error
         #expect(try client.listObjects(prefix: "repo/").count == 3)
+        // Keys whose characters S3's signing encodes in particular ways.
+        let odd = ["odd/~tilde (1)*'!.tar", "odd/a%20b&c=d;e,f@g$h.tar", "odd/ünï/çødé"]
+        for key in odd { try client.putObject(key, body: Data(key.utf8)) }
+        for key in odd { #expect(try client.getObject(key) == Data(key.utf8), "\(key)") }
+        #expect(try Set(client.listObjects(prefix: "odd/").map(\.key)) == Set(odd))
+        for key in odd { try client.deleteObject(key) }
+        #expect(try client.listObjects(prefix: "odd/").isEmpty)
     }
 
-    @Test func listingFollowsEveryPage() throws {
-        guard let client = try Self.client() else { return }
+    @Test(arguments: Server.allCases)
+    func listingFollowsEveryPage(_ server: Server) throws {
+        guard let client = try Self.client(server: server) else { return }
         for i in 0..<25 { try client.putObject(String(format: "p/%03d", i), body: Data([UInt8(i)])) }
         let before = client.requestCount
         let listed = try client.listObjects(prefix: "p/", pageSize: 10)
@@ -58,8 +69,9 @@ import Testing
 
     /// A multipart object: parts uploaded as they fill, invisible until finished, whole after;
     /// an abandoned upload leaves nothing.
-    @Test func multipartUploadIsWholeOrNothing() throws {
-        guard let client = try Self.client() else { return }
+    @Test(arguments: Server.allCases)
+    func multipartUploadIsWholeOrNothing(_ server: Server) throws {
+        guard let client = try Self.client(server: server) else { return }
         let data = Self.bytes((5 << 20) * 2 + 12345, seed: 9)
         let upload = S3Upload(client: client, key: "packs/big.tar", partSize: 5 << 20)
         try data.withUnsafeBytes { all in
@@ -111,5 +123,39 @@ import Testing
         for text in [error.message, error.hint ?? "", refused.message, refused.hint ?? "", "\(error)", "\(refused)"] {
             #expect(!text.contains(Self.secret) && !text.contains(Self.token), "\(text)")
         }
+    }
+
+    /// On a store that checks signatures, a wrong secret or an unknown key is named as refused
+    /// credentials (a usage error: the environment is wrong); on one that checks rights, a
+    /// user who may only read is told "access denied" when writing. No message carries a secret.
+    @Test func refusedCredentialsAndMissingRightsAreNamed() throws {
+        let wrongSecret = "wrong-secret-that-must-never-be-printed"
+        if let signed = try Self.client(server: .signed) {
+            try signed.putObject("repo/config.json", body: Data("{}".utf8))
+            for credentials in [ObjectStoreCredentials(accessKeyID: signed.signer.credentials.accessKeyID, secretAccessKey: wrongSecret),
+                                ObjectStoreCredentials(accessKeyID: "unknown-key", secretAccessKey: wrongSecret)] {
+                let client = S3Client(bucket: signed.bucket, endpoint: signed.endpoint, credentials: credentials, timeout: 20)
+                let refused = try #require(throws: CofferError.self) { _ = try client.getObject("repo/config.json") }
+                #expect(refused.status == .usage)
+                #expect(refused.message.contains("refused the credentials") && refused.message.contains("s3://\(signed.bucket)/repo/config.json"), "\(refused.message)")
+                #expect(refused.hint?.contains("AWS_SECRET_ACCESS_KEY") == true)
+                for text in [refused.message, refused.hint ?? "", "\(refused)"] { #expect(!text.contains(wrongSecret)) }
+            }
+        }
+        guard let (endpoint, writerKey) = TestObjectStore.rightsServer(user: "WRITER"), let (_, readerKey) = TestObjectStore.rightsServer(user: "READER") else {
+            print("skipped \(#function) on a server checking rights: none (COFFER_TEST_S3_AUTH_ENDPOINT is set by `make test`, which starts one)")
+            return
+        }
+        let s3Endpoint = try S3Endpoint.fromEnvironment(["AWS_ENDPOINT_URL": endpoint])
+        let writer = S3Client(bucket: "coffer-rights-\(UInt32.random(in: 0...UInt32.max))", endpoint: s3Endpoint, credentials: writerKey, timeout: 20)
+        try writer.createBucket()
+        try writer.putObject("config.json", body: Data("{}".utf8))
+        let reader = S3Client(bucket: writer.bucket, endpoint: s3Endpoint, credentials: readerKey, timeout: 20)
+        #expect(try reader.getObject("config.json") == Data("{}".utf8))
+        let denied = try #require(throws: CofferError.self) { try reader.putObject("pack.tar", body: Data("x".utf8)) }
+        #expect(denied.status == .failed)
+        #expect(denied.message.contains("access denied") && denied.message.contains("s3://\(writer.bucket)/pack.tar"), "\(denied.message)")
+        #expect(denied.hint?.contains("read, write, list and delete") == true)
+        #expect(try writer.headObject("pack.tar") == nil)
     }
 }

@@ -5,8 +5,9 @@ import Testing
 /// The same promises, proven on both backends: a local directory and an S3 bucket (on the
 /// loopback server `make test` starts; skipped with the reason printed when there is none).
 @Suite struct StorageConformanceTests {
+    /// A directory; a bucket; a bucket on a server that checks every request's signature.
     enum Backend: String, CaseIterable, CustomTestStringConvertible {
-        case local, s3
+        case local, s3, s3Signed
         var testDescription: String { rawValue }
     }
 
@@ -17,8 +18,8 @@ import Testing
         case .local:
             for folder in ["packs", "snapshots", "tmp"] { try FileSystem.makeDirectory(scratch.path + "/" + folder, mode: 0o700) }
             return (LocalStorage(root: scratch.path), scratch)
-        case .s3:
-            guard let client = try S3ClientTests.client(test) else { return nil }
+        case .s3, .s3Signed:
+            guard let client = try S3ClientTests.client(test, server: backend == .s3 ? .open : .signed) else { return nil }
             let storage = S3Storage(address: try S3Address("s3://\(client.bucket)/team/coffer"), client: client)
             storage.partSize = 5 << 20
             return (storage, scratch)
