@@ -7,9 +7,12 @@ import NIOHTTP1
 struct HTTPResponse: Sendable {
     var status: Int
     var headers: [String: String]
-    var body: Data
+    var body: ByteBuffer
 
     func header(_ name: String) -> String? { headers[name.lowercased()] }
+
+    /// The body as `Data` (a copy: for the small answers, XML and such).
+    var data: Data { Data(body.readableBytesView) }
 }
 
 /// A failure to exchange at all (refused, reset, timed out): worth a retry.
@@ -32,26 +35,52 @@ final class HTTPTransport: @unchecked Sendable {
 
     deinit { try? client.syncShutdown() }
 
-    func send(method: String, url: URL, headers: [String: String], body: Data?) throws -> HTTPResponse {
+    /// Sends `body` as it is (the buffer is shared with the client while it is sent, not
+    /// copied) and collects the answer's body into one buffer sized from its Content-Length.
+    func send(method: String, url: URL, headers: [String: String], body: ByteBuffer?) throws -> HTTPResponse {
         var fields = HTTPHeaders()
         for (name, value) in headers { fields.add(name: name, value: value) }
         let request: HTTPClient.Request
         do {
             request = try HTTPClient.Request(url: url, method: HTTPMethod(rawValue: method), headers: fields,
-                                             body: body.map { .byteBuffer(ByteBuffer(bytes: $0)) })
+                                             body: body.map { .byteBuffer($0) })
         } catch {
             throw HTTPTransportError(description: "bad request URL (\(error))")
         }
-        let response: HTTPClient.Response
         do {
-            response = try client.execute(request: request).wait()
+            return try client.execute(request: request, delegate: BodyCollector()).wait()
         } catch {
             // NIO's and the client's errors name the failure, never the request's headers.
             throw HTTPTransportError(description: String(describing: error))
         }
-        var received: [String: String] = [:]
-        for (name, value) in response.headers { received[name.lowercased()] = value }
-        let data = response.body.map { Data($0.readableBytesView) } ?? Data()
-        return HTTPResponse(status: Int(response.status.code), headers: received, body: data)
+    }
+}
+
+/// Collects an answer into a buffer allocated once at the size its Content-Length announces
+/// (the client's own collector grows its buffer by doubling, copying the body each time).
+private final class BodyCollector: HTTPClientResponseDelegate, @unchecked Sendable {
+    typealias Response = HTTPResponse
+    /// Larger announcements are not believed up front: the buffer grows past this as bytes come.
+    static let largestReservation = 64 << 20
+    private var response = HTTPResponse(status: 0, headers: [:], body: ByteBuffer())
+
+    func didReceiveHead(task: HTTPClient.Task<HTTPResponse>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        response.status = Int(head.status.code)
+        for (name, value) in head.headers { response.headers[name.lowercased()] = value }
+        if let length = head.headers.first(name: "content-length").flatMap({ Int($0) }), length > 0 {
+            response.body = ByteBufferAllocator().buffer(capacity: min(length, Self.largestReservation))
+        }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<HTTPResponse>, _ part: ByteBuffer) -> EventLoopFuture<Void> {
+        var part = part
+        response.body.writeBuffer(&part)
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<HTTPResponse>) throws -> HTTPResponse {
+        defer { response.body = ByteBuffer() }
+        return response
     }
 }

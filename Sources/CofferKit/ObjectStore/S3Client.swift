@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import NIOCore
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -106,13 +107,17 @@ public final class S3Client: @unchecked Sendable {
 
     /// Stores `body` under `key` in one request (small objects; see ``S3Upload`` for packs).
     func putObject(_ key: String, body: Data) throws {
+        try putObject(key, body: ByteBuffer(bytes: body))
+    }
+
+    func putObject(_ key: String, body: ByteBuffer) throws {
         _ = try send("PUT", key: key, headers: ["Content-Type": "application/octet-stream"], body: body, operation: "upload")
     }
 
     /// The whole object, or `nil` when there is none.
     func getObject(_ key: String) throws -> Data? {
         let response = try send("GET", key: key, operation: "download", accept: [200, 404])
-        guard response.status == 404 else { return response.body }
+        guard response.status == 404 else { return response.data }
         // A missing bucket is not a missing object.
         if Self.errorCode(response) == "NoSuchBucket" { throw failure(response, operation: "download", key: key) }
         return nil
@@ -120,15 +125,20 @@ public final class S3Client: @unchecked Sendable {
 
     /// `length` bytes from `offset` (a ranged GET). Throws when the object is shorter.
     func getObject(_ key: String, offset: Int64, length: Int) throws -> Data {
-        guard length > 0 else { return Data() }
+        Data(try getRange(key, offset: offset, length: length).readableBytesView)
+    }
+
+    /// `length` bytes from `offset` (a ranged GET), in the buffer they arrived in.
+    func getRange(_ key: String, offset: Int64, length: Int) throws -> ByteBuffer {
+        guard length > 0 else { return ByteBuffer() }
         let response = try send("GET", key: key, headers: ["Range": "bytes=\(offset)-\(offset + Int64(length) - 1)"],
                                 operation: "download", accept: [206, 200])
         // A server that ignores Range answers 200 with everything: take the range from it.
-        let body = response.status == 200 && offset + Int64(length) <= Int64(response.body.count)
-            ? response.body.subdata(in: Int(offset)..<Int(offset) + length) : response.body
-        guard body.count == length else {
+        let body = response.status == 200 && offset + Int64(length) <= Int64(response.body.readableBytes)
+            ? response.body.getSlice(at: response.body.readerIndex + Int(offset), length: length)! : response.body
+        guard body.readableBytes == length else {
             throw CofferError(.failed, operation: "download", subject: display(key),
-                              cause: "asked for \(length) bytes at \(offset), got \(body.count) (the object is shorter: damaged or truncated?)")
+                              cause: "asked for \(length) bytes at \(offset), got \(body.readableBytes) (the object is shorter: damaged or truncated?)")
         }
         return body
     }
@@ -154,7 +164,7 @@ public final class S3Client: @unchecked Sendable {
             var query = [("list-type", "2"), ("prefix", prefix), ("max-keys", "\(pageSize)")]
             if let token { query.append(("continuation-token", token)) }
             let response = try send("GET", key: nil, query: query, operation: "list")
-            let page = try S3XML.parse(response.body, what: "listing of \(display(prefix))")
+            let page = try S3XML.parse(response.data, what: "listing of \(display(prefix))")
             for contents in page.children(named: "Contents") {
                 guard let key = contents.child("Key")?.text else { continue }
                 objects.append((key, Int64(contents.child("Size")?.text ?? "") ?? 0))
@@ -167,9 +177,9 @@ public final class S3Client: @unchecked Sendable {
 
     /// Creates the bucket (in the endpoint's region); one that is already there and ours is fine.
     public func createBucket() throws {
-        let body = endpoint.region == "us-east-1" ? nil : Data("""
+        let body = endpoint.region == "us-east-1" ? nil : ByteBuffer(string: """
             <CreateBucketConfiguration><LocationConstraint>\(endpoint.region)</LocationConstraint></CreateBucketConfiguration>
-            """.utf8)
+            """)
         let response = try send("PUT", key: nil, headers: body == nil ? [:] : ["Content-Type": "application/xml"], body: body,
                                 operation: "create bucket", accept: [200, 409])
         if response.status == 409, Self.errorCode(response) != "BucketAlreadyOwnedByYou" {
@@ -181,14 +191,14 @@ public final class S3Client: @unchecked Sendable {
 
     func createMultipartUpload(_ key: String) throws -> String {
         let response = try send("POST", key: key, query: [("uploads", "")], operation: "start upload of")
-        guard let id = try S3XML.parse(response.body, what: "upload of \(display(key))").child("UploadId")?.text, !id.isEmpty else {
+        guard let id = try S3XML.parse(response.data, what: "upload of \(display(key))").child("UploadId")?.text, !id.isEmpty else {
             throw CofferError(.failed, operation: "start upload of", subject: display(key), cause: "the store gave no upload id")
         }
         return id
     }
 
     /// Uploads one part (1...10,000); returns its ETag.
-    func uploadPart(_ key: String, uploadID: String, number: Int, body: Data) throws -> String {
+    func uploadPart(_ key: String, uploadID: String, number: Int, body: ByteBuffer) throws -> String {
         let response = try send("PUT", key: key, query: [("partNumber", "\(number)"), ("uploadId", uploadID)],
                                 headers: ["Content-Type": "application/octet-stream"], body: body,
                                 operation: "upload part \(number) of")
@@ -204,9 +214,9 @@ public final class S3Client: @unchecked Sendable {
         xml += "</CompleteMultipartUpload>"
         // The type is said: a body without one is taken for a form by some servers.
         let response = try send("POST", key: key, query: [("uploadId", uploadID)], headers: ["Content-Type": "application/xml"],
-                                body: Data(xml.utf8), operation: "finish upload of")
+                                body: ByteBuffer(string: xml), operation: "finish upload of")
         // S3 may answer 200 and still fail the completion, in the body.
-        if let error = try? S3XML.parse(response.body, what: ""), error.name == "Error" {
+        if let error = try? S3XML.parse(response.data, what: ""), error.name == "Error" {
             throw failure(HTTPResponse(status: 500, headers: response.headers, body: response.body), operation: "finish upload of", key: key)
         }
     }
@@ -218,7 +228,7 @@ public final class S3Client: @unchecked Sendable {
     // MARK: Requests
 
     /// Sends one signed request, retried with backoff on 5xx, 429 and transport failures.
-    func send(_ method: String, key: String?, query: [(String, String)] = [], headers: [String: String] = [:], body: Data? = nil,
+    func send(_ method: String, key: String?, query: [(String, String)] = [], headers: [String: String] = [:], body: ByteBuffer? = nil,
               operation: String, accept: Set<Int> = [200]) throws -> HTTPResponse {
         var path = "/"
         if endpoint.pathStyle { path += bucket + (key == nil ? "" : "/") }
@@ -228,7 +238,7 @@ public final class S3Client: @unchecked Sendable {
         guard let url = URL(string: "\(endpoint.scheme)://\(host)\(path)" + (queryText.isEmpty ? "" : "?" + queryText)) else {
             throw CofferError(.usage, operation: operation, subject: display(key), cause: "cannot make a URL of it")
         }
-        let payload = body.map { Digest.hex(SHA256.hash(data: $0)) } ?? SigV4.emptyPayloadSHA256
+        let payload = body.map { body in body.withUnsafeReadableBytes { Digest.hex(SHA256.hash(data: $0)) } } ?? SigV4.emptyPayloadSHA256
         var lastFailure = ""
         for attempt in 0..<attempts {
             if attempt > 0 {
@@ -248,7 +258,7 @@ public final class S3Client: @unchecked Sendable {
                 lastFailure = error.description
                 continue
             }
-            bytesReceived += Int64(response.body.count)
+            bytesReceived += Int64(response.body.readableBytes)
             if accept.contains(response.status) { return response }
             if response.status >= 500 || response.status == 429 {
                 lastFailure = "HTTP \(response.status)" + (Self.errorCode(response).map { " \($0)" } ?? "")
@@ -262,13 +272,13 @@ public final class S3Client: @unchecked Sendable {
     }
 
     static func errorCode(_ response: HTTPResponse) -> String? {
-        (try? S3XML.parse(response.body, what: ""))?.child("Code")?.text
+        (try? S3XML.parse(response.data, what: ""))?.child("Code")?.text
     }
 
     /// What an error answer means, in words an operator can act on. Built from the status,
     /// the store's error code and message and the bucket's region: never from the request.
     func failure(_ response: HTTPResponse, operation: String, key: String?) -> CofferError {
-        let document = try? S3XML.parse(response.body, what: "")
+        let document = try? S3XML.parse(response.data, what: "")
         let code = document?.child("Code")?.text ?? ""
         let message = document?.child("Message")?.text ?? ""
         let said = code.isEmpty ? "HTTP \(response.status)" : "HTTP \(response.status) \(code)" + (message.isEmpty ? "" : ": \(message)")
@@ -298,65 +308,79 @@ public final class S3Client: @unchecked Sendable {
 /// An object written a part at a time (S3 multipart upload), each part uploaded as soon as it
 /// is full: memory holds one part, whatever the object's size. An object smaller than a part
 /// goes up in one PUT. Nothing is visible under the key until ``finish()``.
+///
+/// S3 allows 10,000 parts per object, so parts grow with the object: `partSize` for the first
+/// 1,000, twice that for the next 1,000, and so on (8 MiB parts reach 8 GB, then 16 MiB parts
+/// 24 GB, 32 MiB parts 56 GB; the 10,000th part ends past 8 TB).
 final class S3Upload {
     let client: S3Client
     let key: String
     let partSize: Int
-    private var buffer: UnsafeMutableRawBufferPointer
-    private var filled = 0
+    /// Parts of one size before the size doubles.
+    let partsPerSize: Int
+    /// The part being filled; handed to the HTTP client as it is, then emptied for the next.
+    private var buffer: ByteBuffer
     private var uploadID: String?
     private var parts: [(number: Int, etag: String)] = []
+    /// The size of each part uploaded so far.
+    private(set) var partSizes: [Int] = []
     private(set) var size: Int64 = 0
     private var finished = false
 
     /// - Parameter partSize: at least 5 MiB (S3's minimum for all parts but the last).
-    init(client: S3Client, key: String, partSize: Int = 16 << 20) {
+    init(client: S3Client, key: String, partSize: Int = 8 << 20, partsPerSize: Int = 1000) {
         self.client = client
         self.key = key
         self.partSize = max(partSize, 5 << 20)
-        buffer = .allocate(byteCount: self.partSize, alignment: 64)
+        self.partsPerSize = max(partsPerSize, 1)
+        buffer = ByteBufferAllocator().buffer(capacity: self.partSize)
     }
 
+    /// The size of the part being filled (S3's largest part is 5 GiB).
+    var currentPartSize: Int { min(partSize << min(parts.count / partsPerSize, 10), 5 << 30) }
+
     deinit {
-        buffer.deallocate()
         if !finished { abort() }
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws {
         var rest = bytes
         while !rest.isEmpty {
-            let n = min(rest.count, partSize - filled)
-            UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<filled + n]).copyMemory(from: UnsafeRawBufferPointer(rebasing: rest[0..<n]))
-            filled += n
+            let target = currentPartSize
+            let n = min(rest.count, target - buffer.readableBytes)
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: rest[0..<n]))
             size += Int64(n)
             rest = UnsafeRawBufferPointer(rebasing: rest[n...])
-            if filled == partSize { try uploadPart() }
+            if buffer.readableBytes == target { try uploadPart() }
         }
     }
 
     private func uploadPart() throws {
         if uploadID == nil { uploadID = try client.createMultipartUpload(key) }
         let number = parts.count + 1
-        // The part's bytes are handed over without a second copy in this process.
-        let body = Data(bytesNoCopy: buffer.baseAddress!, count: filled, deallocator: .none)
-        parts.append((number, try client.uploadPart(key, uploadID: uploadID!, number: number, body: body)))
-        filled = 0
+        parts.append((number, try client.uploadPart(key, uploadID: uploadID!, number: number, body: buffer)))
+        partSizes.append(buffer.readableBytes)
+        // The client has let go of the part: its memory is filled again, not allocated anew
+        // (unless the next part is larger).
+        buffer.clear(minimumCapacity: currentPartSize)
     }
 
     /// Publishes the object whole.
     func finish() throws {
         if uploadID == nil {
-            try client.putObject(key, body: Data(bytes: buffer.baseAddress!, count: filled))
+            try client.putObject(key, body: buffer)
         } else {
-            if filled > 0 { try uploadPart() }
+            if buffer.readableBytes > 0 { try uploadPart() }
             try client.completeMultipartUpload(key, uploadID: uploadID!, parts: parts)
         }
+        buffer = ByteBuffer()
         finished = true
     }
 
     /// Drops what was uploaded (best effort: a store's lifecycle rule sweeps what this misses).
     func abort() {
         finished = true
+        buffer = ByteBuffer()
         if let uploadID { try? client.abortMultipartUpload(key, uploadID: uploadID) }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -14,8 +15,9 @@ import Glibc
 public final class S3Storage: RepositoryStorage {
     public let address: S3Address
     let client: S3Client
-    /// Bytes per part of a multipart upload (held once in memory while it is sent).
-    var partSize = 16 << 20
+    /// Bytes per part of a multipart upload (held once in memory while it is sent; parts grow
+    /// past 8 GB, see ``S3Upload``).
+    var partSize = 8 << 20
 
     public init(address: S3Address, client: S3Client) {
         self.address = address
@@ -64,8 +66,8 @@ public final class S3Storage: RepositoryStorage {
         var done: Int64 = 0
         while done < length {
             let n = Int(min(Int64(S3ObjectReader.fetchSize), length - done))
-            let chunk = try client.getObject(key(name), offset: offset + done, length: n)
-            try chunk.withUnsafeBytes { try body($0) }
+            let chunk = try client.getRange(key(name), offset: offset + done, length: n)
+            try chunk.withUnsafeReadableBytes { try body($0) }
             done += Int64(n)
         }
     }
@@ -121,7 +123,7 @@ final class S3ObjectReader: ObjectReader {
     let key: String
     let display: String
     let size: Int64
-    private var window = Data()
+    private var window = ByteBuffer()
     private var windowStart: Int64 = 0
 
     init(client: S3Client, key: String, display: String, size: Int64) {
@@ -140,22 +142,24 @@ final class S3ObjectReader: ObjectReader {
         var done = 0
         while done < count {
             let position = offset + Int64(done)
-            let windowEnd = windowStart + Int64(window.count)
+            let windowEnd = windowStart + Int64(window.readableBytes)
             if position >= windowStart, position < windowEnd {
                 let n = Int(min(Int64(count - done), windowEnd - position))
-                window.withUnsafeBytes { bytes in
+                window.withUnsafeReadableBytes { bytes in
                     (buffer + done).copyMemory(from: bytes.baseAddress! + Int(position - windowStart), byteCount: n)
                 }
                 done += n
             } else if count - done >= Self.fetchSize {
                 // A large read goes straight into the caller's buffer.
                 let n = count - done
-                let data = try client.getObject(key, offset: position, length: n)
-                data.withUnsafeBytes { (buffer + done).copyMemory(from: $0.baseAddress!, byteCount: n) }
+                let data = try client.getRange(key, offset: position, length: n)
+                data.withUnsafeReadableBytes { (buffer + done).copyMemory(from: $0.baseAddress!, byteCount: n) }
                 done += n
             } else {
+                // The old window goes before the new one arrives: one window in memory, not two.
+                window = ByteBuffer()
                 let n = Int(min(Int64(Self.fetchSize), size - position))
-                window = try client.getObject(key, offset: position, length: n)
+                window = try client.getRange(key, offset: position, length: n)
                 windowStart = position
             }
         }

@@ -72,8 +72,9 @@ import Testing
     @Test(arguments: Server.allCases)
     func multipartUploadIsWholeOrNothing(_ server: Server) throws {
         guard let client = try Self.client(server: server) else { return }
-        let data = Self.bytes((5 << 20) * 2 + 12345, seed: 9)
-        let upload = S3Upload(client: client, key: "packs/big.tar", partSize: 5 << 20)
+        let data = Self.bytes((5 << 20) * 4 + 12345, seed: 9)
+        // Parts double every two here (every 1,000 in use), so the 10,000-part limit is never met.
+        let upload = S3Upload(client: client, key: "packs/big.tar", partSize: 5 << 20, partsPerSize: 2)
         try data.withUnsafeBytes { all in
             var offset = 0
             while offset < all.count { // odd-sized writes, as the pack writer's
@@ -85,6 +86,7 @@ import Testing
         #expect(try client.listObjects(prefix: "packs/").isEmpty, "nothing listed before the upload is finished")
         try upload.finish()
         #expect(upload.size == Int64(data.count))
+        #expect(upload.partSizes == [5 << 20, 5 << 20, 10 << 20, 12345])
         #expect(try client.headObject("packs/big.tar") == Int64(data.count))
         #expect(try client.getObject("packs/big.tar") == data)
         #expect(try client.getObject("packs/big.tar", offset: Int64(5 << 20) - 3, length: 6) == data.subdata(in: (5 << 20) - 3..<(5 << 20) + 3))
