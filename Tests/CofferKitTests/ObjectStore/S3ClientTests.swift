@@ -1,6 +1,7 @@
 @testable import CofferKit
 import CofferFixtures
 import Foundation
+import NIOCore
 import Testing
 
 /// The S3 client against a real S3-compatible server on loopback (`make test` starts moto's
@@ -159,5 +160,35 @@ import Testing
         #expect(denied.message.contains("access denied") && denied.message.contains("s3://\(writer.bucket)/pack.tar"), "\(denied.message)")
         #expect(denied.hint?.contains("read, write, list and delete") == true)
         #expect(try writer.headObject("pack.tar") == nil)
+    }
+
+    /// A bucket in another region: S3 answers a HEAD with 301 and the region in a header, other
+    /// requests with a PermanentRedirect or AuthorizationHeaderMalformed document naming it
+    /// (as S3's documentation shows them; no server here checks regions). Each is a usage error
+    /// that says which AWS_REGION to set.
+    @Test func aWrongRegionNamesTheBucketsRegion() throws {
+        let client = S3Client(bucket: "coffer-far", endpoint: S3Endpoint(scheme: "https", host: "s3.amazonaws.com", port: nil, region: "us-east-1", pathStyle: false),
+                              credentials: ObjectStoreCredentials(accessKeyID: "AK", secretAccessKey: Self.secret))
+        let answers: [HTTPResponse] = [
+            HTTPResponse(status: 301, headers: ["x-amz-bucket-region": "eu-west-3"], body: ByteBuffer()),
+            HTTPResponse(status: 301, headers: [:], body: ByteBuffer(string: """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <Error><Code>PermanentRedirect</Code><Message>The bucket you are attempting to access must be addressed using the specified endpoint.</Message><Endpoint>coffer-far.s3.eu-west-3.amazonaws.com</Endpoint><Bucket>coffer-far</Bucket><Region>eu-west-3</Region></Error>
+                """)),
+            HTTPResponse(status: 400, headers: [:], body: ByteBuffer(string: """
+                <?xml version="1.0" encoding="UTF-8"?>
+                <Error><Code>AuthorizationHeaderMalformed</Code><Message>The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'eu-west-3'</Message><Region>eu-west-3</Region></Error>
+                """)),
+        ]
+        for answer in answers {
+            let error = client.failure(answer, operation: "list", key: "repo/config.json")
+            #expect(error.status == .usage)
+            #expect(error.message.contains("s3://coffer-far/repo/config.json") && error.message.contains("region eu-west-3, not us-east-1"), "\(error.message)")
+            #expect(error.hint == "set AWS_REGION=eu-west-3")
+        }
+        // The same answers from a bucket in the region asked are not taken for a region mistake.
+        let near = S3Client(bucket: "coffer-near", endpoint: S3Endpoint(scheme: "https", host: "s3.amazonaws.com", port: nil, region: "eu-west-3", pathStyle: false),
+                            credentials: ObjectStoreCredentials(accessKeyID: "AK", secretAccessKey: Self.secret))
+        #expect(!near.failure(answers[2], operation: "list", key: nil).message.contains("not eu-west-3"))
     }
 }
