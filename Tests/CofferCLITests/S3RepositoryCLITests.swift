@@ -175,7 +175,8 @@ import Testing
     }
 
     /// A backup killed mid-upload leaves no listed snapshot, and its lock (this host, a process
-    /// that is gone) does not stop the next run.
+    /// that is gone) does not stop the next run, which abandons the killed run's unfinished
+    /// multipart upload.
     @Test func aKilledUploadLeavesNoSnapshotAndNoLockInTheWay() throws {
         guard let (environment, bucket) = try Self.bucket() else { return }
         let scratch = try Scratch()
@@ -183,6 +184,10 @@ import Testing
         let repo = "s3://\(bucket)/killed"
         let flags = Self.pointing(local, at: repo)
         #expect(try CofferBinary.run(["backup", "--quiet"] + flags, environment: environment).status == 0)
+        // New content larger than a part, so the killed backup has a multipart upload going.
+        try Data(repeating: 7, count: 20 << 20).write(to: URL(fileURLWithPath: scratch.child("v/media/library/large.bin")))
+        let client = S3Client(bucket: bucket, endpoint: try S3Endpoint.fromEnvironment(environment),
+                              credentials: ObjectStoreCredentials.fromEnvironment(environment)!)
 
         let process = Process()
         process.executableURL = CofferBinary.url
@@ -192,16 +197,23 @@ import Testing
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        Thread.sleep(forTimeInterval: 2.5)
+        // Killed once its pack's upload has begun (a part is in the bucket, unlisted).
+        var begun = false
+        for _ in 0..<200 where process.isRunning {
+            if try !client.listMultipartUploads(prefix: "killed/packs/").isEmpty { begun = true; break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
         let stillRunning = process.isRunning
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
-        #expect(stillRunning, "the backup ended before the kill: make it slower")
+        #expect(stillRunning && begun, "the backup ended, or never began its upload, before the kill")
 
         let list = try CofferBinary.run(["snapshots", "--repo", repo, "--json"], environment: environment)
         #expect((try jsonObject(list.stdout)["snapshots"] as? [[String: Any]])?.count == 1)
+        #expect(try client.listMultipartUploads(prefix: "killed/").count == 1)
         let next = try CofferBinary.run(["backup", "--quiet"] + flags, environment: environment)
         #expect(next.status == 0, "\(next.stderr)")
+        #expect(try client.listMultipartUploads(prefix: "killed/").isEmpty, "the killed run's upload is abandoned")
         #expect(try CofferBinary.run(["verify", "--repo", repo, "--read-data", "--quiet"], environment: environment).status == 0)
     }
 }

@@ -221,6 +221,29 @@ public final class S3Client: @unchecked Sendable {
         }
     }
 
+    /// The multipart uploads begun and neither finished nor abandoned under `prefix` (all
+    /// pages), as key and upload id.
+    func listMultipartUploads(prefix: String) throws -> [(key: String, uploadID: String)] {
+        var uploads: [(key: String, uploadID: String)] = []
+        var markers: (key: String, uploadID: String)?
+        repeat {
+            var query = [("uploads", ""), ("prefix", prefix)]
+            if let markers { query += [("key-marker", markers.key), ("upload-id-marker", markers.uploadID)] }
+            let response = try send("GET", key: nil, query: query, operation: "list uploads in")
+            let page = try S3XML.parse(response.data, what: "uploads in \(display(prefix))")
+            for upload in page.children(named: "Upload") {
+                guard let key = upload.child("Key")?.text, let id = upload.child("UploadId")?.text else { continue }
+                uploads.append((key, id))
+            }
+            markers = nil
+            if page.child("IsTruncated")?.text == "true", let key = page.child("NextKeyMarker")?.text,
+               let id = page.child("NextUploadIdMarker")?.text, !(key.isEmpty && id.isEmpty) {
+                markers = (key, id)
+            }
+        } while markers != nil
+        return uploads
+    }
+
     func abortMultipartUpload(_ key: String, uploadID: String) throws {
         _ = try send("DELETE", key: key, query: [("uploadId", uploadID)], operation: "abandon upload of", accept: [200, 204, 404])
     }

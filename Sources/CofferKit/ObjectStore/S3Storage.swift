@@ -93,10 +93,18 @@ public final class S3Storage: RepositoryStorage {
 
     public func delete(_ name: String) throws { try client.deleteObject(key(name)) }
 
-    /// Unfinished uploads of killed runs are never listed; a bucket lifecycle rule
-    /// (AbortIncompleteMultipartUpload) reclaims their space. Nothing local is swept here:
-    /// the scratch folder belongs to the run that made it.
-    public func sweepTemporaryFiles() {}
+    /// Abandons the multipart uploads killed runs left under the repository's `packs/` and
+    /// `snapshots/` (never listed, but their parts are stored and billed). Under the exclusive
+    /// lock no other run of this repository is uploading, so every one found is a leftover;
+    /// uploads elsewhere in the bucket are not this repository's and are left alone. Best
+    /// effort: a bucket lifecycle rule (AbortIncompleteMultipartUpload) reclaims what this misses.
+    /// Nothing local is swept here: a backup's scratch folder belongs to the run that made it.
+    public func sweepTemporaryFiles() {
+        for folder in ["packs", "snapshots"] {
+            guard let uploads = try? client.listMultipartUploads(prefix: key(folder) + "/") else { continue }
+            for upload in uploads { try? client.abortMultipartUpload(upload.key, uploadID: upload.uploadID) }
+        }
+    }
 }
 
 /// An object on its way into the bucket.
