@@ -191,4 +191,33 @@ import Testing
                             credentials: ObjectStoreCredentials(accessKeyID: "AK", secretAccessKey: Self.secret))
         #expect(!near.failure(answers[2], operation: "list", key: nil).message.contains("not eu-west-3"))
     }
+
+    /// A server that takes the connection and never answers (hung, or a firewall that drops):
+    /// each attempt times out, is retried, and the failure says so.
+    @Test func aSilentServerTimesOutAndIsRetried() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0 }
+        }
+        #expect(bound && listen(listener, 16) == 0)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        // The kernel completes the connections (the backlog); nothing ever reads or answers.
+        let silent = S3Client(bucket: "coffer-test", endpoint: S3Endpoint(scheme: "http", host: "127.0.0.1", port: port, region: "us-east-1", pathStyle: true),
+                              credentials: ObjectStoreCredentials(accessKeyID: "testing", secretAccessKey: Self.secret), timeout: 1)
+        silent.attempts = 2
+        silent.backoff = 0.01
+        let started = Date()
+        let error = try #require(throws: CofferError.self) { _ = try silent.getObject("k") }
+        #expect(silent.requestCount == 2)
+        #expect(Date().timeIntervalSince(started) >= 2, "each attempt waited for its timeout")
+        #expect(error.message.contains("no answer after 2 attempts") && error.message.lowercased().contains("timeout"), "\(error.message)")
+        #expect(error.hint?.contains("AWS_ENDPOINT_URL") == true)
+    }
 }
