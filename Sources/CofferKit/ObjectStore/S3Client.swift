@@ -333,8 +333,8 @@ public final class S3Client: @unchecked Sendable {
 /// goes up in one PUT. Nothing is visible under the key until ``finish()``.
 ///
 /// S3 allows 10,000 parts per object, so parts grow with the object: `partSize` for the first
-/// 1,000, twice that for the next 1,000, and so on (8 MiB parts reach 8 GB, then 16 MiB parts
-/// 24 GB, 32 MiB parts 56 GB; the 10,000th part ends past 8 TB).
+/// 1,000, twice that for the next 1,000, and so on up to 2 GiB (8 MiB parts reach 8 GB, then
+/// 16 MiB parts 24 GB, 32 MiB parts 56 GB; the 10,000th part ends past 6 TB).
 final class S3Upload {
     let client: S3Client
     let key: String
@@ -359,8 +359,13 @@ final class S3Upload {
         buffer = ByteBufferAllocator().buffer(capacity: self.partSize)
     }
 
-    /// The size of the part being filled (S3's largest part is 5 GiB).
-    var currentPartSize: Int { min(partSize << min(parts.count / partsPerSize, 10), 5 << 30) }
+    /// The size of the part being filled, at most 2 GiB (S3 takes 5 GiB; a buffer holds less
+    /// than 4 GiB).
+    var currentPartSize: Int { Self.partSize(after: parts.count, base: partSize, partsPerSize: partsPerSize) }
+
+    static func partSize(after uploaded: Int, base: Int, partsPerSize: Int) -> Int {
+        min(base << min(uploaded / partsPerSize, 10), 2 << 30)
+    }
 
     deinit {
         if !finished { abort() }

@@ -220,4 +220,14 @@ import Testing
         #expect(error.message.contains("no answer after 2 attempts") && error.message.lowercased().contains("timeout"), "\(error.message)")
         #expect(error.hint?.contains("AWS_ENDPOINT_URL") == true)
     }
+
+    /// Parts grow so that S3's 10,000 reach past 6 TB, and none outgrows a buffer (2 GiB).
+    @Test func partsGrowToFitAnyPack() {
+        let sizes = (0..<10_000).map { S3Upload.partSize(after: $0, base: 8 << 20, partsPerSize: 1000) }
+        #expect(sizes.first == 8 << 20 && sizes[999] == 8 << 20 && sizes[1000] == 16 << 20)
+        #expect(zip(sizes, sizes.dropFirst()).allSatisfy { $0 <= $1 })
+        #expect(sizes.allSatisfy { $0 >= 5 << 20 && $0 <= 2 << 30 })
+        #expect(sizes.reduce(Int64(0)) { $0 + Int64($1) } > 6_000_000_000_000)
+        #expect(sizes.prefix(1000).reduce(0, +) == 1000 * (8 << 20), "packs up to 8 GB hold 8 MiB in memory")
+    }
 }
