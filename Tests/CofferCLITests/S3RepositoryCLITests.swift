@@ -53,7 +53,9 @@ import Testing
             return result
         }
 
-        let first = try run(["backup", "--verbose", "--tag", "nightly"] + flags, "backup")
+        let metrics = scratch.child("metrics/coffer.prom")
+        try FileManager.default.createDirectory(atPath: scratch.child("metrics"), withIntermediateDirectories: true)
+        let first = try run(["backup", "--verbose", "--tag", "nightly", "--metrics-file", metrics] + flags, "backup")
         #expect(first.status == 0, "\(first.stderr)")
         #expect(first.stdout.contains("saved in \(repo)"), "\(first.stdout)")
         let second = try run(["backup", "--json"] + flags, "second backup")
@@ -65,7 +67,7 @@ import Testing
         #expect(snapshots.count == 2)
         #expect(snapshots[0]["tags"] as? [String] == ["nightly"])
 
-        let verify = try run(["verify", "--repo", repo, "--read-data"], "verify")
+        let verify = try run(["verify", "--repo", repo, "--read-data", "--metrics-file", metrics], "verify")
         #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
         #expect(verify.stdout.contains("no findings"))
 
@@ -81,8 +83,14 @@ import Testing
         #expect((try jsonObject(after.stdout)["snapshots"] as? [[String: Any]])?.count == 1)
         #expect(try run(["verify", "--repo", repo, "--read-data"], "verify after prune").status == 0)
 
-        let drill = try run(["drill", "--json"] + flags, "drill")
+        let drill = try run(["drill", "--json", "--metrics-file", metrics] + flags, "drill")
         #expect(drill.status == 0, "\(drill.stdout)\(drill.stderr)")
+        // The metrics name the repository by its address, never by its credentials.
+        let exported = try String(contentsOfFile: metrics, encoding: .utf8)
+        #expect(exported.contains("repository=\"\(repo)\""), "\(exported)")
+        for hidden in [environment["AWS_SECRET_ACCESS_KEY"], environment["AWS_SESSION_TOKEN"]].compactMap({ $0 }) {
+            #expect(!exported.contains(hidden), "the metrics file carries a credential")
+        }
 
         // An upgrade snapshots into the bucket first.
         let up = try run(["migrate", "up"] + flags, "migrate up")
