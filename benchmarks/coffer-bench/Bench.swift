@@ -441,6 +441,17 @@ final class Bench {
             contenders.append(("sqlite3 -csv (same tables)", { self.fresh(base + "/csv"); try? FileManager.default.createDirectory(atPath: base + "/csv", withIntermediateDirectories: true) }, {
                 Measure.shell("for t in jobs media job_events; do sqlite3 -csv -header '\(db)' \"SELECT * FROM $t\" > '\(base)/csv/'$t.csv || exit 1; done")
             }))
+            // What an operator would write for the same export by hand: the same selection of
+            // jobs (finished, created more than 30 days ago), their media rows and events.
+            let selected = "j.status IN ('CANCELED','COMPLETE','FAILED') AND julianday(j.created_at) < julianday('now', '-30 days')"
+            let queries = ["jobs": "SELECT j.* FROM jobs j WHERE \(selected)",
+                           "media": "SELECT m.* FROM media m JOIN jobs j ON j.id = m.job_id WHERE \(selected)",
+                           "job_events": "SELECT e.* FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE \(selected)"]
+            contenders.append(("sqlite3 -csv (same selection)", { self.fresh(base + "/csv"); try? FileManager.default.createDirectory(atPath: base + "/csv", withIntermediateDirectories: true) }, {
+                Measure.shell(queries.sorted { $0.key < $1.key }.map { table, query in
+                    "sqlite3 -csv -header '\(db)' \"\(query)\" > '\(base)/csv/\(table).csv'"
+                }.joined(separator: " && "))
+            }))
         }
         compare("export \(rows) rows", bytes: 0, contenders)
         if let coffer = self.rows.last(where: { $0.tool == "coffer export-jobs" }), coffer.series.median > 0 {
