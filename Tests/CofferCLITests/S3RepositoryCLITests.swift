@@ -6,8 +6,8 @@ import Testing
 /// The commands with `--repo s3://BUCKET/PREFIX`, against the S3-compatible server `make test`
 /// starts on loopback (skipped, with the reason printed, when there is none).
 @Suite struct S3RepositoryCLITests {
-    static let secret = "cli-secret-key-never-printed"
-    static let token = "cli-session-token-never-printed"
+    static let secret = TestObjectStore.openSecret
+    static let token = TestObjectStore.openToken
 
     /// The AWS environment of a fresh bucket, or `nil` (skipped). On the server that checks
     /// signatures, with its key.
@@ -18,7 +18,7 @@ import Testing
         }
         var environment = ["AWS_ACCESS_KEY_ID": credentials.accessKeyID, "AWS_SECRET_ACCESS_KEY": credentials.secretAccessKey,
                            "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1"]
-        if server == .open { (environment["AWS_SECRET_ACCESS_KEY"], environment["AWS_SESSION_TOKEN"]) = (secret, token) }
+        environment["AWS_SESSION_TOKEN"] = credentials.sessionToken
         let bucket = "coffer-cli-\(UInt32.random(in: 0...UInt32.max))"
         let client = S3Client(bucket: bucket, endpoint: try S3Endpoint.fromEnvironment(environment),
                               credentials: ObjectStoreCredentials.fromEnvironment(environment)!)

@@ -4,8 +4,8 @@ import Foundation
 import NIOCore
 import Testing
 
-/// The S3 client against a real S3-compatible server on loopback (`make test` starts moto's
-/// through scripts/with-s3-server and names it in COFFER_TEST_S3_ENDPOINT).
+/// The S3 client against real S3-compatible servers on loopback (`make test` starts them
+/// through scripts/with-s3-server; ``TestObjectStore`` finds them).
 @Suite struct S3ClientTests {
     static let secret = TestObjectStore.openSecret
     static let token = TestObjectStore.openToken
