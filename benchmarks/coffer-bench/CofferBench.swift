@@ -26,6 +26,7 @@ struct CofferBench: ParsableCommand {
         bench.checkpoint = { partial in
             try? (partial + "\n_Partial: the run was still going when this was written._\n").write(toFile: path, atomically: true, encoding: .utf8)
         }
+        defer { bench.cleanUp() }
         let markdown = try bench.runAll()
         print(markdown)
         try markdown.write(toFile: path, atomically: true, encoding: .utf8)
