@@ -167,8 +167,6 @@ final class Bench {
         full.append(("cp -a (the disk)", { self.nextRun() }, { Measure.run(["cp", "-a", self.media, self.runBase + "/copy"]) }))
         compare("full backup", bytes: mediaBytes, full)
         for (name, path) in kept { rename(path, root + "/" + name) }
-        // Each tool's output goes as soon as no later scenario needs it: the large profile must
-        // fit beside its volume (a copy per tool would need about nine times the library).
         discard(root + "/runs")
 
         // Unchanged second backup (the repositories from the last full runs stay).
