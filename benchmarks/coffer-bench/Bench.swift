@@ -74,9 +74,24 @@ final class Bench {
     var runNumber = 0
     var runBase: String { root + "/runs/\(runNumber)" }
     func nextRun() {
-        if !keepOutputs { discard(root + "/runs") }
+        if !keepOutputs { releaseRuns() }
         runNumber += 1
         try? FileManager.default.createDirectory(atPath: runBase + "/x", withIntermediateDirectories: true)
+    }
+    /// Outputs later scenarios read (the last full backup's repositories and tar), by name.
+    var keptOutputs: [String: String] = [:]
+    func keep(_ name: String) -> String {
+        keptOutputs[name] = runBase + "/" + name
+        return runBase + "/" + name
+    }
+    /// Moves the kept outputs to `root/NAME`, then sets the runs' folders aside.
+    func releaseRuns() {
+        for (name, path) in keptOutputs where access(path, F_OK) == 0 {
+            discard(root + "/" + name) // an earlier run's
+            rename(path, root + "/" + name)
+        }
+        keptOutputs = [:]
+        discard(root + "/runs")
     }
     var keepOutputs = true
     var discarded = 0
@@ -136,17 +151,12 @@ final class Bench {
 
         // Full backup. Every run writes into a folder of its own (see ``runBase``); the last
         // run's repositories and tar are kept for the scenarios after it.
-        var kept: [String: String] = [:]
-        func output(_ name: String) -> String {
-            kept[name] = runBase + "/" + name
-            return runBase + "/" + name
-        }
         var full: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer backup --full", { self.nextRun() }, { Measure.run([self.coffer, "backup", "--full", "--quiet"], environment: self.env(output("repo"))) }),
+            ("coffer backup --full", { self.nextRun() }, { Measure.run([self.coffer, "backup", "--full", "--quiet"], environment: self.env(self.keep("repo"))) }),
         ]
         if hasSqlite && hasBsdtar {
             full.append(("sqlite3 .backup + bsdtar -cf", { self.nextRun() }, {
-                let tar = output("tar")
+                let tar = self.keep("tar")
                 try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
                 return Measure.shell("sqlite3 '\(self.db)' \".backup '\(tar)/db.sqlite'\" && bsdtar -cf '\(tar)/media.tar' -C '\(self.media)' --null -T '\(self.root)/files.rel'")
             }))
@@ -154,20 +164,19 @@ final class Bench {
         if hasSqlite && hasBsdtar {
             // The same, made durable as Coffer's pack is (fsync of both files).
             full.append(("sqlite3 + bsdtar + sync", { self.nextRun() }, {
-                let tar = output("tar")
+                let tar = self.keep("tar")
                 try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
                 return Measure.shell("sqlite3 '\(self.db)' \".backup '\(tar)/db.sqlite'\" && bsdtar -cf '\(tar)/media.tar' -C '\(self.media)' --null -T '\(self.root)/files.rel' && sync '\(tar)/db.sqlite' '\(tar)/media.tar'")
             }))
         }
         if hasRestic {
             full.append(("restic backup (first)", { self.nextRun(); _ = Measure.run(["restic", "init", "-r", self.runBase + "/restic"], environment: self.env("")) }, {
-                Measure.run(["restic", "backup", "-q", "-r", output("restic"), self.media + "/library", self.media + "/tmp", self.db], environment: self.env(""))
+                Measure.run(["restic", "backup", "-q", "-r", self.keep("restic"), self.media + "/library", self.media + "/tmp", self.db], environment: self.env(""))
             }))
         }
         full.append(("cp -a (the disk)", { self.nextRun() }, { Measure.run(["cp", "-a", self.media, self.runBase + "/copy"]) }))
         compare("full backup", bytes: mediaBytes, full)
-        for (name, path) in kept { rename(path, root + "/" + name) }
-        discard(root + "/runs")
+        releaseRuns()
 
         // Unchanged second backup (the repositories from the last full runs stay).
         var unchanged: [(String, prepare: () -> Void, command: () -> Sample)] = [
@@ -223,7 +232,7 @@ final class Bench {
         }
         compare("restore", bytes: mediaBytes, restore)
         restorePhases()
-        discard(root + "/runs")
+        releaseRuns()
         // The media alone, as bsdtar restores them: no database, no check of the result.
         if hasBsdtar {
             compare("restore, media only", bytes: mediaBytes, [
@@ -236,7 +245,7 @@ final class Bench {
                 }),
             ])
         }
-        discard(root + "/runs")
+        releaseRuns()
         try objectStore(hasRestic: hasRestic)
         discard(root + "/tar")
         discard(root + "/restic")
@@ -330,7 +339,7 @@ final class Bench {
             }))
         }
         compare("restore from S3 (\(server.name) on loopback)", bytes: mediaBytes, restore)
-        discard(root + "/runs")
+        releaseRuns()
         notes.append("S3 rows: both tools against the same \(server.name) server on loopback\(server.name == "moto" ? " (a Python server: its speed bounds both)" : ""); each backup into a fresh prefix, restores from the last one.")
     }
 
