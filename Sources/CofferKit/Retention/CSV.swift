@@ -55,12 +55,43 @@ struct CSVWriter {
     /// A text field, quoted when needed.
     mutating func text(_ bytes: UnsafeRawBufferPointer) {
         separate()
-        if !spreadsheetSafe, bytes.count > 0,
-           !bytes.contains(where: { $0 == UInt8(ascii: ",") || $0 == UInt8(ascii: "\"") || $0 == 0x0D || $0 == 0x0A }) {
-            buffer.append(contentsOf: bytes)
-            return
+        guard !spreadsheetSafe else { return field(Array(bytes)) }
+        // Quoted when empty (unlike NULL) or holding a comma, quote or line break; copied in
+        // runs straight from SQLite's buffer, each quote doubled.
+        let quote = UInt8(ascii: "\"")
+        var quotes = 0, special = bytes.isEmpty
+        for byte in bytes {
+            if byte == quote { quotes += 1; special = true } else if byte == UInt8(ascii: ",") || byte == 0x0D || byte == 0x0A { special = true }
         }
-        field(Array(bytes))
+        guard special else { return buffer.append(contentsOf: bytes) }
+        buffer.append(quote)
+        var start = 0
+        if quotes > 0 {
+            for index in bytes.indices where bytes[index] == quote {
+                buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start...index]))
+                buffer.append(quote)
+                start = index + 1
+            }
+        }
+        buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start...]))
+        buffer.append(quote)
+    }
+
+    /// An INTEGER cell, its decimal digits written in place (no String per cell).
+    mutating func integer(_ value: Int64) {
+        separate()
+        var magnitude = value.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0) // 24 bytes: 19 digits and a sign fit
+        withUnsafeMutableBytes(of: &digits) { space in
+            var at = space.count
+            repeat {
+                at -= 1
+                space[at] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            if value < 0 { at -= 1; space[at] = UInt8(ascii: "-") }
+            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: space[at...]))
+        }
     }
 
     mutating func endRow() throws {

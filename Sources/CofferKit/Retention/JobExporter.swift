@@ -196,7 +196,7 @@ public struct JobExporter {
                 case SQLITE_NULL:
                     writer.null()
                 case SQLITE_INTEGER:
-                    writer.raw(String(sqlite3_column_int64(sqlite, i)).utf8)
+                    writer.integer(sqlite3_column_int64(sqlite, i))
                 case SQLITE_FLOAT:
                     writer.raw(ExportManifest.realText(sqlite3_column_double(sqlite, i)).utf8)
                 case let type:

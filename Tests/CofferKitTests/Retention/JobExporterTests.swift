@@ -92,6 +92,29 @@ import Testing
         return rows
     }
 
+    /// The writer's cells, byte for byte (RFC 4180 quoting, integers written in place), and
+    /// back through the reader.
+    @Test func theCSVWriterQuotesExactlyWhatNeedsIt() throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.child("cells.csv")
+        let fd = try RawIO.createNew(path)
+        defer { close(fd) }
+        let texts = ["plain", "", "a,b", "say \"hi\"", "\"", "\"\"", "line\nbreak", "cr\r", "end\"", "\"start", "é 🎬"]
+        var writer = CSVWriter(fd: fd, path: path)
+        for text in texts { Array(text.utf8).withUnsafeBytes { writer.text($0) } }
+        writer.null()
+        try writer.endRow()
+        for value: Int64 in [0, 7, -1, 10, -100, .max, .min] { writer.integer(value) }
+        try writer.endRow()
+        try writer.flush()
+        let written = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(written == Data(("plain,\"\",\"a,b\",\"say \"\"hi\"\"\",\"\"\"\",\"\"\"\"\"\",\"line\nbreak\",\"cr\r\",\"end\"\"\",\"\"\"start\",é 🎬,\r\n"
+                          + "0,7,-1,10,-100,9223372036854775807,-9223372036854775808\r\n").utf8))
+        let rows = try readCSV(path)
+        #expect(rows.count == 2)
+        #expect(rows.first == texts.map { .text(Array($0.utf8)) } + [.null])
+    }
+
     @Test func hostileValuesSurviveExactlyAndOnlyOldFinishedJobsGo() throws {
         let f = try fixture()
         let exporter = try f.exporter()
