@@ -62,8 +62,8 @@ public struct BackupRunner {
         if !dryRun { repository.storage.sweepTemporaryFiles() }
 
         var report = BackupReport(repository: repository.location, dryRun: dryRun)
-        let parent = full ? nil : try repository.snapshots().snapshots.last {
-            $0.header.dbPath == layout.dbPath && $0.header.mediaRoot == layout.mediaRoot
+        let parent = full ? nil : try repository.newest {
+            $0.dbPath == layout.dbPath && $0.mediaRoot == layout.mediaRoot
         }
         report.parent = parent?.id
 

@@ -158,22 +158,55 @@ public final class Repository {
 
     public func reader(for snapshot: Snapshot) throws -> SnapshotReader { try reader("snapshots/\(snapshot.id).jsonl") }
 
-    /// `latest`, a full id or a unique prefix of one.
+    /// `latest`, a full id or a unique prefix of one. Only the records it names are read whole:
+    /// ids are the records' file names, and `latest` needs every header but one summary.
     public func resolve(_ reference: String) throws -> Snapshot {
-        let all = try snapshots().snapshots
         if reference == "latest" {
-            guard let last = all.last else {
+            guard let last = try newest(where: { _ in true }) else {
                 throw CofferError(.failed, operation: "find snapshot", subject: location, cause: "the repository has no snapshot",
                                   hint: "`coffer backup` takes one")
             }
             return last
         }
-        let matches = all.filter { $0.id.hasPrefix(reference) }
+        var matches: [Snapshot] = []
+        for name in try storage.list("snapshots") where name.hasSuffix(".jsonl") && Self.id(ofRecord: name).hasPrefix(reference) {
+            do {
+                matches.append(try reader(name).snapshot())
+            } catch is CofferError {
+                continue // damaged: not listed either
+            }
+        }
         guard matches.count == 1 else {
             throw CofferError(.usage, operation: "find snapshot", subject: reference,
                               cause: matches.isEmpty ? "no such snapshot" : "\(matches.count) snapshots start with it",
                               hint: "`coffer snapshots` lists them")
         }
         return matches[0]
+    }
+
+    /// The newest readable snapshot whose header passes `filter`, in the order of
+    /// ``snapshots()``: the headers (first lines) of all records are read, the summary only of
+    /// the records tried, newest first (a damaged one is passed over, as the listing leaves it out).
+    public func newest(where filter: (Snapshot.Header) -> Bool) throws -> Snapshot? {
+        var headers: [(name: String, header: Snapshot.Header)] = []
+        for name in try storage.list("snapshots") where name.hasSuffix(".jsonl") {
+            if let header = try? reader(name).header(), filter(header) { headers.append((name, header)) }
+        }
+        headers.sort { a, b in
+            a.header.time == b.header.time ? a.header.id < b.header.id : a.header.time < b.header.time
+        }
+        for (name, _) in headers.reversed() {
+            do {
+                return try reader(name).snapshot()
+            } catch is CofferError {
+                continue
+            }
+        }
+        return nil
+    }
+
+    /// A record's snapshot id: its file name without folder and `.jsonl`.
+    static func id(ofRecord name: String) -> String {
+        String((name.split(separator: "/").last ?? Substring(name)).dropLast(".jsonl".count))
     }
 }

@@ -82,7 +82,7 @@ public struct VolumeStatus: Sendable, Codable {
         // Read-only: an existing repository's records, no lock, nothing created.
         var newest: NewestSnapshot?
         if let location = configuration.repo, let repository = try? Repository.open(location),
-           let last = try? repository.snapshots().snapshots.last,
+           let last = try? repository.newest(where: { _ in true }),
            let time = ISO8601DateFormatter.withFractions.date(from: last.header.time) {
             newest = .init(id: last.id, ageSeconds: now.timeIntervalSince(time))
         }

@@ -86,6 +86,23 @@ import Testing
         #expect(throws: CofferError.self) { try fixture.restore(into: "after-truncate") }
     }
 
+    /// `latest`, a backup's parent and a prefix pass over a record whose summary is damaged,
+    /// as the listing leaves it out, though they read only the headers of the others.
+    @Test func aDamagedNewestRecordIsPassedOverByLatestAndByTheNextBackup() throws {
+        let (fixture, first, second) = try twoSnapshots()
+        #expect(try fixture.repository().resolve("latest").id == second.id)
+        let record = fixture.repo + "/snapshots/\(second.id).jsonl"
+        chmod(record, 0o644)
+        let text = try String(contentsOfFile: record, encoding: .utf8)
+        try String(text.dropLast(40)).write(toFile: record, atomically: false, encoding: .utf8)
+        let repository = try fixture.repository()
+        #expect(try repository.snapshots().snapshots.map(\.id) == [first.id])
+        #expect(try repository.resolve("latest").id == first.id)
+        #expect(try repository.resolve(String(first.id.prefix(first.id.count - 2))).id == first.id)
+        #expect(throws: CofferError.self) { try repository.resolve(second.id) }
+        #expect(try fixture.backup().parent == first.id)
+    }
+
     @Test func aMissingPackAndADamagedRecordAreFound() throws {
         let (fixture, first, second) = try twoSnapshots()
         try FileManager.default.removeItem(atPath: fixture.repo + "/" + second.summary.pack.name)
