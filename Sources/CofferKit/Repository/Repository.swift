@@ -190,7 +190,12 @@ public final class Repository {
     public func newest(where filter: (Snapshot.Header) -> Bool) throws -> Snapshot? {
         var headers: [(name: String, header: Snapshot.Header)] = []
         for name in try storage.list("snapshots") where name.hasSuffix(".jsonl") {
-            if let header = try? reader(name).header(), filter(header) { headers.append((name, header)) }
+            do {
+                let header = try reader(name).header()
+                if filter(header) { headers.append((name, header)) }
+            } catch is CofferError {
+                continue // damaged: left out, as by the listing
+            }
         }
         headers.sort { a, b in
             a.header.time == b.header.time ? a.header.id < b.header.id : a.header.time < b.header.time
