@@ -234,13 +234,7 @@ public struct SnapshotReader {
     func layout() throws -> Layout {
         guard let size = try storage.size(name), size > 0 else { throw damaged() }
         // The header: the first line.
-        var headerLength = min(Int64(64 << 10), size)
-        var head = try storage.get(name, offset: 0, length: Int(headerLength))
-        while Self.firstBreak(in: head) == nil, headerLength < size, headerLength < Int64(Self.longestLine) {
-            headerLength = min(headerLength * 4, size)
-            head = try storage.get(name, offset: 0, length: Int(headerLength))
-        }
-        guard let firstBreak = Self.firstBreak(in: head) else { throw damaged() }
+        let (head, firstBreak) = try firstLine(size: size, reading: 64 << 10)
         let filesStart = Int64(firstBreak) + 1
         // The summary: the last line (after a final line break, if any).
         var tailLength = min(Int64(64 << 10), size)
@@ -282,17 +276,24 @@ public struct SnapshotReader {
     /// The header alone (the first line): what choosing among many records needs.
     public func header() throws -> Snapshot.Header {
         guard let size = try storage.size(name), size > 0 else { throw damaged() }
-        var length = min(Int64(4 << 10), size)
+        let (head, firstBreak) = try firstLine(size: size, reading: 4 << 10)
+        guard let header = try? JSONDecoder().decode(Snapshot.Header.self, from: head.prefix(firstBreak)), header.type == "snapshot" else {
+            throw damaged()
+        }
+        return header
+    }
+
+    /// The record's first bytes, `initial` of them and more until they hold a line break, and
+    /// that break's offset.
+    func firstLine(size: Int64, reading initial: Int64) throws -> (Data, Int) {
+        var length = min(initial, size)
         var head = try storage.get(name, offset: 0, length: Int(length))
         while Self.firstBreak(in: head) == nil, length < size, length < Int64(Self.longestLine) {
             length = min(length * 4, size)
             head = try storage.get(name, offset: 0, length: Int(length))
         }
-        guard let firstBreak = Self.firstBreak(in: head),
-              let header = try? JSONDecoder().decode(Snapshot.Header.self, from: head.prefix(firstBreak)), header.type == "snapshot" else {
-            throw damaged()
-        }
-        return header
+        guard let firstBreak = Self.firstBreak(in: head) else { throw damaged() }
+        return (head, firstBreak)
     }
 
     /// The header (first line) and summary (last line), without reading the file lines.
