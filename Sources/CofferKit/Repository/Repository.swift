@@ -142,14 +142,22 @@ public final class Repository {
     public func snapshots() throws -> (snapshots: [Snapshot], damaged: [(name: String, error: CofferError)]) {
         var snapshots: [Snapshot] = []
         var damaged: [(String, CofferError)] = []
-        for name in try storage.list("snapshots") where name.hasSuffix(".jsonl") {
+        for name in try recordNames() {
             do {
                 snapshots.append(try reader(name).snapshot())
             } catch let error as CofferError {
                 damaged.append((name, error))
             }
         }
-        return (snapshots.sorted { $0.header.time == $1.header.time ? $0.id < $1.id : $0.header.time < $1.header.time }, damaged)
+        return (snapshots.sorted { Self.isOlder($0.header, than: $1.header) }, damaged)
+    }
+
+    /// The names of the snapshot records (`snapshots/ID.jsonl`).
+    func recordNames() throws -> [String] { try storage.list("snapshots").filter { $0.hasSuffix(".jsonl") } }
+
+    /// The order of snapshots: by time, then by id.
+    static func isOlder(_ a: Snapshot.Header, than b: Snapshot.Header) -> Bool {
+        a.time == b.time ? a.id < b.id : a.time < b.time
     }
 
     func reader(_ name: String) throws -> SnapshotReader {
@@ -169,7 +177,7 @@ public final class Repository {
             return last
         }
         var matches: [Snapshot] = []
-        for name in try storage.list("snapshots") where name.hasSuffix(".jsonl") && Self.id(ofRecord: name).hasPrefix(reference) {
+        for name in try recordNames() where Self.id(ofRecord: name).hasPrefix(reference) {
             do {
                 matches.append(try reader(name).snapshot())
             } catch is CofferError {
@@ -189,7 +197,7 @@ public final class Repository {
     /// the records tried, newest first (a damaged one is passed over, as the listing leaves it out).
     public func newest(where filter: (Snapshot.Header) -> Bool) throws -> Snapshot? {
         var headers: [(name: String, header: Snapshot.Header)] = []
-        for name in try storage.list("snapshots") where name.hasSuffix(".jsonl") {
+        for name in try recordNames() {
             do {
                 let header = try reader(name).header()
                 if filter(header) { headers.append((name, header)) }
@@ -197,9 +205,7 @@ public final class Repository {
                 continue // damaged: left out, as by the listing
             }
         }
-        headers.sort { a, b in
-            a.header.time == b.header.time ? a.header.id < b.header.id : a.header.time < b.header.time
-        }
+        headers.sort { Self.isOlder($0.header, than: $1.header) }
         for (name, _) in headers.reversed() {
             do {
                 return try reader(name).snapshot()
