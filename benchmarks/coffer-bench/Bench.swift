@@ -50,7 +50,10 @@ final class Bench {
         }
     }
 
-    func log(_ text: String) { FileHandle.standardError.write(Data("bench: \(text)\n".utf8)) }
+    /// Each line carries the seconds since the run began, so a long run shows where its time went.
+    func log(_ text: String) {
+        FileHandle.standardError.write(Data("bench: [\(String(format: "%6.1f", Date().timeIntervalSince(started))) s] \(text)\n".utf8))
+    }
 
     var db: String { root + "/v/db.sqlite" }
     var media: String { root + "/v/media" }
