@@ -189,7 +189,7 @@ public struct BackupRunner {
 
         // The snapshot record is written while the pack is (it is published after the pack).
         let header = Snapshot.Header(
-            id: id, time: ISO8601DateFormatter.withFractions.string(from: started), host: ProcessInfo.processInfo.hostName,
+            id: id, time: UTCTime.iso8601(started), host: ProcessInfo.processInfo.hostName,
             cofferVersion: CofferVersion.coffer, parent: parent?.id, tags: tags, full: full || parent == nil,
             dbPath: layout.dbPath, mediaRoot: layout.mediaRoot)
         let record = try repository.storage.create("snapshots/\(id).jsonl")
@@ -596,10 +596,3 @@ extension Result {
     var isFailure: Bool { if case .failure = self { return true } else { return false } }
 }
 
-extension ISO8601DateFormatter {
-    static var withFractions: ISO8601DateFormatter {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter
-    }
-}

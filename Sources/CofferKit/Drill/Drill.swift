@@ -39,7 +39,7 @@ public struct Drill {
         }
         defer { FileSystem.removeTree(place) }
         var report = DrillReport(repository: repository.location, snapshot: snap.id, snapshotTime: snap.header.time, scratch: place)
-        if let time = ISO8601DateFormatter.withFractions.date(from: snap.header.time) {
+        if let time = UTCTime.parse(snap.header.time) {
             report.snapshotAgeSeconds = max(0, now().timeIntervalSince(time))
         }
 

@@ -67,7 +67,7 @@ public enum MigrationHistory {
             INSERT OR REPLACE INTO coffer_migrations (id, identifier, name, source, sha256, applied_at, seconds, how, coffer_version)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [migration.id, migration.identifier, migration.name, migration.source.rawValue, migration.sha256,
-                             ISO8601DateFormatter.withFractions.string(from: Date()), seconds, how, CofferVersion.coffer])
+                             UTCTime.iso8601(Date()), seconds, how, CofferVersion.coffer])
     }
 
     /// Marks the seed as applied to a database the pipeline created itself, and fills in the

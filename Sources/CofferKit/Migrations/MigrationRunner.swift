@@ -285,11 +285,7 @@ enum MigrationFiles {
     /// written under a scratch name, synced, then renamed.
     static func keepCopy(of dbPath: String, version: Int) throws -> String {
         sweep(besides: dbPath)
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        let final = "\(dbPath).pre-migrate-v\(version)-\(formatter.string(from: Date()))"
+        let final = "\(dbPath).pre-migrate-v\(version)-\(UTCTime.compact(Date()))"
         let scratch = scratchName(besides: dbPath, kind: "copy")
         defer { DatabaseCopy.remove(scratch) }
         _ = try DatabaseCopy.take(from: dbPath, to: scratch)

@@ -51,7 +51,7 @@ public final class ObjectLock: @unchecked Sendable {
         let id = "\(Snapshot.makeID(now))-\(host.prefix(32))-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
             .map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }
         let name = "locks/" + String(id) + ".json"
-        let record = Record(pid: getpid(), host: host, command: command, started: ISO8601DateFormatter().string(from: now),
+        let record = Record(pid: getpid(), host: host, command: command, started: UTCTime.iso8601(now, fractions: false),
                             exclusive: exclusive, expires: now.timeIntervalSince1970 + lifetime)
         let lock = ObjectLock(storage: storage, name: name, record: record, lifetime: lifetime)
         try lock.write()
@@ -106,7 +106,7 @@ public final class ObjectLock: @unchecked Sendable {
             guard exclusive || holder.exclusive else { continue }
             let until = Date(timeIntervalSince1970: holder.expires)
             throw CofferError(.locked, operation: "lock repository", subject: storage.location,
-                              cause: "held by coffer \(holder.command), pid \(holder.pid) on \(holder.host), started \(holder.started) (lock \(other), renewed while it runs, stale after \(ISO8601DateFormatter().string(from: until)))",
+                              cause: "held by coffer \(holder.command), pid \(holder.pid) on \(holder.host), started \(holder.started) (lock \(other), renewed while it runs, stale after \(UTCTime.iso8601(until, fractions: false)))",
                               hint: "wait for it to finish; a lock left by a run that was killed is ignored once it expires")
         }
     }

@@ -46,7 +46,7 @@ public final class Repository {
             break
         case .failure:
             if allowMissing {
-                return Repository(storage: storage, config: Config(id: "(new)", created: ISO8601DateFormatter().string(from: Date())))
+                return Repository(storage: storage, config: Config(id: "(new)", created: UTCTime.iso8601(Date(), fractions: false)))
             }
             guard create else {
                 throw noRepository(location)
@@ -66,7 +66,7 @@ public final class Repository {
             throw noRepository(location)
         }
         for folder in ["packs", "snapshots", "tmp"] { try FileSystem.makeDirectory(location + "/" + folder, mode: 0o700) }
-        let config = Config(id: UUID().uuidString.lowercased(), created: ISO8601DateFormatter().string(from: Date()))
+        let config = Config(id: UUID().uuidString.lowercased(), created: UTCTime.iso8601(Date(), fractions: false))
         let pending = try storage.create("config.json")
         let data = try JSONEncoder().encode(config)
         try data.withUnsafeBytes { try pending.write($0) }
@@ -88,7 +88,7 @@ public final class Repository {
             return Repository(storage: storage, config: try decodeConfig(data, location))
         }
         if allowMissing {
-            return Repository(storage: storage, config: Config(id: "(new)", created: ISO8601DateFormatter().string(from: Date())))
+            return Repository(storage: storage, config: Config(id: "(new)", created: UTCTime.iso8601(Date(), fractions: false)))
         }
         guard create else { throw noRepository(location) }
         let lock = try ObjectLock.acquire(storage, exclusive: true, command: "init")
@@ -103,7 +103,7 @@ public final class Repository {
                               cause: "not a coffer repository (no config.json) and not empty (\(others[0].key))",
                               hint: "choose an empty bucket or a new prefix")
         }
-        let config = Config(id: UUID().uuidString.lowercased(), created: ISO8601DateFormatter().string(from: Date()))
+        let config = Config(id: UUID().uuidString.lowercased(), created: UTCTime.iso8601(Date(), fractions: false))
         let pending = try storage.create("config.json")
         try JSONEncoder().encode(config).withUnsafeBytes { try pending.write($0) }
         try storage.commit(pending)

@@ -47,7 +47,7 @@ public final class RepositoryLock {
         let lock = RepositoryLock(fd: fd, exclusive: exclusive)
         if exclusive {
             let holder = Holder(pid: getpid(), host: ProcessInfo.processInfo.hostName, command: command,
-                                started: ISO8601DateFormatter().string(from: Date()))
+                                started: UTCTime.iso8601(Date(), fractions: false))
             if let data = try? JSONEncoder().encode(holder) {
                 ftruncate(fd, 0)
                 _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }

@@ -46,11 +46,7 @@ public struct JobExporter {
     var cutoff: String { Self.sqliteTime(now.addingTimeInterval(-olderThan.seconds)) }
 
     static func sqliteTime(_ date: Date) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
-        return formatter.string(from: date)
+        UTCTime.sqlite(date)
     }
 
     /// The selection, on `jobs` as `j`: finished jobs of the chosen statuses created before the cutoff.
@@ -130,7 +126,7 @@ public struct JobExporter {
         try FileSystem.makeDirectory(temporary, mode: 0o700)
         var published = false
         defer { if !published { FileSystem.removeTree(temporary) } }
-        var manifest = ExportManifest(created: ISO8601DateFormatter.withFractions.string(from: now), source: layout.dbPath,
+        var manifest = ExportManifest(created: UTCTime.iso8601(now), source: layout.dbPath,
                                       olderThan: olderThan.text, cutoff: cutoff, statuses: statuses, spreadsheetSafe: spreadsheetSafe)
         do {
             try queue.read { db in

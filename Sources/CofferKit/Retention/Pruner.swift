@@ -64,14 +64,13 @@ public struct Pruner {
         var report = PruneReport(repository: repository.location, dryRun: dryRun)
 
         // 1. What stays, per volume.
-        let formatter = ISO8601DateFormatter.withFractions
         var groups: [String: [Int]] = [:]
         for (index, snap) in all.enumerated() {
             groups["\(snap.header.host)\u{0}\(snap.header.dbPath)\u{0}\(snap.header.mediaRoot)", default: []].append(index)
         }
         var keep: [Int: [String]] = [:]
         for members in groups.values {
-            let times = members.map { formatter.date(from: all[$0].header.time) ?? ISO8601DateFormatter().date(from: all[$0].header.time) ?? .distantPast }
+            let times = members.map { UTCTime.parse(all[$0].header.time) ?? .distantPast }
             for (local, reasons) in policy.apply(times) { keep[members[local]] = reasons }
         }
         let kept = all.indices.filter { keep[$0] != nil }.map { all[$0] }

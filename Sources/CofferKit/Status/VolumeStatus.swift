@@ -83,7 +83,7 @@ public struct VolumeStatus: Sendable, Codable {
         var newest: NewestSnapshot?
         if let location = configuration.repo, let repository = try? Repository.open(location),
            let last = try? repository.newest(where: { _ in true }),
-           let time = ISO8601DateFormatter.withFractions.date(from: last.header.time) {
+           let time = UTCTime.parse(last.header.time) {
             newest = .init(id: last.id, ageSeconds: now.timeIntervalSince(time))
         }
         return VolumeStatus(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot,
