@@ -402,6 +402,9 @@ public struct BackupRunner {
             }
         }
 
+        referenced.seal()
+        unseenInLibrary.seal()
+
         // After the walk: the library references it did not see as a file (missing, a folder,
         // or in a folder that could not be read), looked at one by one.
         func reportUnseenLibraryReferences() throws {

@@ -184,6 +184,7 @@ public struct LiveVerifier {
                 }
             }
         }
+        referenced.seal()
         return referenced
     }
 
@@ -295,18 +296,64 @@ public struct LiveVerifier {
 }
 
 /// The library paths media rows refer to, kept as 64-bit hashes (8 bytes each, not the path):
-/// a million references cost a few MB. Two paths share a hash with a chance of about one in
-/// 10^7 for ten million paths; the cost of that is one orphan not reported.
+/// a million references cost 8 MB. Two paths share a hash with a chance of about one in 10^7
+/// for ten million paths; the cost of that is one orphan not reported.
+///
+/// Filled first, then sealed (sorted, duplicates dropped), then asked: a sorted array holds a
+/// hash in 8 bytes where a hash set takes 16 to 32 and twice that while it grows.
 struct ReferencedPaths {
-    private var hashes = Set<UInt64>()
+    private var hashes: [UInt64] = []
+    private var isSealed = true
+    /// One bit per sealed hash: removed since.
+    private var removed: [UInt64] = []
+    private var removedCount = 0
 
-    var count: Int { hashes.count }
+    /// Distinct paths inserted and not removed (once sealed).
+    var count: Int {
+        precondition(isSealed, "ReferencedPaths asked before seal()")
+        return hashes.count - removedCount
+    }
 
-    mutating func insert(_ path: PathBytes) { hashes.insert(Self.hash(path)) }
+    mutating func insert(_ path: PathBytes) {
+        hashes.append(Self.hash(path))
+        isSealed = false
+    }
 
-    func contains(_ path: PathBytes) -> Bool { hashes.contains(Self.hash(path)) }
+    /// Sorts the hashes and drops duplicates: call once every path is in.
+    mutating func seal() {
+        guard !isSealed else { return }
+        hashes.sort()
+        var kept = 0
+        for index in hashes.indices where kept == 0 || hashes[index] != hashes[kept - 1] {
+            hashes[kept] = hashes[index]
+            kept += 1
+        }
+        hashes.removeLast(hashes.count - kept)
+        removed = Array(repeating: 0, count: (kept + 63) / 64)
+        removedCount = 0
+        isSealed = true
+    }
 
-    mutating func remove(_ path: PathBytes) { hashes.remove(Self.hash(path)) }
+    func contains(_ path: PathBytes) -> Bool {
+        guard let index = find(Self.hash(path)) else { return false }
+        return removed[index >> 6] & (1 << UInt64(index & 63)) == 0
+    }
+
+    mutating func remove(_ path: PathBytes) {
+        guard let index = find(Self.hash(path)), removed[index >> 6] & (1 << UInt64(index & 63)) == 0 else { return }
+        removed[index >> 6] |= 1 << UInt64(index & 63)
+        removedCount += 1
+    }
+
+    private func find(_ hash: UInt64) -> Int? {
+        precondition(isSealed, "ReferencedPaths asked before seal()")
+        var low = 0, high = hashes.count
+        while low < high {
+            let middle = (low + high) / 2
+            if hashes[middle] < hash { low = middle + 1 } else { high = middle }
+        }
+        return low < hashes.count && hashes[low] == hash ? low : nil
+    }
 
     /// FNV-1a over the bytes, then a final mix (stable across runs, unlike `Hasher`).
     static func hash(_ path: PathBytes) -> UInt64 {
