@@ -17,6 +17,8 @@ public struct BackupReport: Sendable, Codable {
     public var estimatedBytes: Int64 = 0
     public var databaseBytes: Int64 = 0
     public var databaseRows: [String: Int] = [:]
+    /// The database was byte for byte the parent snapshot's: its stored copy (and check) serve again.
+    public var databaseUnchanged = false
     public var problems: [Snapshot.Problem] = []
     public var findings = 0
     public var seconds: Double = 0
@@ -26,7 +28,8 @@ public struct BackupReport: Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case command, repository, snapshot, parent, dryRun = "dry_run", files, bytes, filesAdded = "files_added"
         case bytesAdded = "bytes_added", bytesRead = "bytes_read", packBytes = "pack_bytes", estimatedBytes = "estimated_bytes"
-        case databaseBytes = "database_bytes", databaseRows = "database_rows", problems, findings, seconds
+        case databaseBytes = "database_bytes", databaseRows = "database_rows", databaseUnchanged = "database_unchanged"
+        case problems, findings, seconds
     }
 
     public func text() -> String {
@@ -38,7 +41,7 @@ public struct BackupReport: Sendable, Codable {
         }
         lines.append("  files \(files) (\(Formatting.bytes(bytes))), new or changed \(filesAdded) (\(Formatting.bytes(bytesAdded))), media read \(Formatting.bytes(bytesRead))")
         let rows = databaseRows.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-        lines.append("  database \(Formatting.bytes(databaseBytes)) (\(rows))")
+        lines.append("  database \(Formatting.bytes(databaseBytes)) (\(rows))" + (databaseUnchanged ? ", unchanged since the parent: its stored copy serves" : ""))
         if !dryRun { lines.append("  pack \(Formatting.bytes(packBytes)), \(Formatting.seconds(seconds))") }
         if findings > 0 { lines.append("  \(findings) reconciliation finding(s) recorded in the snapshot (`coffer verify` shows them live)") }
         for problem in problems {

@@ -94,7 +94,7 @@ public struct BackupRunner {
         // 2. Two lanes on two cores: the copy is integrity-checked, described and compressed
         // while the media are collected, reconciled and packed; the database entry closes the pack.
         let zstPath = copyPath + ".zst"
-        let databaseLane = DatabaseLane(copy: copy)
+        let databaseLane = DatabaseLane(copy: copy, parent: parent?.summary.database)
         let group = DispatchGroup()
         DispatchQueue.global().async(group: group) { [dryRun, logger] in
             databaseLane.run(compressTo: dryRun ? nil : zstPath, logger: logger, started: started)
@@ -114,33 +114,9 @@ public struct BackupRunner {
             }
         }
 
-        // What to back up: the library and the files the copy refers to, in path order, merged
-        // with the parent's record as they come, spooled to an unlinked scratch file (memory
-        // stays flat whatever the number of files).
-        let spool = try CandidateSpool(in: scratch)
-        var parentMerge = try parent.map { try ParentMerge(cursor: try repository.reader(for: $0).makeCursor()) }
-        var bytesToWrite: Int64 = 0
-        try collect(copyPath: copyPath, layout: layout, problems: &problems) { candidate in
-            try Interruption.check("backup")
-            var candidate = candidate
-            candidate.reuse = try parentMerge?.reuse(for: candidate)
-            report.files += 1
-            report.bytes += candidate.info.size
-            if candidate.reuse == nil {
-                report.filesAdded += 1
-                bytesToWrite += candidate.info.size
-            }
-            try spool.append(candidate)
-        }
-        let packNames = parentMerge?.packNames ?? []
-        parentMerge = nil
-        logger.debug("media collected", metadata: ["files": "\(report.files)", "to store": "\(report.filesAdded)", "seconds": "\(Date().timeIntervalSince(started))"])
-        if dryRun { report.bytesAdded = bytesToWrite }
-        report.estimatedBytes = copy.size + 1 << 20 + bytesToWrite + Int64(report.filesAdded) * Self.entryOverhead
-        try checkSpace(for: report.estimatedBytes, in: repository.location)
-
         // Reconciliation of the copy against the media, as it is now: it only reads, so it runs
-        // on its own thread while the pack is written, and is joined before the record's summary.
+        // on its own thread from the start (beside the media walk and the pack; the database
+        // lane is often done at once, its copy unchanged), joined before the record's summary.
         var verifier = LiveVerifier(configuration: configuration)
         verifier.layout = VolumeLayout(dbPath: copyPath, mediaRoot: layout.mediaRoot,
                                        tempDirTemplate: layout.tempDirTemplate, libraryPathTemplate: layout.libraryPathTemplate)
@@ -167,9 +143,35 @@ public struct BackupRunner {
             if let error = reconciliation.error { throw error }
             return reconciliation.findings
         }
+        // What to back up: the library and the files the copy refers to, in path order, merged
+        // with the parent's record as they come, spooled to an unlinked scratch file (memory
+        // stays flat whatever the number of files).
+        let spool = try CandidateSpool(in: scratch)
+        var parentMerge = try parent.map { try ParentMerge(cursor: try repository.reader(for: $0).makeCursor()) }
+        var bytesToWrite: Int64 = 0
+        try collect(copyPath: copyPath, layout: layout, problems: &problems) { candidate in
+            try Interruption.check("backup")
+            var candidate = candidate
+            candidate.reuse = try parentMerge?.reuse(for: candidate)
+            report.files += 1
+            report.bytes += candidate.info.size
+            if candidate.reuse == nil {
+                report.filesAdded += 1
+                bytesToWrite += candidate.info.size
+            }
+            try spool.append(candidate)
+        }
+        let packNames = parentMerge?.packNames ?? []
+        parentMerge = nil
+        logger.debug("media collected", metadata: ["files": "\(report.files)", "to store": "\(report.filesAdded)", "seconds": "\(Date().timeIntervalSince(started))"])
+        if dryRun { report.bytesAdded = bytesToWrite }
+        report.estimatedBytes = copy.size + 1 << 20 + bytesToWrite + Int64(report.filesAdded) * Self.entryOverhead
+        try checkSpace(for: report.estimatedBytes, in: repository.location)
+
         if dryRun {
             report.findings = try reconciled().count
             noteIntegrity(try databaseResult())
+            report.databaseUnchanged = databaseLane.reused != nil
             report.problems = problems
             report.seconds = Date().timeIntervalSince(started)
             return report
@@ -245,14 +247,20 @@ public struct BackupRunner {
         // The database copy, checked and compressed meanwhile, is the pack's last entry.
         let described = try databaseResult()
         noteIntegrity(described)
-        guard let stored = databaseLane.stored else {
-            throw CofferError(.failed, operation: "compress database copy", subject: copyPath, cause: "no compressed copy was made")
+        let database: Snapshot.Database
+        if let reused = databaseLane.reused {
+            database = reused
+            report.databaseUnchanged = true
+        } else {
+            guard let stored = databaseLane.stored else {
+                throw CofferError(.failed, operation: "compress database copy", subject: copyPath, cause: "no compressed copy was made")
+            }
+            let dbOffset = try appendFile(zstPath, entry: PathBytes("db.sqlite.zst".utf8), digest: stored.sha256, to: writer, pipeline: pipeline)
+            database = Snapshot.Database(
+                entry: "db.sqlite.zst", pack: packName, offset: dbOffset, storedSize: stored.size, storedSha256: stored.sha256,
+                size: described.size, sha256: described.sha256, pageSize: described.pageSize, pageCount: described.pageCount,
+                schemaVersion: described.schemaVersion, rowCounts: described.rowCounts, integrityCheck: described.integrityCheck)
         }
-        let dbOffset = try appendFile(zstPath, entry: PathBytes("db.sqlite.zst".utf8), digest: stored.sha256, to: writer, pipeline: pipeline)
-        let database = Snapshot.Database(
-            entry: "db.sqlite.zst", pack: packName, offset: dbOffset, storedSize: stored.size, storedSha256: stored.sha256,
-            size: described.size, sha256: described.sha256, pageSize: described.pageSize, pageCount: described.pageCount,
-            schemaVersion: described.schemaVersion, rowCounts: described.rowCounts, integrityCheck: described.integrityCheck)
         let packSize = try writer.finish().size
         let pack = (sha256: pipeline.finish(), size: packSize)
         try repository.storage.commit(pending)
@@ -322,15 +330,32 @@ public struct BackupRunner {
 
     /// The database side of a backup, run on its own core: integrity_check and description of
     /// the copy, then (unless a dry run) its zstd compression into a file beside it.
+    ///
+    /// A copy whose bytes are the parent snapshot's copy (same size, same SHA-256: the pipeline
+    /// wrote nothing since) is not checked or stored again: the parent's stored copy and its
+    /// description serve, as an unchanged media file's entry does. Only a parent copy whose
+    /// integrity_check said `ok` is taken so (another SQLite could judge a damaged file anew).
     final class DatabaseLane: @unchecked Sendable {
         var copy: DatabaseCopy
+        let parent: Snapshot.Database?
         var stored: (sha256: String, size: Int64)?
+        /// The parent's stored copy, when this copy has the same bytes.
+        var reused: Snapshot.Database?
         var error: Error?
 
-        init(copy: DatabaseCopy) { self.copy = copy }
+        init(copy: DatabaseCopy, parent: Snapshot.Database?) {
+            self.copy = copy
+            self.parent = parent
+        }
 
         func run(compressTo zstPath: String?, logger: Logger, started: Date) {
             do {
+                if let parent, parent.integrityCheck == "ok", parent.size == copy.size, try copy.fileSHA256() == parent.sha256 {
+                    copy.adopt(parent)
+                    reused = parent
+                    logger.debug("database unchanged since the parent snapshot", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
+                    return
+                }
                 try copy.describe()
                 logger.debug("database copy checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
                 guard let zstPath else { return }

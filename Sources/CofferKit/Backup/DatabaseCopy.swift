@@ -61,6 +61,32 @@ struct DatabaseCopy {
         }
     }
 
+    /// The SHA-256 of the copy's bytes, read once.
+    func fileSHA256() throws -> String {
+        let input = try RawIO.openForReading(path)
+        defer { close(input) }
+        var hasher = SHA256()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
+        while true {
+            let n = try RawIO.read(input, buffer.baseAddress!, buffer.count, path: path)
+            if n == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+        return Digest.hex(hasher.finalize())
+    }
+
+    /// Takes the description of a stored copy with the same bytes (same SHA-256): the same
+    /// bytes give the same pages, schema, counts and integrity_check.
+    mutating func adopt(_ stored: Snapshot.Database) {
+        sha256 = stored.sha256
+        pageSize = stored.pageSize
+        pageCount = stored.pageCount
+        schemaVersion = stored.schemaVersion
+        rowCounts = stored.rowCounts
+        integrityCheck = stored.integrityCheck
+    }
+
     /// Compresses the copy with zstd into `output` (an open descriptor), hashing the copy as it
     /// is read. Returns the SHA-256 of the copy; the output's own digest comes from the writer.
     mutating func compress(into fd: Int32, outputPath: String) throws -> (sha256: String, size: Int64) {

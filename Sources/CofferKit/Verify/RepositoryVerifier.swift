@@ -134,9 +134,19 @@ public struct RepositoryVerifier {
                                                        into: &packReport, snapshotsNeeding: snapshotsNeeding)
                 }
             }
+            // A copy that serves several snapshots (the database was unchanged between them)
+            // is checked once; a finding names every snapshot that needs it.
+            var sharing: [EntryKey: [Snapshot]] = [:]
+            var order: [EntryKey] = []
+            for snap in selected {
+                let key = EntryKey(pack: snap.summary.database.pack, offset: snap.summary.database.offset)
+                if sharing[key] == nil { order.append(key) }
+                sharing[key, default: []].append(snap)
+            }
             let databaseLane = { [self] in
-                for snap in selected {
-                    try checkDatabase(snap.summary.database, snapshot: snap.id, repository: repository, into: &databaseReport)
+                for key in order {
+                    let users = sharing[key]!
+                    try checkDatabase(users[0].summary.database, snapshots: users.map(\.id).sorted(), repository: repository, into: &databaseReport)
                 }
             }
             failures.withUnsafeMutableBufferPointer { failed in
@@ -207,7 +217,7 @@ public struct RepositoryVerifier {
     }
 
     /// Decompresses a database copy into a scratch folder, re-hashes and integrity-checks it.
-    func checkDatabase(_ database: Snapshot.Database, snapshot: String, repository: Repository,
+    func checkDatabase(_ database: Snapshot.Database, snapshots: [String], repository: Repository,
                        into report: inout RepositoryReport) throws {
         let scratch = try ScratchDirectory(prefix: "coffer-verify")
         defer { scratch.remove() }
@@ -215,7 +225,7 @@ public struct RepositoryVerifier {
         do {
             let sha = try DatabaseExtractor.extract(database, from: repository, to: path)
             guard sha == database.sha256 else {
-                report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: [snapshot],
+                report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: snapshots,
                                              message: "the decompressed copy's SHA-256 differs from the one recorded"))
                 return
             }
@@ -223,14 +233,14 @@ public struct RepositoryVerifier {
             let check = try queue.read { try DatabaseAccess.check($0, limit: 20) }
             try queue.close()
             if check != ["ok"] {
-                report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: [snapshot],
+                report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: snapshots,
                                              message: "integrity_check: " + check.joined(separator: "; ")))
             }
         } catch let error as CofferError {
-            report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: [snapshot],
+            report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: snapshots,
                                          message: error.message))
         } catch let error as DatabaseError {
-            report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: [snapshot],
+            report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: snapshots,
                                          message: error.message ?? "\(error.resultCode)"))
         }
     }

@@ -6,10 +6,12 @@ import Glibc
 import Testing
 
 @Suite struct DamagedRepositoryTests {
-    /// A repository with two snapshots: the second reuses the first one's files.
+    /// A repository with two snapshots: the second reuses the first one's files, and stores a
+    /// database copy of its own (the pipeline wrote between them).
     func twoSnapshots() throws -> (BackupFixture, Snapshot, Snapshot) {
         let fixture = try BackupFixture(jobs: 30, hostile: true)
         try fixture.backup()
+        try fixture.addEvent()
         try fixture.backup()
         let all = try fixture.repository().snapshots().snapshots
         return (fixture, all[0], all[1])
@@ -67,6 +69,69 @@ import Testing
         let error = #expect(throws: CofferError.self) { try fixture.restore(into: "bad-db", snapshot: second.id) }
         #expect(error?.status == .failed)
         #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("bad-db/data/db.sqlite")))
+    }
+
+    /// A database the pipeline did not write to between two backups is stored once: the second
+    /// snapshot refers to the first one's copy, as to an unchanged file. Damage to that copy is
+    /// then named with both snapshots, both refuse to restore, and a prune that forgets the
+    /// first snapshot keeps the copy the second one needs.
+    @Test func anUnchangedDatabaseIsStoredOnceAndNamedWithEverySnapshotThatNeedsIt() throws {
+        let fixture = try BackupFixture(jobs: 30, hostile: true)
+        let firstRun = try fixture.backup()
+        #expect(!firstRun.databaseUnchanged)
+        let secondRun = try fixture.backup()
+        #expect(secondRun.databaseUnchanged)
+        #expect(secondRun.text().contains("unchanged since the parent"))
+        let all = try fixture.repository().snapshots().snapshots
+        let (first, second) = (all[0], all[1])
+        #expect(second.summary.database == first.summary.database)
+        #expect(second.summary.database.pack == first.summary.pack.name)
+        #expect(second.summary.pack.size < 4096, "the second pack holds no database copy") // the tar's end blocks only
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+        // Restore checks the decompressed copy against the recorded SHA-256 before anything else.
+        let restored = try fixture.restore(into: "shared", snapshot: second.id)
+        #expect(restored.databaseBytes == first.summary.database.size)
+
+        // A write in between: the next copy is stored again.
+        try fixture.addEvent()
+        let thirdRun = try fixture.backup()
+        #expect(!thirdRun.databaseUnchanged)
+        let third = try fixture.repository().snapshots().snapshots[2]
+        #expect(third.summary.database.pack == third.summary.pack.name)
+        #expect(third.summary.database.sha256 != first.summary.database.sha256)
+
+        // Prune keeps the copy the second snapshot shares with the forgotten first one.
+        var pruner = Pruner(repository: fixture.repo, policy: KeepPolicy(last: 2))
+        let pruned = try pruner.run()
+        #expect(pruned.forgotten == [first.id])
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+        _ = try fixture.restore(into: "after-prune", snapshot: second.id)
+
+        // Damage to the shared copy names every snapshot that needs it (the records rewritten
+        // by the prune say where the copy is now).
+        let kept = try fixture.repository().snapshots().snapshots
+        let db = kept[0].summary.database
+        try flipByte(fixture.repo + "/" + db.pack, at: db.offset + db.storedSize / 2)
+        let report = try fixture.verifyRepository()
+        #expect(report.findings.contains { $0.kind == "file_damaged" && $0.path == "db.sqlite.zst" && $0.snapshots == [second.id] }, "\(report.findings)")
+        #expect(report.findings.contains { $0.kind == "database_damaged" && $0.snapshots == [second.id] }, "\(report.findings)")
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "bad-shared-db", snapshot: second.id) }
+        #expect(error?.status == .failed)
+    }
+
+    /// Two snapshots sharing one damaged database copy: one finding names both.
+    @Test func aDamagedSharedDatabaseCopyNamesBothSnapshots() throws {
+        let fixture = try BackupFixture(jobs: 30, hostile: true)
+        try fixture.backup()
+        try fixture.backup()
+        let all = try fixture.repository().snapshots().snapshots
+        let db = all[1].summary.database
+        #expect(db.pack == all[0].summary.pack.name)
+        try flipByte(fixture.repo + "/" + db.pack, at: db.offset + db.storedSize / 2)
+        let report = try fixture.verifyRepository()
+        let both = all.map(\.id).sorted()
+        #expect(report.findings.contains { $0.kind == "file_damaged" && $0.path == "db.sqlite.zst" && $0.snapshots == both }, "\(report.findings)")
+        #expect(report.findings.filter { $0.kind == "database_damaged" }.map(\.snapshots) == [both], "\(report.findings)")
     }
 
     @Test func aTruncatedPackIsFound() throws {

@@ -79,6 +79,7 @@ import Testing
                     try FixtureFiles.append(PathBytes(fixture.volume.mediaRoot.utf8).appendingComponent(PathBytes("library/".utf8) + entry.relativePath), [UInt8(round)])
                 }
             }
+            try fixture.addEvent("round \(round)")
             try fixture.backup()
         }
         return fixture

@@ -44,6 +44,16 @@ struct BackupFixture {
 
     func repository() throws -> Repository { try Repository.open(repo) }
 
+    /// What the pipeline does between two nights: one more event, so the next backup's
+    /// database copy differs from the last one's.
+    func addEvent(_ note: String = "next night") throws {
+        let queue = try DatabaseQueue(path: volume.dbPath)
+        try queue.write { db in
+            try db.execute(sql: "INSERT INTO job_events (job_id, event, payload) SELECT id, 'progress', ? FROM jobs LIMIT 1", arguments: [note])
+        }
+        try queue.close()
+    }
+
     /// The first file of `snapshot` of at least `minimumSize` bytes.
     func firstFile(in snapshot: Snapshot, minimumSize: Int64 = 10) throws -> Snapshot.File {
         var found: Snapshot.File?
