@@ -135,11 +135,13 @@ public struct RepositoryVerifier {
                 }
             }
             // A copy that serves several snapshots (the database was unchanged between them)
-            // is checked once; a finding names every snapshot that needs it.
-            var sharing: [EntryKey: [Snapshot]] = [:]
-            var order: [EntryKey] = []
+            // is checked once; a finding names every snapshot that needs it. Records that point
+            // at the same bytes but disagree on their digests are checked each on their own.
+            var sharing: [String: [Snapshot]] = [:]
+            var order: [String] = []
             for snap in selected {
-                let key = EntryKey(pack: snap.summary.database.pack, offset: snap.summary.database.offset)
+                let db = snap.summary.database
+                let key = "\(db.pack)\u{0}\(db.offset)\u{0}\(db.storedSha256)\u{0}\(db.sha256)"
                 if sharing[key] == nil { order.append(key) }
                 sharing[key, default: []].append(snap)
             }
