@@ -62,7 +62,11 @@ struct DatabaseCopy {
     }
 
     /// The SHA-256 of the copy's bytes, read once.
-    func fileSHA256() throws -> String {
+    func fileSHA256() throws -> String { try readHashing { _ in } }
+
+    /// Reads the copy in 1 MiB chunks, hashing each and passing it to `body`; returns the
+    /// SHA-256 of the whole.
+    func readHashing(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> String {
         let input = try RawIO.openForReading(path)
         defer { close(input) }
         var hasher = SHA256()
@@ -71,7 +75,9 @@ struct DatabaseCopy {
         while true {
             let n = try RawIO.read(input, buffer.baseAddress!, buffer.count, path: path)
             if n == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            hasher.update(bufferPointer: chunk)
+            try body(chunk)
         }
         return Digest.hex(hasher.finalize())
     }
@@ -90,22 +96,12 @@ struct DatabaseCopy {
     /// Compresses the copy with zstd into `output` (an open descriptor), hashing the copy as it
     /// is read. Returns the SHA-256 of the copy; the output's own digest comes from the writer.
     mutating func compress(into fd: Int32, outputPath: String) throws -> (sha256: String, size: Int64) {
-        let input = try RawIO.openForReading(path)
-        defer { close(input) }
         let writer = try ArchiveWriter(fd: fd, path: outputPath, rawWithFilter: ARCHIVE_FILTER_ZSTD)
         try writer.beginFile(path: PathBytes("db.sqlite".utf8), size: size, mode: 0o644, modified: Date().timeIntervalSince1970)
-        var hasher = SHA256()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buffer.deallocate() }
-        while true {
-            let n = try RawIO.read(input, buffer.baseAddress!, buffer.count, path: path)
-            if n == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
-            try writer.write(buffer.baseAddress!, count: n)
-        }
+        let digest = try readHashing { chunk in try writer.write(chunk.baseAddress!, count: chunk.count) }
         try writer.endFile()
         let stored = try writer.finish()
-        sha256 = Digest.hex(hasher.finalize())
+        sha256 = digest
         return stored
     }
 
