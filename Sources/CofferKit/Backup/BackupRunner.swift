@@ -91,8 +91,9 @@ public struct BackupRunner {
         report.databaseBytes = copy.size
         logger.debug("database copied", metadata: ["bytes": "\(copy.size)", "seconds": "\(Date().timeIntervalSince(started))"])
 
-        // 2. Two lanes on two cores: the copy is integrity-checked, described and compressed
-        // while the media are collected, reconciled and packed; the database entry closes the pack.
+        // 2. Beside this thread (the media, collected and packed): the copy is integrity-checked,
+        // described and compressed on a second, and reconciled with the media on a third; the
+        // database entry closes the pack.
         let zstPath = copyPath + ".zst"
         let databaseLane = DatabaseLane(copy: copy, parent: parent?.summary.database)
         let group = DispatchGroup()
@@ -244,7 +245,8 @@ public struct BackupRunner {
         // Joined before anything is committed: a reconciliation that fails leaves no pack.
         let findings = try reconciled()
         report.findings = findings.count
-        // The database copy, checked and compressed meanwhile, is the pack's last entry.
+        // The database copy, checked and compressed meanwhile, is the pack's last entry (none
+        // when it is the parent's: its stored copy serves).
         let described = try databaseResult()
         noteIntegrity(described)
         let database: Snapshot.Database
