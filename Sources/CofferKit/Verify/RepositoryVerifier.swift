@@ -137,13 +137,18 @@ public struct RepositoryVerifier {
             // A copy that serves several snapshots (the database was unchanged between them)
             // is checked once; a finding names every snapshot that needs it. Records that point
             // at the same bytes but disagree on their digests are checked each on their own.
+            // Only the selected snapshots' copies are checked, but a finding names every
+            // snapshot that shares the copy, selected or not.
+            func key(_ db: Snapshot.Database) -> String { "\(db.pack)\u{0}\(db.offset)\u{0}\(db.storedSha256)\u{0}\(db.sha256)" }
             var sharing: [String: [Snapshot]] = [:]
             var order: [String] = []
-            for snap in selected {
-                let db = snap.summary.database
-                let key = "\(db.pack)\u{0}\(db.offset)\u{0}\(db.storedSha256)\u{0}\(db.sha256)"
-                if sharing[key] == nil { order.append(key) }
-                sharing[key, default: []].append(snap)
+            for snap in selected where sharing[key(snap.summary.database)] == nil {
+                order.append(key(snap.summary.database))
+                sharing[key(snap.summary.database)] = [snap]
+            }
+            for snap in all {
+                let shared = key(snap.summary.database)
+                if let users = sharing[shared], !users.contains(where: { $0.id == snap.id }) { sharing[shared]!.append(snap) }
             }
             let databaseLane = { [self] in
                 for key in order {
