@@ -12,25 +12,30 @@ public enum UTCTime {
     /// `2026-11-25T16:01:02.345Z`, or `2026-11-25T16:01:02Z` without `fractions`
     /// (milliseconds, cut, not rounded: a time never moves into the next second).
     public static func iso8601(_ date: Date, fractions: Bool = true) -> String {
-        let (parts, milliseconds) = split(date)
-        var text = "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))"
-        if fractions { text += "." + pad(Int32(milliseconds), 3) }
-        return text + "Z"
+        let (text, milliseconds) = format(date, dateSeparator: "-", middle: "T", timeSeparator: ":")
+        return text + (fractions ? "." + pad(Int32(milliseconds), 3) : "") + "Z"
     }
 
     /// `20261125T160102Z`: sortable, and safe in a file name.
     public static func compact(_ date: Date) -> String {
-        let (parts, _) = split(date)
-        return "\(pad(parts.tm_year + 1900, 4))\(pad(parts.tm_mon + 1, 2))\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2))\(pad(parts.tm_min, 2))\(pad(parts.tm_sec, 2))Z"
+        format(date, dateSeparator: "", middle: "T", timeSeparator: "").text + "Z"
     }
 
     /// `2026-11-25 16:01:02`: SQLite's `datetime()` form, which compares as text.
     public static func sqlite(_ date: Date) -> String {
-        let (parts, _) = split(date)
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2)) "
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))"
+        format(date, dateSeparator: "-", middle: " ", timeSeparator: ":").text
+    }
+
+    /// Date and time to the second, with the separators given, and the milliseconds beside.
+    static func format(_ date: Date, dateSeparator: String, middle: String, timeSeparator: String) -> (text: String, milliseconds: Int) {
+        let interval = date.timeIntervalSince1970
+        let whole = interval.rounded(.down)
+        var seconds = time_t(whole)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        let day = [pad(parts.tm_year + 1900, 4), pad(parts.tm_mon + 1, 2), pad(parts.tm_mday, 2)].joined(separator: dateSeparator)
+        let time = [pad(parts.tm_hour, 2), pad(parts.tm_min, 2), pad(parts.tm_sec, 2)].joined(separator: timeSeparator)
+        return (day + middle + time, min(999, Int((interval - whole) * 1000)))
     }
 
     /// Reads `YYYY-MM-DDTHH:MM:SS`, with optional fractions of a second, then `Z` or an offset
@@ -88,15 +93,6 @@ public enum UTCTime {
         parts.tm_sec = Int32(second)
         let seconds = timegm(&parts)
         return Date(timeIntervalSince1970: Double(seconds - offset) + fraction)
-    }
-
-    static func split(_ date: Date) -> (tm, Int) {
-        let interval = date.timeIntervalSince1970
-        let whole = interval.rounded(.down)
-        var seconds = time_t(whole)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        return (parts, min(999, Int((interval - whole) * 1000)))
     }
 
     static func pad(_ value: Int32, _ width: Int) -> String {
