@@ -43,11 +43,7 @@ public struct JobExporter {
     }
 
     /// `created_at` before this (UTC, SQLite's datetime format).
-    var cutoff: String { Self.sqliteTime(now.addingTimeInterval(-olderThan.seconds)) }
-
-    static func sqliteTime(_ date: Date) -> String {
-        UTCTime.sqlite(date)
-    }
+    var cutoff: String { UTCTime.sqlite(now.addingTimeInterval(-olderThan.seconds)) }
 
     /// The selection, on `jobs` as `j`: finished jobs of the chosen statuses created before the cutoff.
     var selection: (sql: String, arguments: StatementArguments) {
