@@ -11,6 +11,11 @@ public final class Repository {
         public var version = 1
         public var id: String
         public var created: String
+
+        /// A repository's identity, made now: a new id, or `(new)` for one not created yet.
+        static func made(id: String = UUID().uuidString.lowercased()) -> Config {
+            Config(id: id, created: UTCTime.iso8601(Date(), fractions: false))
+        }
     }
 
     public let storage: RepositoryStorage
@@ -46,7 +51,7 @@ public final class Repository {
             break
         case .failure:
             if allowMissing {
-                return Repository(storage: storage, config: Config(id: "(new)", created: UTCTime.iso8601(Date(), fractions: false)))
+                return Repository(storage: storage, config: .made(id: "(new)"))
             }
             guard create else {
                 throw noRepository(location)
@@ -66,7 +71,7 @@ public final class Repository {
             throw noRepository(location)
         }
         for folder in ["packs", "snapshots", "tmp"] { try FileSystem.makeDirectory(location + "/" + folder, mode: 0o700) }
-        let config = Config(id: UUID().uuidString.lowercased(), created: UTCTime.iso8601(Date(), fractions: false))
+        let config = Config.made()
         let pending = try storage.create("config.json")
         let data = try JSONEncoder().encode(config)
         try data.withUnsafeBytes { try pending.write($0) }
@@ -88,7 +93,7 @@ public final class Repository {
             return Repository(storage: storage, config: try decodeConfig(data, location))
         }
         if allowMissing {
-            return Repository(storage: storage, config: Config(id: "(new)", created: UTCTime.iso8601(Date(), fractions: false)))
+            return Repository(storage: storage, config: .made(id: "(new)"))
         }
         guard create else { throw noRepository(location) }
         let lock = try ObjectLock.acquire(storage, exclusive: true, command: "init")
@@ -103,7 +108,7 @@ public final class Repository {
                               cause: "not a coffer repository (no config.json) and not empty (\(others[0].key))",
                               hint: "choose an empty bucket or a new prefix")
         }
-        let config = Config(id: UUID().uuidString.lowercased(), created: UTCTime.iso8601(Date(), fractions: false))
+        let config = Config.made()
         let pending = try storage.create("config.json")
         try JSONEncoder().encode(config).withUnsafeBytes { try pending.write($0) }
         try storage.commit(pending)
@@ -140,16 +145,22 @@ public final class Repository {
 
     /// Every complete snapshot, oldest first. Damaged records are returned in `damaged`.
     public func snapshots() throws -> (snapshots: [Snapshot], damaged: [(name: String, error: CofferError)]) {
+        let (snapshots, damaged) = try read(records: recordNames())
+        return (snapshots.sorted { Self.isOlder($0.header, than: $1.header) }, damaged)
+    }
+
+    /// The header and summary of each named record; a damaged one is set aside with its error.
+    func read(records names: [String]) throws -> (snapshots: [Snapshot], damaged: [(name: String, error: CofferError)]) {
         var snapshots: [Snapshot] = []
         var damaged: [(String, CofferError)] = []
-        for name in try recordNames() {
+        for name in names {
             do {
                 snapshots.append(try reader(name).snapshot())
             } catch let error as CofferError {
                 damaged.append((name, error))
             }
         }
-        return (snapshots.sorted { Self.isOlder($0.header, than: $1.header) }, damaged)
+        return (snapshots, damaged)
     }
 
     /// The names of the snapshot records (`snapshots/ID.jsonl`).
@@ -176,14 +187,8 @@ public final class Repository {
             }
             return last
         }
-        var matches: [Snapshot] = []
-        for name in try recordNames() where Self.id(ofRecord: name).hasPrefix(reference) {
-            do {
-                matches.append(try reader(name).snapshot())
-            } catch is CofferError {
-                continue // damaged: not listed either
-            }
-        }
+        // A damaged record is not listed, so not matched either.
+        let matches = try read(records: recordNames().filter { Self.id(ofRecord: $0).hasPrefix(reference) }).snapshots
         guard matches.count == 1 else {
             throw CofferError(.usage, operation: "find snapshot", subject: reference,
                               cause: matches.isEmpty ? "no such snapshot" : "\(matches.count) snapshots start with it",
