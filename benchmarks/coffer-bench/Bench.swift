@@ -62,6 +62,29 @@ final class Bench {
          "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": root + "/restic-cache"]
     }
     func fresh(_ path: String) { FileSystem.removeTree(path) }
+    /// `path`, emptied (made when missing).
+    func emptyFolder(_ path: String) {
+        fresh(path)
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    // The other tools' commands, each written once for every scenario that runs it.
+
+    /// `sqlite3 .backup` of `db` and `bsdtar -cf` of the files listed in `list` into `folder`;
+    /// with `sync`, both files are then flushed, as durable as Coffer's pack.
+    func sqliteAndBsdtar(db: String, media: String, list: String, into folder: String, sync: Bool) -> String {
+        "sqlite3 '\(db)' \".backup '\(folder)/db.sqlite'\" && bsdtar -cf '\(folder)/media.tar' -C '\(media)' --null -T '\(list)'"
+            + (sync ? " && sync '\(folder)/db.sqlite' '\(folder)/media.tar'" : "")
+    }
+    /// `bsdtar -xf` of `tar` into `folder`; with `sync`, one syncfs after it, as Coffer's restore
+    /// makes before it renames into place.
+    func bsdtarExtract(_ tar: String, into folder: String, sync: Bool) -> String {
+        "bsdtar -xf '\(tar)' -C '\(folder)'" + (sync ? " && sync -f '\(folder)'" : "")
+    }
+    /// `restic backup` of what Coffer stores of a volume: the folders library/ and tmp/, and the database.
+    func resticBackup(_ repo: String, media: String, db: String, environment: [String: String]) -> Sample {
+        Measure.run(["restic", "backup", "-q", "-r", repo, media + "/library", media + "/tmp", db], environment: environment)
+    }
 
     /// Where one run of a scenario that writes a tree (a restore, `cp -a`, a backup) writes:
     /// a folder no run used before, set aside afterwards (``discard(_:)``), not deleted.
@@ -161,7 +184,7 @@ final class Bench {
             full.append(("sqlite3 .backup + bsdtar -cf", { self.nextRun() }, {
                 let tar = self.keep("tar")
                 try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
-                return Measure.shell("sqlite3 '\(self.db)' \".backup '\(tar)/db.sqlite'\" && bsdtar -cf '\(tar)/media.tar' -C '\(self.media)' --null -T '\(self.root)/files.rel'")
+                return Measure.shell(self.sqliteAndBsdtar(db: self.db, media: self.media, list: self.root + "/files.rel", into: tar, sync: false))
             }))
         }
         if hasSqlite && hasBsdtar {
@@ -169,12 +192,12 @@ final class Bench {
             full.append(("sqlite3 + bsdtar + sync", { self.nextRun() }, {
                 let tar = self.keep("tar")
                 try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
-                return Measure.shell("sqlite3 '\(self.db)' \".backup '\(tar)/db.sqlite'\" && bsdtar -cf '\(tar)/media.tar' -C '\(self.media)' --null -T '\(self.root)/files.rel' && sync '\(tar)/db.sqlite' '\(tar)/media.tar'")
+                return Measure.shell(self.sqliteAndBsdtar(db: self.db, media: self.media, list: self.root + "/files.rel", into: tar, sync: true))
             }))
         }
         if hasRestic {
             full.append(("restic backup (first)", { self.nextRun(); _ = Measure.run(["restic", "init", "-r", self.runBase + "/restic"], environment: self.env("")) }, {
-                Measure.run(["restic", "backup", "-q", "-r", self.keep("restic"), self.media + "/library", self.media + "/tmp", self.db], environment: self.env(""))
+                self.resticBackup(self.keep("restic"), media: self.media, db: self.db, environment: self.env(""))
             }))
         }
         full.append(("cp -a (the disk)", { self.nextRun() }, { Measure.run(["cp", "-a", self.media, self.runBase + "/copy"]) }))
@@ -186,7 +209,7 @@ final class Bench {
             ("coffer backup", {}, { Measure.run([self.coffer, "backup", "--quiet"], environment: self.env(self.root + "/repo")) }),
         ]
         if hasRestic {
-            unchanged.append(("restic backup (again)", {}, { Measure.run(["restic", "backup", "-q", "-r", self.root + "/restic", self.media + "/library", self.media + "/tmp", self.db], environment: self.env("")) }))
+            unchanged.append(("restic backup (again)", {}, { self.resticBackup(self.root + "/restic", media: self.media, db: self.db, environment: self.env("")) }))
         }
         compare("unchanged backup", bytes: mediaBytes, unchanged)
         let read = try lastBackupBytesRead()
@@ -197,7 +220,7 @@ final class Bench {
             ("coffer backup", { self.touchFivePercent() }, { Measure.run([self.coffer, "backup", "--quiet"], environment: self.env(self.root + "/repo")) }),
         ]
         if hasRestic {
-            changed.append(("restic backup", { self.touchFivePercent() }, { Measure.run(["restic", "backup", "-q", "-r", self.root + "/restic", self.media + "/library", self.media + "/tmp", self.db], environment: self.env("")) }))
+            changed.append(("restic backup", { self.touchFivePercent() }, { self.resticBackup(self.root + "/restic", media: self.media, db: self.db, environment: self.env("")) }))
         }
         compare("backup after 5% changed", bytes: mediaBytes, changed)
 
@@ -221,13 +244,13 @@ final class Bench {
         ]
         if hasBsdtar {
             restore.append(("bsdtar -xf", { self.nextRun() }, {
-                Measure.shell("bsdtar -xf '\(self.root)/tar/media.tar' -C '\(self.runBase)/x'")
+                Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: false))
             }))
         }
         if hasBsdtar {
             // The same, made durable as Coffer's restore is (one syncfs before it renames into place).
             restore.append(("bsdtar -xf + sync", { self.nextRun() }, {
-                Measure.shell("bsdtar -xf '\(self.root)/tar/media.tar' -C '\(self.runBase)/x' && sync -f '\(self.runBase)/x'")
+                Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: true))
             }))
         }
         if hasRestic {
@@ -244,7 +267,7 @@ final class Bench {
                                 environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"])
                 }),
                 ("bsdtar -xf + sync", { self.nextRun() }, {
-                    Measure.shell("bsdtar -xf '\(self.root)/tar/media.tar' -C '\(self.runBase)/x' && sync -f '\(self.runBase)/x'")
+                    Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: true))
                 }),
             ])
         }
@@ -326,7 +349,7 @@ final class Bench {
             backup.append(("restic backup to S3", {
                 _ = Measure.run(["restic", "init", "-q", "-r", resticRepo], environment: s3)
             }, {
-                Measure.run(["restic", "backup", "-q", "-r", resticRepo, self.db, self.media + "/library", self.media + "/tmp"], environment: s3)
+                self.resticBackup(resticRepo, media: self.media, db: self.db, environment: s3)
             }))
         }
         compare("backup to S3 (\(server.name) on loopback)", bytes: mediaBytes, backup)
@@ -548,12 +571,11 @@ final class Bench {
             }),
         ]
         if have("sqlite3") {
-            contenders.append(("sqlite3 -csv (same tables)", { self.fresh(base + "/csv"); try? FileManager.default.createDirectory(atPath: base + "/csv", withIntermediateDirectories: true) }, {
-                Measure.shell("for t in jobs media job_events; do sqlite3 -csv -header '\(db)' \"SELECT * FROM $t\" > '\(base)/csv/'$t.csv || exit 1; done")
-            }))
+            let dump = "for t in jobs media job_events; do sqlite3 -csv -header '\(db)' \"SELECT * FROM $t\" > '\(base)/csv/'$t.csv || exit 1; done"
+            contenders.append(("sqlite3 -csv (same tables)", { self.emptyFolder(base + "/csv") }, { Measure.shell(dump) }))
             // The same, made durable as export-jobs' files are (an fsync of each).
-            contenders.append(("sqlite3 -csv + sync (same tables)", { self.fresh(base + "/csv"); try? FileManager.default.createDirectory(atPath: base + "/csv", withIntermediateDirectories: true) }, {
-                Measure.shell("for t in jobs media job_events; do sqlite3 -csv -header '\(db)' \"SELECT * FROM $t\" > '\(base)/csv/'$t.csv || exit 1; done && sync '\(base)/csv/jobs.csv' '\(base)/csv/media.csv' '\(base)/csv/job_events.csv'")
+            contenders.append(("sqlite3 -csv + sync (same tables)", { self.emptyFolder(base + "/csv") }, {
+                Measure.shell(dump + " && sync '\(base)/csv/jobs.csv' '\(base)/csv/media.csv' '\(base)/csv/job_events.csv'")
             }))
             // What an operator would write for the same export by hand: the same selection of
             // jobs (finished, created more than 30 days ago), their media rows and events.
@@ -561,7 +583,7 @@ final class Bench {
             let queries = ["jobs": "SELECT j.* FROM jobs j WHERE \(selected)",
                            "media": "SELECT m.* FROM media m JOIN jobs j ON j.id = m.job_id WHERE \(selected)",
                            "job_events": "SELECT e.* FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE \(selected)"]
-            contenders.append(("sqlite3 -csv (same selection)", { self.fresh(base + "/csv"); try? FileManager.default.createDirectory(atPath: base + "/csv", withIntermediateDirectories: true) }, {
+            contenders.append(("sqlite3 -csv (same selection)", { self.emptyFolder(base + "/csv") }, {
                 Measure.shell(queries.sorted { $0.key < $1.key }.map { table, query in
                     "sqlite3 -csv -header '\(db)' \"\(query)\" > '\(base)/csv/\(table).csv'"
                 }.joined(separator: " && "))
@@ -608,19 +630,19 @@ final class Bench {
         one("coffer verify --repo --read-data", Measure.run([coffer, "verify", "--quiet", "--repo", base + "/repo", "--read-data"], environment: env))
         if have("sqlite3") && have("bsdtar") {
             try? FileManager.default.createDirectory(atPath: base + "/tar", withIntermediateDirectories: true)
-            one("sqlite3 + bsdtar + sync", Measure.shell("sqlite3 '\(base)/db.sqlite' \".backup '\(base)/tar/db.sqlite'\" && bsdtar -cf '\(base)/tar/media.tar' -C '\(base)/media' --null -T '\(base)/files.rel' && sync '\(base)/tar/db.sqlite' '\(base)/tar/media.tar'"))
+            one("sqlite3 + bsdtar + sync", Measure.shell(sqliteAndBsdtar(db: base + "/db.sqlite", media: base + "/media", list: base + "/files.rel", into: base + "/tar", sync: true)))
         }
         let restoring = "100,000 files: restore (one run each)"
         one("coffer restore", Measure.run([coffer, "restore", "--quiet", "--db", base + "/r/db.sqlite", "--media-root", base + "/r/media"], environment: env),
             scenario: restoring)
         if have("bsdtar") {
             try? FileManager.default.createDirectory(atPath: base + "/x", withIntermediateDirectories: true)
-            one("bsdtar -xf + sync", Measure.shell("bsdtar -xf '\(base)/tar/media.tar' -C '\(base)/x' && sync -f '\(base)/x'"), scenario: restoring)
+            one("bsdtar -xf + sync", Measure.shell(bsdtarExtract(base + "/tar/media.tar", into: base + "/x", sync: true)), scenario: restoring)
         }
         if have("restic") {
             _ = Measure.run(["restic", "init", "-r", base + "/restic"], environment: self.env(""))
-            one("restic backup (first)", Measure.run(["restic", "backup", "-q", "-r", base + "/restic", base + "/media/library", base + "/media/tmp", base + "/db.sqlite"], environment: self.env("")))
-            one("restic backup (again)", Measure.run(["restic", "backup", "-q", "-r", base + "/restic", base + "/media/library", base + "/media/tmp", base + "/db.sqlite"], environment: self.env("")))
+            one("restic backup (first)", resticBackup(base + "/restic", media: base + "/media", db: base + "/db.sqlite", environment: self.env("")))
+            one("restic backup (again)", resticBackup(base + "/restic", media: base + "/media", db: base + "/db.sqlite", environment: self.env("")))
         }
     }
 
