@@ -623,7 +623,7 @@ final class Bench {
             var series = Series()
             series.samples.append(sample)
             rows.append(Row(scenario: named ?? scenario, tool: tool, series: series, bytes: 0))
-            log("\(scenario) / \(tool): \(String(format: "%.3f", series.median)) s, \(sample.peakRSSKiB) KiB")
+            log("\(named ?? scenario) / \(tool): \(String(format: "%.3f", series.median)) s, \(sample.peakRSSKiB) KiB")
         }
         one("coffer backup --full", Measure.run([coffer, "backup", "--quiet", "--full"], environment: env))
         one("coffer backup (unchanged)", Measure.run([coffer, "backup", "--quiet"], environment: env))
