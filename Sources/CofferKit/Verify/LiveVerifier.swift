@@ -306,12 +306,11 @@ struct ReferencedPaths {
     private var isSealed = true
     /// One bit per sealed hash: removed since.
     private var removed: [UInt64] = []
-    private var removedCount = 0
 
     /// Distinct paths inserted and not removed (once sealed).
     var count: Int {
         precondition(isSealed, "ReferencedPaths asked before seal()")
-        return hashes.count - removedCount
+        return hashes.count - removed.reduce(0) { $0 + $1.nonzeroBitCount }
     }
 
     mutating func insert(_ path: PathBytes) {
@@ -330,20 +329,21 @@ struct ReferencedPaths {
         }
         hashes.removeLast(hashes.count - kept)
         removed = Array(repeating: 0, count: (kept + 63) / 64)
-        removedCount = 0
         isSealed = true
     }
 
     func contains(_ path: PathBytes) -> Bool {
         guard let index = find(Self.hash(path)) else { return false }
-        return removed[index >> 6] & (1 << UInt64(index & 63)) == 0
+        return removed[index >> 6] & Self.bit(index) == 0
     }
 
     mutating func remove(_ path: PathBytes) {
-        guard let index = find(Self.hash(path)), removed[index >> 6] & (1 << UInt64(index & 63)) == 0 else { return }
-        removed[index >> 6] |= 1 << UInt64(index & 63)
-        removedCount += 1
+        guard let index = find(Self.hash(path)) else { return }
+        removed[index >> 6] |= Self.bit(index)
     }
+
+    /// The bit of the hash at `index` in its word of `removed`.
+    private static func bit(_ index: Int) -> UInt64 { 1 << UInt64(index & 63) }
 
     private func find(_ hash: UInt64) -> Int? {
         precondition(isSealed, "ReferencedPaths asked before seal()")
