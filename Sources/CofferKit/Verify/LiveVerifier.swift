@@ -209,13 +209,14 @@ public struct LiveVerifier {
         let lookup = try db.makeStatement(sql: """
             SELECT status, CAST(strftime('%s', completed_at) AS REAL) AS finished FROM jobs WHERE id = ?
             """)
+        let names = layout.tempDirectoryNames
         do {
             try DirectoryWalker(root: root).list { entry in
                 guard entry.kind == .directory else { return }
                 report.counts.tempDirectories += 1
                 let path = PathBytes(root.utf8).appendingComponent(entry.relativePath)
                 var shown: String { PathText.display(path) } // for findings only
-                guard let jobID = layout.jobID(forTempDirectoryName: entry.relativePath),
+                guard let jobID = names.jobID(entry.relativePath),
                       let row = try Row.fetchOne(lookup, arguments: [jobID]) else {
                     report.findings.append(Finding(.unknownTempDirectory, path: shown, expected: "a job in the database",
                                                    actual: "no such job", message: "temp directory of an unknown job"))

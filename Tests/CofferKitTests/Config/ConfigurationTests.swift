@@ -108,5 +108,16 @@ import Testing
         #expect(layout.jobID(forTempDirectoryName: Array("job-42.d".utf8)) == "42")
         #expect(layout.jobID(forTempDirectoryName: Array("other".utf8)) == nil)
         #expect(layout.jobID(forTempDirectoryName: Array("job-.d".utf8)) == nil)
+        #expect(layout.jobID(forTempDirectoryName: Array("job-42.e".utf8)) == nil)
+        #expect(layout.jobID(forTempDirectoryName: Array("jab-42.d".utf8)) == nil)
+        #expect(layout.jobID(forTempDirectoryName: Array("job-.d.d".utf8)) == ".d") // the id may hold the suffix's bytes
+        #expect(layout.jobID(forTempDirectoryName: Array("job-".utf8) + [0xFF] + Array(".d".utf8)) == nil) // ids are text
+        #expect(layout.jobID(forTempDirectoryName: Array("job-é.d".utf8)) == "é")
+    }
+
+    @Test func aTempTemplateOfTheIdAloneTakesTheWholeName() throws {
+        let layout = try CofferConfiguration.resolve(environment: ["MEDIA_ROOT": "/srv/media", "TEMP_DIR_TEMPLATE": "/scratch/{jobId}"]).layout
+        #expect(layout.jobID(forTempDirectoryName: Array("42".utf8)) == "42")
+        #expect(layout.jobID(forTempDirectoryName: []) == nil)
     }
 }
