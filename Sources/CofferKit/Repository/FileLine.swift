@@ -11,19 +11,21 @@ import Foundation
 enum FileLine {
     // MARK: writing
 
+    /// Writes the line's bytes straight into `out`: no String per number, a clean string
+    /// copied whole (for 100,000 files the line was 6% of a full backup's instructions).
     static func append(_ file: Snapshot.File, to out: inout [UInt8]) {
         out.append(contentsOf: #"{"inode":"#.utf8)
-        appendNumber(String(file.inode), to: &out)
+        appendInteger(file.inode, to: &out)
         out.append(contentsOf: #","mode":"#.utf8)
-        appendNumber(String(file.mode), to: &out)
+        appendInteger(UInt64(file.mode), to: &out)
         out.append(contentsOf: #","mtime":"#.utf8)
-        appendNumber(mtimeText(file.mtime), to: &out)
+        appendMtime(file.mtime, to: &out)
         out.append(contentsOf: #","offset":"#.utf8)
-        appendNumber(String(file.offset), to: &out)
+        appendInteger(file.offset, to: &out)
         out.append(contentsOf: #","pack":"#.utf8)
         appendString(file.pack.utf8, to: &out)
         // A path that is UTF-8 is stored as text; any other as base64 of its bytes.
-        if String(validating: file.path, as: UTF8.self) != nil {
+        if PathText.isUTF8(file.path) {
             out.append(contentsOf: #","path":"#.utf8)
             appendString(file.path, to: &out)
         } else {
@@ -33,20 +35,47 @@ enum FileLine {
         out.append(contentsOf: #","sha256":"#.utf8)
         appendString(file.sha256.utf8, to: &out)
         out.append(contentsOf: #","size":"#.utf8)
-        appendNumber(String(file.size), to: &out)
+        appendInteger(file.size, to: &out)
         out.append(contentsOf: #","type":"file"}"#.utf8)
     }
 
     /// Whole seconds without a fraction are written as integers, as JSONEncoder does; anything
     /// else in Swift's shortest form that reads back to the same Double.
-    static func mtimeText(_ value: Double) -> String {
-        if value == value.rounded(), abs(value) < 1e15 { return String(Int64(value)) }
-        return "\(value)"
+    static func appendMtime(_ value: Double, to out: inout [UInt8]) {
+        if value == value.rounded(), abs(value) < 1e15 { return appendInteger(Int64(value), to: &out) }
+        out.append(contentsOf: value.description.utf8)
     }
 
-    static func appendNumber(_ text: String, to out: inout [UInt8]) { out.append(contentsOf: text.utf8) }
+    static func appendInteger(_ value: Int64, to out: inout [UInt8]) {
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        appendInteger(value.magnitude, to: &out)
+    }
+
+    /// Decimal digits, most significant first.
+    static func appendInteger(_ value: UInt64, to out: inout [UInt8]) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0) // 24 bytes: room for UInt64.max's 20
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            var rest = value
+            var start = buffer.count
+            repeat {
+                start -= 1
+                buffer[start] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+            } while rest > 0
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start...]))
+        }
+    }
 
     static func appendString(_ bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
+        // Nothing to escape (nearly always): copied whole.
+        let copied: Bool? = bytes.withContiguousStorageIfAvailable { buffer in
+            guard !buffer.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: buffer)
+            out.append(UInt8(ascii: "\""))
+            return true
+        }
+        if copied == true { return }
         let hex = Array("0123456789abcdef".utf8)
         out.append(UInt8(ascii: "\""))
         for byte in bytes {

@@ -195,7 +195,7 @@ public struct JobExporter {
                     let isText = type == SQLITE_TEXT
                     let pointer = isText ? UnsafeRawPointer(sqlite3_column_text(sqlite, i)) : sqlite3_column_blob(sqlite, i)
                     let bytes = UnsafeRawBufferPointer(start: pointer, count: Int(sqlite3_column_bytes(sqlite, i)))
-                    if isText, Self.isUTF8(bytes) {
+                    if isText, PathText.isUTF8(bytes) {
                         writer.text(bytes)
                     } else {
                         // A BLOB, or TEXT that is not UTF-8: hex, listed in the manifest.
@@ -222,18 +222,6 @@ public struct JobExporter {
         let from = table == "jobs" ? "jobs j" : "\(table) \(alias) CROSS JOIN jobs j ON j.id = \(alias).job_id"
         let order = hasRowID ? " ORDER BY \(alias).rowid" : (columns.contains("id") ? " ORDER BY \(alias).id" : "")
         return "SELECT \(expressions) FROM \(from) WHERE \(selection.sql)\(order)"
-    }
-
-    /// Whether bytes are UTF-8 (ASCII is checked word by word first: nearly every cell is ASCII).
-    static func isUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var ascii = true
-        var index = 0
-        while index + 8 <= bytes.count {
-            if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { ascii = false; break }
-            index += 8
-        }
-        if ascii { while index < bytes.count { if bytes[index] >= 0x80 { ascii = false; break }; index += 1 } }
-        return ascii || String(validating: bytes, as: UTF8.self) != nil
     }
 
     func writeManifest(_ manifest: ExportManifest, into folder: String) throws {

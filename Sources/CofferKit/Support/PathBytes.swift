@@ -63,7 +63,25 @@ public enum PathText {
 
     /// The bytes are valid UTF-8.
     public static func isUTF8(_ bytes: some Collection<UInt8>) -> Bool {
-        String(validating: Array(bytes), as: UTF8.self) != nil
+        bytes.withContiguousStorageIfAvailable { isUTF8(UnsafeRawBufferPointer($0)) }
+            ?? Array(bytes).withUnsafeBytes { isUTF8($0) }
+    }
+
+    /// The bytes are valid UTF-8. ASCII, nearly every name and cell, is checked a word at a
+    /// time without making a String.
+    public static func isUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
+        while index + 8 <= bytes.count {
+            if bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 {
+                return String(validating: bytes, as: UTF8.self) != nil
+            }
+            index += 8
+        }
+        while index < bytes.count {
+            if bytes[index] >= 0x80 { return String(validating: bytes, as: UTF8.self) != nil }
+            index += 1
+        }
+        return true
     }
 
     private static func hex(_ byte: UInt8) -> String {

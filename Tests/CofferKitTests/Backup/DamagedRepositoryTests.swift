@@ -101,7 +101,7 @@ import Testing
         #expect(third.summary.database.sha256 != first.summary.database.sha256)
 
         // Prune keeps the copy the second snapshot shares with the forgotten first one.
-        var pruner = Pruner(repository: fixture.repo, policy: KeepPolicy(last: 2))
+        let pruner = Pruner(repository: fixture.repo, policy: KeepPolicy(last: 2))
         let pruned = try pruner.run()
         #expect(pruned.forgotten == [first.id])
         #expect(try fixture.verifyRepository().findings.isEmpty)

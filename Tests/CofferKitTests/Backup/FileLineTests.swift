@@ -47,6 +47,23 @@ import Testing
         }
     }
 
+    /// Numbers are written digit by digit: at their limits, the line is JSONEncoder's, byte for byte.
+    @Test func numbersAtTheirLimitsAreWrittenAsJSONEncoderWritesThem() throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        for (size, inode, mode, offset, mtime) in [
+            (Int64(0), UInt64(0), UInt32(0), Int64(0), 0.0),
+            (Int64.max, UInt64.max, UInt32.max, Int64.max, 1_795_630_812),
+            (Int64(9), UInt64(10), UInt32(0o100644), Int64(-1), -1),
+            (Int64(1_000_000_000), UInt64(99_999), UInt32(7), Int64.min, 999_999_999_999_999),
+        ] {
+            var file = Self.file(PathBytes("library/x.mkv".utf8), mtime: mtime)
+            (file.size, file.inode, file.mode, file.offset) = (size, inode, mode, offset)
+            #expect(encodeFast(file) == Array(try encoder.encode(file)), "\(size) \(inode) \(mode) \(offset) \(mtime)")
+            #expect(decodeFast(encodeFast(file)) == file)
+        }
+    }
+
     @Test func escapesOfEveryKindAreRead() {
         let line = #"{ "type" : "file", "path":"a\u00e9\ud83c\udfac\/\"\\\n\u0001b", "size":1,"mode":420,"mtime":2.5e1,"inode":3,"#
             + #""offset":4,"sha256":"00","pack":"packs/p.tar","extra":"ignored","also":-1.5 }"#
