@@ -73,6 +73,43 @@ import Testing
         #expect(file?.offset == 4)
     }
 
+    @Test func integersAreReadExactlyOrNotAtAll() {
+        func int64(_ text: String) -> Int64? { Array(text.utf8).withUnsafeBytes { Int64(decimal: $0) } }
+        func uint64(_ text: String) -> UInt64? { Array(text.utf8).withUnsafeBytes { UInt64(decimal: $0) } }
+        #expect(int64("0") == 0)
+        #expect(int64("-0") == 0)
+        #expect(int64("42") == 42)
+        #expect(int64("-9223372036854775808") == Int64.min)
+        #expect(int64("9223372036854775807") == Int64.max)
+        #expect(int64("9223372036854775808") == nil)
+        #expect(int64("-9223372036854775809") == nil)
+        #expect(uint64("18446744073709551615") == UInt64.max)
+        #expect(uint64("18446744073709551616") == nil)
+        #expect(uint64("-1") == nil)
+        for bad in ["", "-", "1.5", "1e3", "+1", "12a", " 1", "--1"] {
+            #expect(int64(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func packsTimesAndUnknownKeysAreReadInPlace() {
+        var packs: [String] = []
+        // More packs than the decoder keeps: each line still gets its own pack's name.
+        for round in 0..<3 {
+            for n in 0..<11 {
+                let line = #"{"pack":"packs/\#(n).tar","path":"p","sha256":"s","size":1,"mode":420,"mtime":9007199254740994,"inode":1,"offset":\#(round),"note":"plain","more":"esc\"aped"}"#
+                let file = Array(line.utf8).withUnsafeBytes { FileLine.decode($0, packs: &packs) }
+                #expect(file?.pack == "packs/\(n).tar")
+                #expect(file?.offset == Int64(round))
+                #expect(file?.mtime == 9_007_199_254_740_994) // past 2^53: read as Swift reads a Double
+            }
+        }
+        #expect(packs.count <= 8)
+        // A key written with an escape is valid JSON the codec does not read in place: Foundation does.
+        let escapedKey = #"{"p\u0061th":"x","inode":1,"mode":420,"mtime":-5,"offset":0,"pack":"p","sha256":"s","size":0}"#
+        #expect(decodeFast(Array(escapedKey.utf8)) == nil)
+        #expect((try? JSONDecoder().decode(Snapshot.File.self, from: Data(escapedKey.utf8)))?.path == PathBytes("x".utf8))
+    }
+
     @Test func whatTheCodecCannotReadIsLeftToFoundation() throws {
         // A nested value (a later format could add one) is not the codec's: it says nil, and
         // the cursor asks JSONDecoder, which accepts the line.
