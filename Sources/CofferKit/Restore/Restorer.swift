@@ -164,9 +164,8 @@ public struct Restorer {
 
         // The restored volume, checked.
         if restoresDatabase {
-            var verifier = LiveVerifier(configuration: configuration)
-            verifier.full = true
-            verifier.integrityLines = databaseLane.integrity // run on these very bytes, before the rename
+            var verifier = resultVerifier(integrity: databaseLane.integrity)
+            verifier.databaseChecks = databaseLane.checks
             report.verify = try verifier.run()
             // The read-only check leaves an empty -wal and -shm beside the database; one
             // read-write open and close removes them, so the target holds just the database.
@@ -183,11 +182,22 @@ public struct Restorer {
         var path: String?
         var rewritten = 0
         var integrity: [String]?
+        /// The restored database's own checks, run on the staged copy (`nil`: run after the rename).
+        var checks: LiveVerifier.DatabaseChecks?
         var error: Error?
 
         func run(_ body: () throws -> Void) {
             do { try body() } catch { self.error = error }
         }
+    }
+
+    /// The check of the restored volume: integrity_check, with the output the staged copy gave
+    /// (these very bytes, before the rename).
+    func resultVerifier(integrity: [String]?) -> LiveVerifier {
+        var verifier = LiveVerifier(configuration: configuration)
+        verifier.full = true
+        verifier.integrityLines = integrity
+        return verifier
     }
 
     /// Extracts the snapshot's database copy to `path`, checks its digest, rewrites its media
@@ -206,6 +216,9 @@ public struct Restorer {
             lane.integrity = ["integrity_check failed: \(error.message ?? "\(error.resultCode)")"]
         }
         try queue.close()
+        // The check of the restored volume, its database part: here, beside the media, on the
+        // same bytes; what remains after the rename looks only at the files.
+        lane.checks = try? resultVerifier(integrity: lane.integrity).databaseChecks(at: path)
         guard chmod(path, 0o644) == 0 else { throw CofferError.system("set permissions of", path, errno: errno) }
         lane.path = path
     }

@@ -23,6 +23,10 @@ public struct LiveVerifier {
     /// The output of `integrity_check` a caller already ran on these very bytes (restore runs
     /// it on the staged copy while the media are written); reported as if run here.
     public var integrityLines: [String]?
+    /// The checks that read only the database, already run on these very bytes by
+    /// ``databaseChecks(at:)`` (restore runs them on its staged copy while the media are
+    /// written): `run()` then only looks at the files.
+    public var databaseChecks: DatabaseChecks?
     public var now = Date()
     public var logger = Logger(label: "coffer.verify")
 
@@ -48,13 +52,15 @@ public struct LiveVerifier {
                 // damage the checks already recorded.
                 try db.execute(sql: "BEGIN DEFERRED")
                 defer { try? db.execute(sql: "ROLLBACK") }
-                try checkDatabase(db, into: &report)
-                guard try isReconcilable(db, report: &report) else { return }
-                try attempt("count rows", into: &report) { try count(db, into: &$0.counts) }
+                let checks = try databaseChecks ?? databaseOnlyChecks(db)
+                report.findings += checks.findings
+                report.schema = checks.schema
+                report.counts = checks.counts
+                guard checks.reconcilable else { return }
                 try attempt("reconcile media rows", into: &report) {
                     referenced = try reconcileMediaRows(db, into: &$0)
                 }
-                try attempt("check COMPLETE jobs", into: &report) { try checkCompleteJobs(db, into: &$0) }
+                report.findings += checks.completeJobs
                 try attempt("check temp directories", into: &report) { try checkTempDirectories(db, into: &$0) }
             }
         } catch let error as DatabaseError {
@@ -70,6 +76,51 @@ public struct LiveVerifier {
         checkDiskSpace(into: &report)
         report.durationSeconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    /// What the database alone tells, in the order `run()` reports it.
+    public struct DatabaseChecks: Sendable {
+        /// integrity or quick check, foreign keys, schema; and the reason reconciliation was skipped.
+        var findings: [Finding] = []
+        var schema: SchemaInspector.Report?
+        var counts = VerifyReport.Counts()
+        var reconcilable = false
+        /// COMPLETE jobs without their video, reported after the media rows' findings.
+        var completeJobs: [Finding] = []
+    }
+
+    /// The database-only checks of `run()`, on the database at `path` (read-only, in one read
+    /// transaction), reported under DB_PATH: for a caller that holds these bytes elsewhere
+    /// first (restore's staged copy).
+    public func databaseChecks(at path: String) throws -> DatabaseChecks {
+        let queue = try DatabaseAccess.openExisting(path, readOnly: true)
+        defer { try? queue.close() }
+        do {
+            return try queue.inDatabase { db in
+                try db.execute(sql: "BEGIN DEFERRED")
+                defer { try? db.execute(sql: "ROLLBACK") }
+                return try databaseOnlyChecks(db)
+            }
+        } catch let error as DatabaseError {
+            throw DatabaseAccess.databaseFailure("verify database", path, error)
+        }
+    }
+
+    func databaseOnlyChecks(_ db: Database) throws -> DatabaseChecks {
+        var report = VerifyReport(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot, databaseCheck: "")
+        var checks = DatabaseChecks()
+        try checkDatabase(db, into: &report)
+        checks.reconcilable = try isReconcilable(db, report: &report)
+        if checks.reconcilable {
+            try attempt("count rows", into: &report) { try count(db, into: &$0.counts) }
+            var later = VerifyReport(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot, databaseCheck: "")
+            try attempt("check COMPLETE jobs", into: &later) { try checkCompleteJobs(db, into: &$0) }
+            checks.completeJobs = later.findings
+        }
+        checks.findings = report.findings
+        checks.schema = report.schema
+        checks.counts = report.counts
+        return checks
     }
 
     /// Runs one step; a damaged database (SQLITE_CORRUPT, IOERR...) becomes a finding and the

@@ -47,6 +47,42 @@ import Testing
         #expect(try FileSystem.status(newDB).get().mode & 0o777 == 0o644)
     }
 
+    /// Restore checks the database part of the result on its staged copy while the media are
+    /// written: its report must be what `verify --full` of the restored volume says, finding
+    /// for finding, in the same order, with the same counts.
+    @Test func theRestoredVolumesCheckIsWhatAFullVerifyOfItSays() throws {
+        let fixture = try BackupFixture(jobs: 30)
+        let queue = try DatabaseQueue(path: fixture.volume.dbPath)
+        try queue.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA foreign_keys = OFF")
+            // A foreign key to nowhere, a COMPLETE job without its media row, a row whose file is gone.
+            try db.execute(sql: "INSERT INTO job_events (job_id, event, payload) VALUES ('no-such-job', 'progress', '{}')")
+            try db.execute(sql: """
+                INSERT INTO jobs (id, url, created_at, status, completed_at)
+                VALUES ('complete-without-media', 'https://video.example/x', datetime('now'), 'COMPLETE', datetime('now'))
+                """)
+            let gone = try String.fetchOne(db, sql: "SELECT video_path FROM media WHERE video_path LIKE '%/library/%' AND typeof(video_path) = 'text' LIMIT 1")
+            #expect(unlink(try #require(gone)) == 0)
+        }
+        try queue.close()
+        _ = try fixture.backup()
+        let restored = try fixture.restore(into: "restored")
+        let report = try #require(restored.verify)
+        let kinds = Set(report.findings.map(\.kind))
+        #expect(kinds.isSuperset(of: [.foreignKey, .completeWithoutMedia, .missingFile]), "\(report.findingList)")
+
+        var verifier = LiveVerifier(configuration: try fixture.volume.configuration([
+            .dbPath: fixture.volume.directory.child("restored/data/db.sqlite"),
+            .mediaRoot: fixture.volume.directory.child("restored/media"),
+        ]))
+        verifier.full = true
+        let again = try verifier.run()
+        #expect(report.findings == again.findings)
+        #expect(report.counts == again.counts)
+        #expect(report.databaseCheck == again.databaseCheck)
+        #expect(report.schema == again.schema)
+    }
+
     @Test func theSnapshotRecordsWhatItHolds() throws {
         let fixture = try BackupFixture(jobs: 30)
         let report = try fixture.backup()
