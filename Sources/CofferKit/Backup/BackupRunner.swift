@@ -314,12 +314,13 @@ public struct BackupRunner {
             while let file = previous, file.path.lexicographicallyPrecedes(path) { previous = try cursor.next() }
             guard let file = previous, file.path == path else { return nil }
             let info = candidate.info
-            let digest = SHA256Value(hex: file.sha256)
-            // A digest that does not read back the same (a damaged record) is not trusted: re-read.
+            // A digest that is not 64 hex digits (a damaged record) is not trusted: re-read.
             guard file.size == info.size, file.mtime == info.modified, file.inode == info.inode,
-                  digest.hex == file.sha256.lowercased() else { return nil }
+                  let digest = SHA256Value(validHex: file.sha256) else { return nil }
             let pack: Int32
-            if let known = packIndex[file.pack] {
+            if let last = packNames.last, last == file.pack {
+                pack = Int32(packNames.count - 1) // consecutive files share their pack
+            } else if let known = packIndex[file.pack] {
                 pack = known
             } else {
                 pack = Int32(packNames.count)

@@ -41,42 +41,51 @@ struct SHA256Value: Hashable {
 
     /// From a hex digest; a malformed one matches no real digest.
     init(hex: String) {
-        var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-        var count = 0
-        var valid = true
-        for c in hex.utf8 {
-            let digit: UInt64
-            switch c {
-            case 48...57: digit = UInt64(c - 48)
-            case 97...102: digit = UInt64(c - 87)
-            case 65...70: digit = UInt64(c - 55)
-            default: valid = false; digit = 0
+        self = SHA256Value(validHex: hex) ?? SHA256Value([UInt8]())
+    }
+
+    /// From exactly 64 hex digits (either case); `nil` for anything else. Read from the
+    /// string's bytes in place: it runs once per file of every record a backup merges.
+    init?(validHex hex: String) {
+        var hex = hex
+        guard let words = hex.withUTF8({ Self.words(hex: UnsafeRawBufferPointer($0)) }) else { return nil }
+        self.init(words)
+    }
+
+    private static func words(hex: UnsafeRawBufferPointer) -> (UInt64, UInt64, UInt64, UInt64)? {
+        guard hex.count == 64 else { return nil }
+        func word(_ start: Int) -> UInt64? {
+            var value: UInt64 = 0
+            for index in start..<(start + 16) {
+                let c = hex[index]
+                let digit: UInt8
+                switch c {
+                case 48...57: digit = c &- 48
+                case 97...102: digit = c &- 87
+                case 65...70: digit = c &- 55
+                default: return nil
+                }
+                value = value << 4 | UInt64(digit)
             }
-            switch count / 16 {
-            case 0: words.0 = words.0 << 4 | digit
-            case 1: words.1 = words.1 << 4 | digit
-            case 2: words.2 = words.2 << 4 | digit
-            case 3: words.3 = words.3 << 4 | digit
-            default: valid = false
-            }
-            count += 1
+            return value
         }
-        if valid, count == 64 {
-            self = SHA256Value(words)
-        } else {
-            self.init([UInt8]())
-        }
+        guard let a = word(0), let b = word(16), let c = word(32), let d = word(48) else { return nil }
+        return (a, b, c, d)
     }
 
     /// The digest in lowercase hex (what `Digest.hex` writes for the same bytes).
     var hex: String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        out.reserveCapacity(64)
-        for word in [a, b, c, d] {
-            for shift in stride(from: 60, through: 0, by: -4) { out.append(digits[Int((word >> UInt64(shift)) & 0xF)]) }
+        String(unsafeUninitializedCapacity: 64) { out in
+            let digits: StaticString = "0123456789abcdef"
+            func put(_ word: UInt64, at start: Int) {
+                for n in 0..<16 { out[start + n] = digits.utf8Start[Int((word >> UInt64(60 - 4 * n)) & 0xF)] }
+            }
+            put(a, at: 0)
+            put(b, at: 16)
+            put(c, at: 32)
+            put(d, at: 48)
+            return 64
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     private init(_ words: (UInt64, UInt64, UInt64, UInt64)) {

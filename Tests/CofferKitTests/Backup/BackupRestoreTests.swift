@@ -178,6 +178,28 @@ import Testing
         }
     }
 
+    /// A parent line whose digest is not 64 hex digits (a damaged record) is not trusted: that
+    /// file is read again, the others are not.
+    @Test func aFileWhoseRecordedDigestIsDamagedIsReadAgain() throws {
+        let fixture = try BackupFixture(jobs: 20, hostile: false)
+        let first = try fixture.backup()
+        let record = fixture.repo + "/snapshots/\(try #require(first.snapshot)).jsonl"
+        var lines = try String(contentsOfFile: record, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let index = try #require(lines.firstIndex { $0.contains(#""size":"#) && !$0.contains(#""size":0,"#) && $0.contains(#""sha256":""#) })
+        let digest = try #require(lines[index].range(of: #""sha256":""#))
+        let start = digest.upperBound, end = lines[index].index(start, offsetBy: 64)
+        let damaged = String(lines[index][start..<end].dropLast()) + "g"
+        lines[index].replaceSubrange(start..<end, with: damaged)
+        let size = try #require(Int64(lines[index].split(separator: ",").first { $0.hasPrefix(#""size":"#) }?.dropFirst(7) ?? ""))
+        chmod(record, 0o644)
+        try lines.joined(separator: "\n").write(toFile: record, atomically: false, encoding: .utf8)
+
+        let second = try fixture.backup()
+        #expect(second.parent == first.snapshot)
+        #expect(second.filesAdded == 1)
+        #expect(second.bytesRead == size)
+    }
+
     @Test func anUnchangedSecondBackupReadsNoMediaAndAChangeIsPickedUp() throws {
         let fixture = try BackupFixture(jobs: 40, hostile: false)
         let first = try fixture.backup()

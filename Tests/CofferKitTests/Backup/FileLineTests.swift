@@ -137,5 +137,12 @@ import Testing
         #expect(SHA256Value(hex: String(hex.dropLast()) + "g") != SHA256Value(bytes))
         #expect(SHA256Value(hex: hex + "00") != SHA256Value(bytes))
         #expect(SHA256Value(hex: "") != SHA256Value([UInt8](repeating: 0, count: 32)))
+        // The strict form: 64 hex digits of either case, or nothing.
+        #expect(SHA256Value(validHex: hex) == SHA256Value(bytes))
+        #expect(SHA256Value(validHex: hex.uppercased()) == SHA256Value(bytes))
+        for malformed in ["", String(hex.dropLast()), hex + "0", String(hex.dropLast()) + "g", " " + String(hex.dropFirst()),
+                          String(hex.dropLast(2)) + "é"] {
+            #expect(SHA256Value(validHex: malformed) == nil, "\(malformed)")
+        }
     }
 }
