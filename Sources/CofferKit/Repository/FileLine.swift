@@ -15,13 +15,13 @@ enum FileLine {
     /// copied whole (for 100,000 files the line was 6% of a full backup's instructions).
     static func append(_ file: Snapshot.File, to out: inout [UInt8]) {
         out.append(contentsOf: #"{"inode":"#.utf8)
-        appendInteger(file.inode, to: &out)
+        out.appendDecimal(file.inode)
         out.append(contentsOf: #","mode":"#.utf8)
-        appendInteger(UInt64(file.mode), to: &out)
+        out.appendDecimal(UInt64(file.mode))
         out.append(contentsOf: #","mtime":"#.utf8)
         appendMtime(file.mtime, to: &out)
         out.append(contentsOf: #","offset":"#.utf8)
-        appendInteger(file.offset, to: &out)
+        out.appendDecimal(file.offset)
         out.append(contentsOf: #","pack":"#.utf8)
         appendString(file.pack.utf8, to: &out)
         // A path that is UTF-8 is stored as text; any other as base64 of its bytes.
@@ -35,35 +35,15 @@ enum FileLine {
         out.append(contentsOf: #","sha256":"#.utf8)
         appendString(file.sha256.utf8, to: &out)
         out.append(contentsOf: #","size":"#.utf8)
-        appendInteger(file.size, to: &out)
+        out.appendDecimal(file.size)
         out.append(contentsOf: #","type":"file"}"#.utf8)
     }
 
     /// Whole seconds without a fraction are written as integers, as JSONEncoder does; anything
     /// else in Swift's shortest form that reads back to the same Double.
     static func appendMtime(_ value: Double, to out: inout [UInt8]) {
-        if value == value.rounded(), abs(value) < 1e15 { return appendInteger(Int64(value), to: &out) }
+        if value == value.rounded(), abs(value) < 1e15 { return out.appendDecimal(Int64(value)) }
         out.append(contentsOf: value.description.utf8)
-    }
-
-    static func appendInteger(_ value: Int64, to out: inout [UInt8]) {
-        if value < 0 { out.append(UInt8(ascii: "-")) }
-        appendInteger(value.magnitude, to: &out)
-    }
-
-    /// Decimal digits, most significant first.
-    static func appendInteger(_ value: UInt64, to out: inout [UInt8]) {
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0) // 24 bytes: room for UInt64.max's 20
-        withUnsafeMutableBytes(of: &digits) { buffer in
-            var rest = value
-            var start = buffer.count
-            repeat {
-                start -= 1
-                buffer[start] = UInt8(ascii: "0") + UInt8(rest % 10)
-                rest /= 10
-            } while rest > 0
-            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start...]))
-        }
     }
 
     static func appendString(_ bytes: some Sequence<UInt8>, to out: inout [UInt8]) {
@@ -312,27 +292,5 @@ enum FileLine {
             }
             return value
         }
-    }
-}
-
-extension FixedWidthInteger {
-    /// A JSON integer's decimal digits (an optional leading `-`), exactly, without a String;
-    /// `nil` for anything else or a value out of range.
-    init?(decimal text: UnsafeRawBufferPointer) {
-        var index = 0
-        let negative = text.first == UInt8(ascii: "-")
-        if negative { index = 1 }
-        guard index < text.count else { return nil }
-        var value: Self = 0
-        while index < text.count {
-            let digit = text[index] &- UInt8(ascii: "0")
-            guard digit < 10 else { return nil }
-            let (times, overflow1) = value.multipliedReportingOverflow(by: 10)
-            let (next, overflow2) = negative ? times.subtractingReportingOverflow(Self(digit)) : times.addingReportingOverflow(Self(digit))
-            guard !overflow1, !overflow2 else { return nil }
-            value = next
-            index += 1
-        }
-        self = value
     }
 }

@@ -80,18 +80,7 @@ struct CSVWriter {
     /// An INTEGER cell, its decimal digits written in place (no String per cell).
     mutating func integer(_ value: Int64) {
         separate()
-        var magnitude = value.magnitude
-        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0) // 24 bytes: 19 digits and a sign fit
-        withUnsafeMutableBytes(of: &digits) { space in
-            var at = space.count
-            repeat {
-                at -= 1
-                space[at] = UInt8(ascii: "0") + UInt8(magnitude % 10)
-                magnitude /= 10
-            } while magnitude > 0
-            if value < 0 { at -= 1; space[at] = UInt8(ascii: "-") }
-            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: space[at...]))
-        }
+        buffer.appendDecimal(value)
     }
 
     mutating func endRow() throws {
