@@ -14,12 +14,20 @@ enum RestorePlan {
         if path.count > maxPath { return "path longer than \(maxPath) bytes" }
         if path.contains(0) { return "NUL byte in path" }
         if path.first == UInt8(ascii: "/") { return "absolute path" }
-        for component in path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false) {
-            if component.isEmpty { return "empty path component" }
-            if component.elementsEqual([0x2E]) || component.elementsEqual([0x2E, 0x2E]) { return "'.' or '..' component" }
-            if component.count > maxComponent { return "component longer than \(maxComponent) bytes" }
+        // One pass over the bytes, component by component (a restore checks every path twice).
+        return path.withUnsafeBufferPointer { bytes in
+            var start = 0
+            while start <= bytes.count {
+                var end = start
+                while end < bytes.count, bytes[end] != UInt8(ascii: "/") { end += 1 }
+                let length = end - start
+                if length == 0 { return "empty path component" }
+                if length <= 2, bytes[start] == 0x2E, length == 1 || bytes[start + 1] == 0x2E { return "'.' or '..' component" }
+                if length > maxComponent { return "component longer than \(maxComponent) bytes" }
+                start = end + 1
+            }
+            return nil
         }
-        return nil
     }
 
     static func refuse(_ path: PathBytes, _ reason: String, in place: String) -> CofferError {

@@ -349,6 +349,36 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("target")))
     }
 
+    /// The one-pass path check says what the plain rule (split on `/`, look at each part) says,
+    /// for every path of up to seven bytes over `/`, `.`, `a` and NUL, and at the length limits.
+    @Test func thePathCheckAgreesWithThePlainRule() {
+        func plain(_ path: PathBytes) -> Bool {
+            guard !path.isEmpty, path.count <= RestorePlan.maxPath, !path.contains(0), path.first != UInt8(ascii: "/") else { return false }
+            return path.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).allSatisfy {
+                !$0.isEmpty && !$0.elementsEqual([0x2E]) && !$0.elementsEqual([0x2E, 0x2E]) && $0.count <= RestorePlan.maxComponent
+            }
+        }
+        var paths: [PathBytes] = [[]]
+        var checked = 0
+        for _ in 0..<7 {
+            paths = paths.flatMap { path in [UInt8(ascii: "/"), 0x2E, UInt8(ascii: "a"), 0].map { path + [$0] } }
+            for path in paths {
+                #expect((RestorePlan.problem(with: path) == nil) == plain(path), "\(path)")
+                checked += 1
+            }
+        }
+        #expect(checked > 20_000)
+        func text(_ string: String) -> PathBytes { PathBytes(string.utf8) }
+        func name(_ length: Int) -> String { String(repeating: "a", count: length) }
+        // 4095 and 4096 bytes in components of 199.
+        func long(_ length: Int) -> PathBytes { PathBytes((0..<length).map { $0 % 200 == 199 ? UInt8(ascii: "/") : UInt8(ascii: "a") }) }
+        let edges: [PathBytes] = [text("a/" + name(255)), text("a/" + name(256) + "/a"), text(name(255)), long(4095), long(4096),
+                                  text("a/..."), text("..a"), text("a/.b/c")]
+        for path in edges {
+            #expect((RestorePlan.problem(with: path) == nil) == plain(path), "\(path.count) bytes")
+        }
+    }
+
     @Test func modesAreMaskedToPermissionBits() {
         #expect(RestorePlan.problem(with: PathBytes("library/ok name\nwith newline.mkv".utf8)) == nil)
         #expect(RestorePlan.problem(with: PathBytes(repeating: UInt8(ascii: "a"), count: 256)) != nil)
