@@ -32,7 +32,9 @@ public struct BackupReport: Sendable, Codable {
         case problems, findings, seconds
     }
 
-    public func text() -> String {
+    /// The human report. Problems are listed by kind, at most `limit` of each (all with `nil`):
+    /// a MEDIA_ROOT pointed at the wrong place makes one per file, and cron mails the text.
+    public func text(limit: Int? = 20) -> String {
         var lines: [String] = []
         if dryRun {
             lines.append("dry run: would write about \(Formatting.bytes(estimatedBytes)) to \(PathText.display(repository))")
@@ -44,8 +46,20 @@ public struct BackupReport: Sendable, Codable {
         lines.append("  database \(Formatting.bytes(databaseBytes)) (\(rows))" + (databaseUnchanged ? ", unchanged since the parent: its stored copy serves" : ""))
         if !dryRun { lines.append("  pack \(Formatting.bytes(packBytes)), \(Formatting.seconds(seconds))") }
         if findings > 0 { lines.append("  \(findings) reconciliation finding(s) recorded in the snapshot (`coffer verify` shows them live)") }
+        var kinds: [String] = []
+        var byKind: [String: [Snapshot.Problem]] = [:]
         for problem in problems {
-            lines.append("  \(problem.kind): \(problem.path)" + (problem.jobID.map { " (job \($0))" } ?? "") + ": \(problem.message)")
+            if byKind[problem.kind] == nil { kinds.append(problem.kind) }
+            byKind[problem.kind, default: []].append(problem)
+        }
+        for kind in kinds {
+            let group = byKind[kind] ?? []
+            for problem in group.prefix(limit ?? group.count) {
+                lines.append("  \(problem.kind): \(problem.path)" + (problem.jobID.map { " (job \($0))" } ?? "") + ": \(problem.message)")
+            }
+            if let limit, group.count > limit {
+                lines.append("  ... and \(group.count - limit) more \(kind) (--verbose or --json lists all)")
+            }
         }
         return lines.joined(separator: "\n")
     }

@@ -258,6 +258,23 @@ import Testing
         #expect(snapshot.summary.findings.allSatisfy { $0.kind != .foreignKey || $0.path == nil })
     }
 
+    /// A MEDIA_ROOT pointed at the wrong place makes a problem per file: the text (what cron
+    /// mails) lists 20 of each kind and counts the rest; --verbose and --json have them all.
+    @Test func theTextListsAtMostTwentyProblemsOfEachKind() {
+        var report = BackupReport(repository: "/repo", dryRun: false)
+        report.problems = (0..<45).map { Snapshot.Problem(kind: "outside_media_root", path: "/old/media/\($0).mkv", jobID: "job-\($0)",
+                                                          message: "referred to by the database but outside MEDIA_ROOT; not backed up") }
+            + [Snapshot.Problem(kind: "missing", path: "/media/library/gone.mkv", jobID: nil, message: "referred to by the database: No such file")]
+        let text = report.text()
+        #expect(text.contains("/old/media/19.mkv"))
+        #expect(!text.contains("/old/media/20.mkv"))
+        #expect(text.contains("... and 25 more outside_media_root (--verbose or --json lists all)"))
+        #expect(text.contains("missing: /media/library/gone.mkv"))
+        let all = report.text(limit: nil)
+        #expect(all.contains("/old/media/44.mkv"))
+        #expect(!all.contains("more outside_media_root"))
+    }
+
     @Test func restoreRefusesTargetsThatAreNotFresh() throws {
         let fixture = try BackupFixture(jobs: 10, hostile: false)
         try fixture.backup()
