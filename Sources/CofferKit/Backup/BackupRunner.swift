@@ -239,6 +239,11 @@ public struct BackupRunner {
                 }
             }
             try recordReady(waitingForAll: false)
+            // Behind a stored file's line, waiting for its digest, every later line waits too
+            // (unchanged files' among them): past 4096 of them the hashing is let catch up, so
+            // the queue does not grow with the library (it held 90,000 lines, 9.4 MB, when
+            // 5% of 93,744 files had changed).
+            if waiting.count - head >= 4096 { try recordReady(waitingForAll: true) }
         }
         try recordReady(waitingForAll: true)
         logger.debug("media stored", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
