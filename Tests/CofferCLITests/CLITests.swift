@@ -64,6 +64,29 @@ import Testing
     }
 
     /// One-letter relative paths everywhere (Foundation traps on some of them).
+    /// The generator makes the events per job it is asked for (the large benchmark's 1 GB
+    /// database), and refuses a range it cannot draw from.
+    @Test func theFixturesGeneratorMakesTheEventsAsked() throws {
+        let scratch = try Scratch()
+        let generator = CofferBinary.url.deletingLastPathComponent().appendingPathComponent("coffer-fixtures").path
+        func generate(_ name: String, _ events: String) throws -> CofferBinary.Result {
+            try CofferBinary.run(["--db", scratch.child("\(name)/db.sqlite"), "--media-root", scratch.child("\(name)/media"),
+                                  "--jobs", "20", "--events-per-job", events], executable: generator)
+        }
+        let fixed = try generate("fixed", "7")
+        #expect(fixed.status == 0, "\(fixed.stderr)")
+        #expect(fixed.stdout.contains("140 events"), "\(fixed.stdout)")
+        let drawn = try generate("drawn", "2-4")
+        #expect(drawn.status == 0, "\(drawn.stderr)")
+        let count = Int(drawn.stdout.split(separator: " ").drop { !$0.hasSuffix("rows,") }.dropFirst().first ?? "") ?? -1
+        #expect((40...80).contains(count), "\(drawn.stdout)")
+        for bad in ["5-2", "x", "1-2-3", "-1"] {
+            let refused = try generate("bad", bad)
+            #expect(refused.status == 64, "\(bad): \(refused.stderr)")
+            #expect(refused.stderr.contains("--events-per-job"), "\(refused.stderr)")
+        }
+    }
+
     @Test func oneLetterRelativePathsWork() throws {
         let scratch = try Scratch()
         let env = ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"]

@@ -25,14 +25,16 @@ struct CofferBinary {
 
     /// Runs `coffer arguments...`; with `wrapper`, runs `wrapper... coffer arguments...`
     /// (e.g. `setpriv` to run it as another user).
+    /// `executable`: another program of the build folder (`coffer-fixtures`) instead of coffer.
     static func run(_ arguments: [String], environment: [String: String] = [:], workingDirectory: String? = nil,
-                    wrapper: [String] = []) throws -> Result {
+                    wrapper: [String] = [], executable: String? = nil) throws -> Result {
         let process = Process()
+        let program = executable ?? url.path
         if let tool = wrapper.first {
             process.executableURL = URL(fileURLWithPath: tool)
-            process.arguments = Array(wrapper.dropFirst()) + [url.path] + arguments
+            process.arguments = Array(wrapper.dropFirst()) + [program] + arguments
         } else {
-            process.executableURL = url
+            process.executableURL = URL(fileURLWithPath: program)
             process.arguments = arguments
         }
         // A clean environment: the machine's own DB_PATH or MEDIA_ROOT must not leak in.

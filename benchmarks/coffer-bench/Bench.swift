@@ -384,6 +384,8 @@ final class Bench {
         if profile == "large" {
             spec.jobs = 200_000
             spec.maxFileBytes = 100 * 1024
+            // About 4,300,000 events: a database of about 1 GB (20-40 made 1.36 GB).
+            spec.eventsPerJob = 15...28
         } else {
             spec.jobs = 1_500
             spec.maxFileBytes = 512 * 1024
