@@ -364,13 +364,43 @@ public struct BackupRunner {
                     logger.debug("database unchanged since the parent snapshot", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
                     return
                 }
+                // The check and the compression only read the copy: side by side, they take the
+                // longer of the two instead of the sum (with a 1.36 GB database, 13.5 s and 4.7 s).
+                let compression = Compression()
+                let group = DispatchGroup()
+                if let zstPath {
+                    DispatchQueue.global().async(group: group) { [copy] in
+                        compression.run(copy, into: zstPath)
+                        logger.debug("database copy compressed", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
+                    }
+                }
+                defer { group.wait() } // the copy is removed only after both are done with it
                 try copy.describe()
                 logger.debug("database copy checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
-                guard let zstPath else { return }
-                defer { logger.debug("database copy compressed", metadata: ["seconds": "\(Date().timeIntervalSince(started))"]) }
+                group.wait()
+                if let error = compression.error { throw error }
+                if let result = compression.result {
+                    copy.sha256 = result.sha256
+                    stored = result.stored
+                }
+            } catch {
+                self.error = error
+            }
+        }
+    }
+
+    /// The zstd compression of the database copy, on its own thread.
+    final class Compression: @unchecked Sendable {
+        var result: (sha256: String, stored: (sha256: String, size: Int64))?
+        var error: Error?
+
+        func run(_ copy: DatabaseCopy, into zstPath: String) {
+            do {
+                var copy = copy
                 let zst = try RawIO.createNew(zstPath)
                 defer { close(zst) }
-                stored = try copy.compress(into: zst, outputPath: zstPath)
+                let stored = try copy.compress(into: zst, outputPath: zstPath)
+                result = (copy.sha256, stored)
             } catch {
                 self.error = error
             }
