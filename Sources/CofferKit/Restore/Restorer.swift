@@ -209,6 +209,14 @@ public struct Restorer {
                               cause: "the decompressed copy's SHA-256 differs from the one recorded; nothing was written to the targets")
         }
         lane.rewritten = try rewritePaths(in: path, from: snap.header.mediaRoot, to: configuration.layout.mediaRoot)
+        // The check of the restored volume, its database part: here, beside the media, on the
+        // same bytes (what remains after the rename looks only at the files), and beside
+        // integrity_check (both only read the copy).
+        var checker = resultVerifier(integrity: nil)
+        checker.checksIntegrity = false
+        let checks = DispatchGroup()
+        DispatchQueue.global().async(group: checks) { [checker] in lane.checks = try? checker.databaseChecks(at: path) }
+        defer { checks.wait() }
         let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
         do {
             lane.integrity = try queue.read { try DatabaseAccess.check($0, limit: LiveVerifier.integrityLineLimit) }
@@ -216,9 +224,7 @@ public struct Restorer {
             lane.integrity = ["integrity_check failed: \(error.message ?? "\(error.resultCode)")"]
         }
         try queue.close()
-        // The check of the restored volume, its database part: here, beside the media, on the
-        // same bytes; what remains after the rename looks only at the files.
-        lane.checks = try? resultVerifier(integrity: lane.integrity).databaseChecks(at: path)
+        checks.wait()
         guard chmod(path, 0o644) == 0 else { throw CofferError.system("set permissions of", path, errno: errno) }
         lane.path = path
     }

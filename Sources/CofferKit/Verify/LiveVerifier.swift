@@ -53,6 +53,9 @@ public struct LiveVerifier {
                 try db.execute(sql: "BEGIN DEFERRED")
                 defer { try? db.execute(sql: "ROLLBACK") }
                 let checks = try databaseChecks ?? databaseOnlyChecks(db)
+                // Checks run ahead without the integrity check (restore runs it beside them):
+                // its findings go first, from ``integrityLines`` (or run here).
+                if !checks.includesIntegrity && checksIntegrity { try checkIntegrity(db, into: &report) }
                 report.findings += checks.findings
                 report.schema = checks.schema
                 report.counts = checks.counts
@@ -80,8 +83,11 @@ public struct LiveVerifier {
 
     /// What the database alone tells, in the order `run()` reports it.
     public struct DatabaseChecks: Sendable {
-        /// integrity or quick check, foreign keys, schema; and the reason reconciliation was skipped.
+        /// integrity or quick check (unless `includesIntegrity` is false), foreign keys, schema;
+        /// and the reason reconciliation was skipped.
         var findings: [Finding] = []
+        /// Made with ``checksIntegrity`` on.
+        var includesIntegrity = true
         var schema: SchemaInspector.Report?
         var counts = VerifyReport.Counts()
         var reconcilable = false
@@ -109,6 +115,7 @@ public struct LiveVerifier {
     func databaseOnlyChecks(_ db: Database) throws -> DatabaseChecks {
         var report = VerifyReport(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot, databaseCheck: "")
         var checks = DatabaseChecks()
+        checks.includesIntegrity = checksIntegrity
         try checkDatabase(db, into: &report)
         checks.reconcilable = try isReconcilable(db, report: &report)
         if checks.reconcilable {
@@ -138,18 +145,7 @@ public struct LiveVerifier {
     // MARK: Database
 
     func checkDatabase(_ db: Database, into report: inout VerifyReport) throws {
-        let pragma = full || integrityLines != nil ? "integrity_check" : "quick_check"
-        if checksIntegrity {
-            try attempt(pragma, into: &report) { report in
-                let lines = try integrityLines ?? DatabaseAccess.check(db, pragma: pragma, limit: Self.integrityLineLimit)
-                if lines != ["ok"] {
-                    for line in lines {
-                        report.findings.append(Finding(.integrity, path: PathText.display(layout.dbPath),
-                                                       expected: "ok", actual: line, message: "\(pragma) reported a problem"))
-                    }
-                }
-            }
-        }
+        if checksIntegrity { try checkIntegrity(db, into: &report) }
         try attempt("foreign_key_check", into: &report) { report in
             let rows = try Row.fetchAll(db, sql: "PRAGMA foreign_key_check")
             for row in rows {
@@ -170,6 +166,20 @@ public struct LiveVerifier {
             for difference in schema.differences {
                 report.findings.append(Finding(.schema, expected: "schema version \(SchemaMigrations.latestVersion) or older",
                                                actual: difference, message: "schema not recognized"))
+            }
+        }
+    }
+
+    /// integrity_check (or quick_check), or the lines a caller already has (``integrityLines``).
+    func checkIntegrity(_ db: Database, into report: inout VerifyReport) throws {
+        let pragma = full || integrityLines != nil ? "integrity_check" : "quick_check"
+        try attempt(pragma, into: &report) { report in
+            let lines = try integrityLines ?? DatabaseAccess.check(db, pragma: pragma, limit: Self.integrityLineLimit)
+            if lines != ["ok"] {
+                for line in lines {
+                    report.findings.append(Finding(.integrity, path: PathText.display(layout.dbPath),
+                                                   expected: "ok", actual: line, message: "\(pragma) reported a problem"))
+                }
             }
         }
     }

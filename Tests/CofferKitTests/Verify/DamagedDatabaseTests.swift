@@ -64,6 +64,8 @@ import Testing
         #expect(restored.status == .findings)
         #expect(restored.verify?.databaseCheck == "integrity_check")
         #expect(restored.verify?.findings.contains { $0.kind == .integrity } == true, "\(restored.verify?.findingList ?? "")")
+        // The restore ran integrity_check beside the other database checks: its lines still come first.
+        #expect(restored.verify?.findings.first?.kind == .integrity, "\(restored.verify?.findingList ?? "")")
         // Checking the restored file directly finds the damage too (as integrity_check lines,
         // or as the check failing on the malformed page).
         var direct = LiveVerifier(configuration: try fixture.volume.configuration([
