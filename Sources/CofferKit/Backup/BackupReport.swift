@@ -46,15 +46,17 @@ public struct BackupReport: Sendable, Codable {
         lines.append("  database \(Formatting.bytes(databaseBytes)) (\(rows))" + (databaseUnchanged ? ", unchanged since the parent: its stored copy serves" : ""))
         if !dryRun { lines.append("  pack \(Formatting.bytes(packBytes)), \(Formatting.seconds(seconds))") }
         if findings > 0 { lines.append("  \(findings) reconciliation finding(s) recorded in the snapshot (`coffer verify` shows them live)") }
+        // Grouped by kind through indices: the problems are not copied (there may be a million).
         var kinds: [String] = []
-        var byKind: [String: [Snapshot.Problem]] = [:]
-        for problem in problems {
+        var byKind: [String: [Int]] = [:]
+        for (index, problem) in problems.enumerated() {
             if byKind[problem.kind] == nil { kinds.append(problem.kind) }
-            byKind[problem.kind, default: []].append(problem)
+            byKind[problem.kind, default: []].append(index)
         }
         for kind in kinds {
             let group = byKind[kind] ?? []
-            for problem in group.prefix(limit ?? group.count) {
+            for index in group.prefix(limit ?? group.count) {
+                let problem = problems[index]
                 lines.append("  \(problem.kind): \(problem.path)" + (problem.jobID.map { " (job \($0))" } ?? "") + ": \(problem.message)")
             }
             if let limit, group.count > limit {

@@ -281,7 +281,7 @@ public struct BackupRunner {
             bytesRead: report.bytesRead, pack: .init(name: packName, size: pack.size, sha256: pack.sha256),
             database: database, problems: problems, findings: findings,
             seconds: ["total": Date().timeIntervalSince(started)])
-        try snapshotWriter.line(summary)
+        try snapshotWriter.summary(summary)
         try snapshotWriter.flush()
         try repository.storage.commit(record)
         recordCommitted = true

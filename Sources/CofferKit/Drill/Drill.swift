@@ -57,7 +57,7 @@ public struct Drill {
             // What the snapshot already recorded (a file the database referred to that was
             // missing when it was taken) is the source's state, not a failed restore; free
             // space is the scratch filesystem's, not the restored volume's.
-            let known = Set(snap.summary.findings.map { Self.key($0, mediaRoot: snap.header.mediaRoot) })
+            let known = Set(try repository.reader(for: snap).details().findings.map { Self.key($0, mediaRoot: snap.header.mediaRoot) })
             for finding in restore.verify?.findings ?? [] {
                 if finding.kind == .diskSpaceLow || finding.kind == .diskSpaceAlert { continue }
                 if known.contains(Self.key(finding, mediaRoot: place + "/media")) { report.inherited += 1; continue }

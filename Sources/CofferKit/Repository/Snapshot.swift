@@ -145,6 +145,13 @@ public struct Snapshot: Sendable {
         public var seconds: [String: Double]
         /// Packs `coffer prune` rewrote that this snapshot refers to, with their digests.
         public var repacked: [Pack]?
+        /// How many problems and findings the record lists, when they were counted rather than
+        /// decoded (``SnapshotReader/snapshot()``: `problems` and `findings` are then empty).
+        var countedProblems: Int?
+        var countedFindings: Int?
+
+        public var problemCount: Int { countedProblems ?? problems.count }
+        public var findingCount: Int { countedFindings ?? findings.count }
 
         enum CodingKeys: String, CodingKey {
             case type, files, bytes, bytesAdded = "bytes_added", bytesRead = "bytes_read", pack, database, problems, findings, seconds, repacked
@@ -182,6 +189,45 @@ final class SnapshotWriter {
     func line(_ value: some Encodable) throws {
         buffer.append(contentsOf: try encoder.encode(value))
         try endLine()
+    }
+
+    /// The summary line: the bytes `line(summary)` would write, its `problems` and `findings`
+    /// encoded one element at a time instead of the whole line as one JSON tree (with 187,000
+    /// problems that tree and its text took 170 MB). `rawLists` gives a list's elements as
+    /// encoded bytes (``SnapshotReader/rawLists()``, for a record being rewritten): they are
+    /// written as they are, in place of the summary's.
+    func summary(_ summary: Snapshot.Summary, rawLists: [String: [UInt8]] = [:]) throws {
+        var shell = summary
+        shell.problems = []
+        shell.findings = []
+        let bytes = [UInt8](try encoder.encode(shell))
+        guard let lists = SummaryLine.lists(in: bytes) else {
+            // Not reached (the encoder writes both keys); the plain way stays correct.
+            return try line(summary)
+        }
+        var from = 0
+        for (name, list) in lists.sorted(by: { $0.value.contents.lowerBound < $1.value.contents.lowerBound }) {
+            buffer.append(contentsOf: bytes[from..<list.contents.lowerBound])
+            if let raw = rawLists[name] {
+                buffer.append(contentsOf: raw)
+            } else if name == "problems" {
+                try elements(summary.problems)
+            } else {
+                try elements(summary.findings)
+            }
+            if buffer.count > 1 << 20 { try flush() }
+            from = list.contents.upperBound
+        }
+        buffer.append(contentsOf: bytes[from...])
+        try endLine()
+    }
+
+    private func elements(_ values: [some Encodable]) throws {
+        for (index, value) in values.enumerated() {
+            if index > 0 { buffer.append(UInt8(ascii: ",")) }
+            buffer.append(contentsOf: try encoder.encode(value))
+            if buffer.count > 1 << 20 { try flush() }
+        }
     }
 
     /// A file line, through the fast codec.
@@ -297,7 +343,7 @@ public struct SnapshotReader {
         let layout = try layout()
         let decoder = JSONDecoder()
         guard let header = try? decoder.decode(Snapshot.Header.self, from: layout.header), header.type == "snapshot",
-              let summary = try? decoder.decode(Snapshot.Summary.self, from: layout.summary), summary.type == "end" else {
+              let summary = try? Self.decodeCounting(layout.summary, with: decoder), summary.type == "end" else {
             throw damaged()
         }
         guard header.format <= Snapshot.formatVersion else {
@@ -308,6 +354,41 @@ public struct SnapshotReader {
         var snapshot = Snapshot(header: header, summary: summary)
         snapshot.packs = [summary.pack.name, summary.database.pack]
         return snapshot
+    }
+
+    /// The summary without its problems and findings, which are counted: listing records, or
+    /// choosing a parent, never holds them (a week of backups with a wrong MEDIA_ROOT would
+    /// hold a million). A line the count cannot follow is decoded whole.
+    static func decodeCounting(_ line: Data, with decoder: JSONDecoder) throws -> Snapshot.Summary {
+        let counted: (bytes: [UInt8], problems: Int, findings: Int)? = line.withUnsafeBytes { raw in
+            guard let lists = SummaryLine.lists(in: raw), let problems = lists["problems"], let findings = lists["findings"] else { return nil }
+            return (SummaryLine.stripped(raw, lists), problems.count, findings.count)
+        }
+        guard let counted else { return try decoder.decode(Snapshot.Summary.self, from: line) }
+        var summary = try decoder.decode(Snapshot.Summary.self, from: Data(counted.bytes))
+        summary.countedProblems = counted.problems
+        summary.countedFindings = counted.findings
+        return summary
+    }
+
+    /// The summary's problems and findings, decoded (``snapshot()`` only counts them).
+    public func details() throws -> (problems: [Snapshot.Problem], findings: [Finding]) {
+        let layout = try layout()
+        guard let summary = try? JSONDecoder().decode(Snapshot.Summary.self, from: layout.summary) else {
+            throw damaged("its summary's problems or findings cannot be read")
+        }
+        return (summary.problems, summary.findings)
+    }
+
+    /// The summary's problems and findings as the record has them (the bytes between each
+    /// list's brackets), for writing the record again; empty when its line is one the count
+    /// cannot follow (``snapshot()`` then decoded them whole).
+    func rawLists() throws -> [String: [UInt8]] {
+        let layout = try layout()
+        return layout.summary.withUnsafeBytes { raw in
+            guard let lists = SummaryLine.lists(in: raw) else { return [:] }
+            return lists.mapValues { [UInt8](raw[$0.contents]) }
+        }
     }
 
     /// Calls `body` with every file record, in order.

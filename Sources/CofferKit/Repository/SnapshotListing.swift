@@ -32,7 +32,7 @@ public struct SnapshotListing: Sendable, Codable {
             snapshots: snapshots.map { s in
                 Item(id: s.id, time: s.header.time, host: s.header.host, tags: s.header.tags, parent: s.header.parent,
                      files: s.summary.files, bytes: s.summary.bytes, bytesAdded: s.summary.bytesAdded,
-                     rows: s.summary.database.rowCounts, problems: s.summary.problems.count)
+                     rows: s.summary.database.rowCounts, problems: s.summary.problemCount)
             },
             damaged: Dictionary(uniqueKeysWithValues: damaged.map { ($0.name, $0.error.message) }))
     }

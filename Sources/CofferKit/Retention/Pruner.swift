@@ -246,7 +246,7 @@ public struct Pruner {
         var repacked = (summary.repacked ?? []).filter { !newPacks.keys.contains($0.name) }
         repacked += newPacks.values.filter { usedNew.contains($0.name) }.sorted { $0.name < $1.name }
         summary.repacked = repacked.isEmpty ? nil : repacked
-        try writer.line(summary)
+        try writer.summary(summary, rawLists: try repository.reader(for: snap).rawLists())
         try writer.flush()
         try repository.storage.commit(record)
         committed = true

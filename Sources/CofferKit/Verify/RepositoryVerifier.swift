@@ -51,6 +51,15 @@ public struct RepositoryVerifier {
         }
         let selected = try snapshot.map { [try repository.resolve($0)] } ?? all
         report.snapshots = selected.map(\.id)
+        // Listing records counts their problems and findings without decoding them: here they
+        // are decoded, one record at a time, so that damage there is found too.
+        for snap in selected {
+            do {
+                _ = try repository.reader(for: snap).details()
+            } catch let error as CofferError {
+                report.findings.append(.init(kind: "snapshot_damaged", path: "snapshots/\(snap.id).jsonl", snapshots: [snap.id], message: error.cause))
+            }
+        }
 
         // The packs the selected snapshots need. A pack's digest covers all its entries, so the
         // entries of other snapshots in those packs are read too.

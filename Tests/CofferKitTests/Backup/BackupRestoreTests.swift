@@ -252,10 +252,14 @@ import Testing
         #expect(report.problems.contains { $0.kind == "missing" && $0.path == PathText.display(missing) })
         // A directory where a video should be is not backed up, and says so.
         #expect(report.problems.contains { $0.kind == "not_a_file" })
-        let snapshot = try fixture.repository().resolve("latest")
-        #expect(snapshot.summary.problems == report.problems)
-        #expect(Set(snapshot.summary.findings.map(\.kind)).isSuperset(of: [.missingFile, .sizeMismatch, .orphanFile, .foreignKey]))
-        #expect(snapshot.summary.findings.allSatisfy { $0.kind != .foreignKey || $0.path == nil })
+        let repository = try fixture.repository()
+        let snapshot = try repository.resolve("latest")
+        let details = try repository.reader(for: snapshot).details()
+        #expect(details.problems == report.problems)
+        #expect(snapshot.summary.problemCount == report.problems.count)
+        #expect(snapshot.summary.findingCount == details.findings.count)
+        #expect(Set(details.findings.map(\.kind)).isSuperset(of: [.missingFile, .sizeMismatch, .orphanFile, .foreignKey]))
+        #expect(details.findings.allSatisfy { $0.kind != .foreignKey || $0.path == nil })
     }
 
     /// A MEDIA_ROOT pointed at the wrong place makes a problem per file: the text (what cron

@@ -1,0 +1,160 @@
+import CofferFixtures
+@testable import CofferKit
+import Foundation
+import Testing
+
+/// The summary line's problems and findings: written element by element, counted (not decoded)
+/// when records are listed, decoded on demand, and carried over when prune rewrites a record.
+@Suite struct SummaryLineTests {
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    /// Strings a list's scan must step over: brackets, commas, quotes, escapes, a key's text.
+    static let hostile = ["plain", "\"problems\":[]", "a],[b", "back\\slash\\", "x\",\"findings\":[1,2]", "line\nbreak",
+                          "{\"nested\":[[]]}", "é ü 日本", "\\\"", ""]
+
+    static func summary(problems: Int, findings: Int) -> Snapshot.Summary {
+        let database = Snapshot.Database(entry: "db.sqlite.zst", pack: "packs/p.tar", offset: 512, storedSize: 10, storedSha256: "ab",
+                                         size: 4096, sha256: "cd", pageSize: 4096, pageCount: 1, schemaVersion: 1,
+                                         rowCounts: ["problems": 3, "findings": 4], integrityCheck: "ok")
+        return Snapshot.Summary(
+            files: 3, bytes: 40, bytesAdded: 40, bytesRead: 40, pack: .init(name: "packs/p.tar", size: 1024, sha256: "ef"),
+            database: database,
+            problems: (0..<problems).map { n in
+                Snapshot.Problem(kind: "missing", path: hostile[n % hostile.count], jobID: n % 2 == 0 ? nil : "job-\(n)",
+                                 message: hostile[(n + 3) % hostile.count])
+            },
+            findings: (0..<findings).map { n in
+                Finding(.missingFile, jobID: "job-\(n)", path: n % 3 == 0 ? nil : hostile[n % hostile.count],
+                        expected: hostile[(n + 1) % hostile.count], message: "[\(n)]")
+            },
+            seconds: ["total": 1.5], repacked: [.init(name: "packs/q.tar", size: 1, sha256: "00")])
+    }
+
+    /// The record's last line, as `SnapshotWriter` writes it (`rawLists` as given).
+    static func written(_ summary: Snapshot.Summary, rawLists: [String: [UInt8]] = [:]) throws -> [UInt8] {
+        let directory = try TemporaryDirectory()
+        let repository = try Repository.open(directory.path + "/repo", create: true)
+        let pending = try repository.storage.create("snapshots/x.jsonl")
+        let header = Snapshot.Header(id: "x", time: "2026-11-26T00:00:00Z", host: "h", cofferVersion: "0", parent: nil, tags: [],
+                                     full: true, dbPath: "/d", mediaRoot: "/m")
+        let writer = try SnapshotWriter(pending: pending, header: header)
+        try writer.summary(summary, rawLists: rawLists)
+        try writer.flush()
+        try repository.storage.commit(pending)
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: repository.location + "/snapshots/x.jsonl")))
+        let lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false)
+        #expect(lines.count == 3 && lines[2].isEmpty)
+        return [UInt8](lines[1])
+    }
+
+    @Test(arguments: [(0, 0), (1, 0), (0, 1), (7, 5), (25_000, 12_000)])
+    func theSummaryIsTheLineJSONEncoderWouldWrite(problems: Int, findings: Int) throws {
+        let summary = Self.summary(problems: problems, findings: findings)
+        let expected = [UInt8](try Self.encoder.encode(summary))
+        let line = try Self.written(summary)
+        #expect(line == expected)
+        // Counted, not decoded; what is left decodes to the rest of the summary.
+        let lists = try #require(SummaryLine.lists(in: line))
+        #expect(lists["problems"]?.count == problems && lists["findings"]?.count == findings)
+        let counted = try SnapshotReader.decodeCounting(Data(line), with: JSONDecoder())
+        #expect(counted.problems.isEmpty && counted.findings.isEmpty)
+        #expect(counted.problemCount == problems && counted.findingCount == findings)
+        #expect(counted.database == summary.database && counted.repacked == summary.repacked && counted.files == 3)
+        // The lists as raw bytes (a record rewritten by prune) give the same line again.
+        var shell = summary
+        shell.problems = []
+        shell.findings = []
+        let raw = lists.mapValues { Array(line[$0.contents]) }
+        #expect(try Self.written(shell, rawLists: raw) == expected)
+    }
+
+    @Test func theScanFollowsStringsAndNestingWhateverTheLayout() throws {
+        func counts(_ text: String) -> [String: Int]? {
+            SummaryLine.lists(in: Array(text.utf8))?.mapValues(\.count)
+        }
+        #expect(counts(#"{"findings":[],"problems":[]}"#) == ["findings": 0, "problems": 0])
+        #expect(counts(#"{"a":{"problems":[1,2,3]},"findings":[{"x":[1,2]},"y,]",[[],[]]],"problems":[" ]",null],"z":"\"problems\":[1]"}"#)
+                == ["findings": 3, "problems": 2])
+        #expect(counts("{\n  \"findings\" : [ ],\n  \"problems\" : [\n    1 ,\n    2\n  ]\n}\n") == ["findings": 0, "problems": 2])
+        // Pretty-printed by JSONEncoder, and counted the same.
+        let pretty = JSONEncoder()
+        pretty.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let summary = Self.summary(problems: 4, findings: 9)
+        #expect(SummaryLine.lists(in: [UInt8](try pretty.encode(summary)))?.mapValues(\.count) == ["findings": 9, "problems": 4])
+        // What the scan cannot follow is left to JSONDecoder.
+        #expect(counts(#"{"findings":[]}"#) == nil)
+        #expect(counts(#"{"findings":[],"problems":[]} x"#) == nil)
+        #expect(counts(#"{"findings":[],"problems":["unterminated]}"#) == nil)
+        #expect(counts(#"{"findings":[],"problems":{}}"#) == nil)
+        #expect(counts(#"[{"findings":[],"problems":[]}]"#) == nil)
+    }
+
+    @Test func recordsAreListedWithCountsAndVerifyDecodesTheirLists() throws {
+        let fixture = try BackupFixture(jobs: 40, hostile: false)
+        _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
+        let report = try fixture.backup()
+        #expect(report.problems.count >= 2)
+        let repository = try fixture.repository()
+        let snap = try #require(try repository.snapshots().snapshots.first)
+        #expect(snap.summary.problems.isEmpty && snap.summary.findings.isEmpty) // not held
+        #expect(snap.summary.problemCount == report.problems.count)
+        let details = try repository.reader(for: snap).details()
+        #expect(details.problems == report.problems)
+        #expect(snap.summary.findingCount == details.findings.count && report.findings == details.findings.count)
+        #expect(try SnapshotListing.read(fixture.configuration()).snapshots.first?.problems == report.problems.count)
+        #expect(try fixture.verifyRepository(readData: false).findings.isEmpty)
+
+        // A problem damaged so that only decoding sees it: the record is still listed (its
+        // lists are counted), and verify names it.
+        let path = fixture.repo + "/snapshots/\(snap.id).jsonl"
+        chmod(path, 0o644)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let damagedText = text.replacingOccurrences(of: #"{"job_id""#, with: #"{"kind":42,"job_id""#)
+        #expect(damagedText != text)
+        try damagedText.write(toFile: path, atomically: false, encoding: .utf8)
+        #expect(try fixture.repository().snapshots().snapshots.map(\.id) == [snap.id])
+        #expect(throws: CofferError.self) { try fixture.repository().reader(for: snap).details() }
+        let verify = try fixture.verifyRepository(readData: false)
+        #expect(verify.findings.contains { $0.kind == "snapshot_damaged" && $0.path.contains(snap.id) }, "\(verify.findings)")
+    }
+
+    @Test func aRecordRewrittenByPruneKeepsItsProblemsAndFindings() throws {
+        let fixture = try BackupFixture(jobs: 40, hostile: true)
+        _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
+        for round in 0...2 {
+            if round > 0 {
+                var index = 0
+                try DirectoryWalker(root: fixture.volume.mediaRoot + "/library").walk { entry in
+                    guard entry.kind == .regular else { return }
+                    index += 1
+                    if index % 3 == round % 3 {
+                        try FixtureFiles.append(PathBytes(fixture.volume.mediaRoot.utf8).appendingComponent(PathBytes("library/".utf8) + entry.relativePath), [UInt8(round)])
+                    }
+                }
+            }
+            try fixture.backup()
+        }
+        let repository = try fixture.repository()
+        let newest = try #require(try repository.snapshots().snapshots.last)
+        let before = try repository.reader(for: newest).details()
+        #expect(!before.problems.isEmpty && !before.findings.isEmpty)
+        let lineBefore = try Self.lastLine(fixture.repo + "/snapshots/\(newest.id).jsonl")
+
+        let pruned = try Pruner(repository: fixture.repo, policy: KeepPolicy(last: 1)).run()
+        #expect(pruned.recordsRewritten == 1, "\(pruned.text())")
+        let after = try fixture.repository().reader(for: newest).details()
+        #expect(after.problems == before.problems && after.findings == before.findings)
+        let lineAfter = try Self.lastLine(fixture.repo + "/snapshots/\(newest.id).jsonl")
+        #expect(lineAfter != lineBefore) // its references moved
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+    }
+
+    static func lastLine(_ path: String) throws -> [UInt8] {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        return [UInt8](bytes.split(separator: 0x0A).last ?? [])
+    }
+}
