@@ -28,6 +28,13 @@ struct DatabaseCopy {
         do {
             var config = GRDB.Configuration()
             config.label = "coffer.copy"
+            // A scratch file, read back at once and removed: no journal and no fsync (a 1 GB
+            // database otherwise waits for 1 GB to reach the disk, and a run that dies leaves
+            // only scratch, swept by the next). What is kept is the compressed copy, written
+            // and synced with the pack.
+            config.prepareDatabase { db in
+                try db.execute(sql: "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
+            }
             let destination = try DatabaseQueue(path: path, configuration: config)
             try reader.backup(to: destination)
             try destination.close()
