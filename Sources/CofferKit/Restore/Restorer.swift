@@ -486,12 +486,44 @@ public struct Restorer {
         chmod(staging, 0o755)
         if case .success(let info) = FileSystem.status(mediaRoot), info.kind == .directory {
             if rmdir(mediaRoot) != 0 {
+                try checkMerge(staging, into: mediaRoot)
                 try merge(staging, into: mediaRoot)
                 return
             }
         }
         guard rename(staging, mediaRoot) == 0 else { throw CofferError.system("rename media into", mediaRoot, errno: errno) }
         try FileSystem.syncDirectory(PathText.parent(mediaRoot))
+    }
+
+    /// A forced restore into a media root that holds something: every folder the snapshot
+    /// needs must be missing or a real folder there (a link would lead the files out of the
+    /// target, a file would stop the merge halfway), and no folder may stand where a file
+    /// goes. Checked whole before anything is moved.
+    func checkMerge(_ staging: String, into mediaRoot: String) throws {
+        let to = PathBytes(mediaRoot.utf8)
+        try DirectoryWalker(root: staging).walk { entry in
+            let target = to.appendingComponent(entry.relativePath)
+            guard case .success(let existing) = FileSystem.status(target) else { return }
+            let wanted = entry.kind == .directory ? "a folder" : "a file"
+            let cause: String
+            switch (entry.kind == .directory, existing.kind) {
+            case (true, .directory), (false, .regular), (false, .symlink): return // replaced: rename does not follow a link it replaces
+            case (_, .symlink):
+                let link = target.withCPath { path -> String in
+                    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                    let n = readlink(path, &buffer, buffer.count - 1)
+                    return n < 0 ? "?" : PathText.display(PathBytes(buffer[0..<n].map { UInt8(bitPattern: $0) }))
+                }
+                cause = "it is a symbolic link (to \(link)) where the snapshot has \(wanted): restore writes only inside its targets"
+            case (_, .directory):
+                cause = "it is a folder where the snapshot has \(wanted)"
+            default:
+                cause = "it is \(existing.kind == .regular ? "a file" : "not a regular file") where the snapshot has \(wanted)"
+            }
+            throw CofferError(.failed, operation: "restore into", subject: PathText.display(target),
+                              cause: cause + "; nothing was changed",
+                              hint: "move it aside, or restore into a fresh --media-root")
+        }
     }
 
     func merge(_ staging: String, into mediaRoot: String) throws {

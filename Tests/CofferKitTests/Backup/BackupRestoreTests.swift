@@ -295,6 +295,41 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: media + "/keep.txt"))
     }
 
+    /// A forced restore writes only inside its targets: a link in the media root that leads out
+    /// of it, or a file where a folder must go, refuses the restore before anything is moved.
+    @Test func aForcedRestoreFollowsNoLinkOutOfItsTarget() throws {
+        let fixture = try BackupFixture(jobs: 10, hostile: false)
+        try fixture.backup()
+        let place = fixture.volume.directory.child("linked")
+        let media = place + "/media", outside = fixture.volume.directory.child("outside")
+        try FileManager.default.createDirectory(atPath: media, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: media + "/keep.txt", contents: Data("mine".utf8))
+        #expect(symlink(outside, media + "/library") == 0)
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "linked", force: true) }
+        #expect(error?.status == .failed)
+        #expect(error?.message.contains(media + "/library") == true, "\(error?.message ?? "")")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty)
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: media)) == ["keep.txt", "library"])
+        #expect(!FileManager.default.fileExists(atPath: place + "/data/db.sqlite"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: place).sorted() == ["data", "media"]) // no staging left
+        #expect(try FileManager.default.contentsOfDirectory(atPath: place + "/data").isEmpty)
+
+        // A plain file where the library folder must go: refused the same way, the file kept.
+        unlink(media + "/library")
+        FileManager.default.createFile(atPath: media + "/library", contents: Data("a file".utf8))
+        let again = #expect(throws: CofferError.self) { try fixture.restore(into: "linked", force: true) }
+        #expect(again?.status == .failed)
+        #expect(try String(contentsOfFile: media + "/library", encoding: .utf8) == "a file")
+
+        // Moved aside, the forced restore goes through, keeping what else was there.
+        unlink(media + "/library")
+        let forced = try fixture.restore(into: "linked", force: true)
+        #expect(forced.status == .ok, "\(forced.verify?.findingList ?? "")")
+        #expect(FileManager.default.fileExists(atPath: media + "/keep.txt"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty)
+    }
+
     /// A forced restore over a database must not let that database's write-ahead log be
     /// replayed into the restored one.
     @Test func aForcedRestoreDropsTheOldWriteAheadLog() throws {
