@@ -379,7 +379,27 @@ import Testing
         }
     }
 
-    @Test func modesAreMaskedToPermissionBits() {
+    /// A file backed up with setuid, setgid and sticky bits is recorded as it was, and restored
+    /// with its permission bits only.
+    @Test func modesAreMaskedToPermissionBits() throws {
+        let fixture = try BackupFixture(jobs: 12, hostile: false)
+        var chosen: String?
+        try DirectoryWalker(root: fixture.volume.mediaRoot + "/library").walk { entry in
+            if chosen == nil, entry.kind == .regular { chosen = "library/" + PathText.display(entry.relativePath) }
+        }
+        let relative = try #require(chosen)
+        #expect(chmod(fixture.volume.mediaRoot + "/" + relative, 0o7755) == 0)
+        try fixture.backup()
+        let snap = try fixture.repository().resolve("latest")
+        var recorded: UInt32?
+        try fixture.repository().reader(for: snap).files { if PathText.display($0.path) == relative { recorded = $0.mode } }
+        #expect(recorded == 0o7755)
+        _ = try fixture.restore(into: "masked")
+        let restored = try #require(try? FileSystem.status(fixture.volume.directory.child("masked/media/") + relative).get())
+        #expect(restored.mode & 0o7777 == 0o755)
+    }
+
+    @Test func pathRulesRefuseOverlongNamesAndNULBytes() {
         #expect(RestorePlan.problem(with: PathBytes("library/ok name\nwith newline.mkv".utf8)) == nil)
         #expect(RestorePlan.problem(with: PathBytes(repeating: UInt8(ascii: "a"), count: 256)) != nil)
         #expect(RestorePlan.problem(with: [0x61, 0x00, 0x62]) != nil)
