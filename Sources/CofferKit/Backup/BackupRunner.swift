@@ -25,6 +25,9 @@ public struct BackupRunner {
     public var dryRun = false
     public var logger = Logger(label: "coffer.backup")
     public var progress: Progress?
+    /// Called once the media are collected, before any is read: for tests that change files
+    /// between the walk and the reading, as the pipeline may.
+    var afterCollecting: (() throws -> Void)?
 
     /// Bytes assumed per entry beyond its data (headers, padding), for the space estimate.
     static let entryOverhead: Int64 = 2048
@@ -165,6 +168,7 @@ public struct BackupRunner {
         let packNames = parentMerge?.packNames ?? []
         parentMerge = nil
         logger.debug("media collected", metadata: ["files": "\(report.files)", "to store": "\(report.filesAdded)", "seconds": "\(Date().timeIntervalSince(started))"])
+        try afterCollecting?()
         if dryRun { report.bytesAdded = bytesToWrite }
         report.estimatedBytes = copy.size + 1 << 20 + bytesToWrite + Int64(report.filesAdded) * Self.entryOverhead
         try checkSpace(for: report.estimatedBytes, in: repository.location)

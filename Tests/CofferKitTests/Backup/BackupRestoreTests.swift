@@ -295,6 +295,45 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: media + "/keep.txt"))
     }
 
+    /// Files that change between the walk and their reading, as the pipeline may: one removed,
+    /// one swapped for a link, one for a FIFO. Each is recorded as a problem of its kind, every
+    /// other file is backed up, the run ends with findings (exit 1), and it restores.
+    @Test func filesGoneBetweenTheWalkAndTheReadingAreRecorded() throws {
+        let fixture = try BackupFixture(jobs: 30, hostile: false)
+        let root = fixture.volume.mediaRoot
+        var library: [String] = []
+        try DirectoryWalker(root: root + "/library").walk { entry in
+            if entry.kind == .regular { library.append("library/" + PathText.display(entry.relativePath)) }
+        }
+        library.sort()
+        #expect(library.count >= 5)
+        let (removed, linked, fifo) = (library[0], library[1], library[2])
+        var runner = BackupRunner(configuration: try fixture.configuration())
+        runner.afterCollecting = {
+            #expect(unlink(root + "/" + removed) == 0)
+            #expect(unlink(root + "/" + linked) == 0 && symlink("/etc/hostname", root + "/" + linked) == 0)
+            #expect(unlink(root + "/" + fifo) == 0 && mkfifo(root + "/" + fifo, 0o644) == 0)
+        }
+        let report = try runner.run()
+        #expect(report.status == .findings)
+        func kind(of relative: String) -> String? {
+            report.problems.first { $0.path == PathText.display(root + "/" + relative) }?.kind
+        }
+        #expect(kind(of: removed) == "missing", "\(report.problems)")
+        #expect(kind(of: linked) == "unreadable", "\(report.problems)")
+        #expect(kind(of: fifo) == "not_a_file", "\(report.problems)")
+        var stored = Set<String>()
+        let repository = try fixture.repository()
+        try repository.reader(for: try repository.resolve("latest")).files { stored.insert(PathText.display($0.path)) }
+        #expect(stored.isDisjoint(with: [removed, linked, fifo]))
+        #expect(Set(library.dropFirst(3)).isSubset(of: stored))
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+        _ = try fixture.restore(into: "after")
+        let restored = fixture.volume.directory.child("after/media/")
+        #expect(FileManager.default.fileExists(atPath: restored + library[3]))
+        for gone in [removed, linked, fifo] { #expect(FileSystem.status(restored + gone).isFailure) }
+    }
+
     /// A forced restore writes only inside its targets: a link in the media root that leads out
     /// of it, or a file where a folder must go, refuses the restore before anything is moved.
     @Test func aForcedRestoreFollowsNoLinkOutOfItsTarget() throws {
