@@ -59,6 +59,62 @@ import Testing
         #expect(restored.verify?.findings.isEmpty == true, "\(restored.verify?.findingList ?? "")")
     }
 
+    /// The copy of a database of thousands of pages finishes while a writer commits without
+    /// pause, and is one cut. A copy made in steps (a few hundred pages at a time) starts again
+    /// after every commit of another connection and, under this load, would never end: the
+    /// deadline fails it.
+    @Test func aLargeDatabaseIsCopiedWhileAWriterNeverPauses() throws {
+        let directory = try TemporaryDirectory()
+        let source = directory.path + "/busy.sqlite"
+        let writer = try DatabaseQueue(path: source, configuration: DatabaseAccess.configuration(readOnly: false))
+        try writer.write { db in
+            try db.execute(sql: "CREATE TABLE a (n INTEGER PRIMARY KEY, filler BLOB); CREATE TABLE b (n INTEGER PRIMARY KEY)")
+            for n in 0..<6000 {
+                try db.execute(sql: "INSERT INTO a VALUES (?, zeroblob(4000)); INSERT INTO b VALUES (?)", arguments: [n, n])
+            }
+        }
+        final class State: @unchecked Sendable {
+            let lock = NSLock()
+            var running = true
+            var commits = 0
+            var copy: Result<DatabaseCopy, Error>?
+        }
+        let state = State()
+        let load = Thread {
+            var n = 6000
+            while state.lock.withLock({ state.running }) {
+                try? writer.write { db in
+                    try db.execute(sql: "INSERT INTO a VALUES (?, zeroblob(100)); INSERT INTO b VALUES (?)", arguments: [n, n])
+                }
+                n += 1
+                state.lock.withLock { state.commits += 1 }
+            }
+        }
+        load.start()
+        defer { state.lock.withLock { state.running = false } }
+        while state.lock.withLock({ state.commits }) < 50 { Thread.sleep(forTimeInterval: 0.005) }
+        for round in 0..<3 {
+            let target = directory.path + "/copy-\(round).sqlite"
+            state.lock.withLock { state.copy = nil }
+            Thread {
+                let result = Result { try DatabaseCopy.take(from: source, to: target) }
+                state.lock.withLock { state.copy = result }
+            }.start()
+            let deadline = Date().addingTimeInterval(60)
+            while state.lock.withLock({ state.copy == nil }), Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            let copy = try #require(state.lock.withLock { state.copy }, "the copy did not finish in 60 s under load").get()
+            #expect(copy.size > 6000 * 4000)
+            let counts = try DatabaseQueue(path: target).read { db in
+                (try Int.fetchOne(db, sql: "SELECT count(*) FROM a")!, try Int.fetchOne(db, sql: "SELECT count(*) FROM b")!,
+                 try String.fetchOne(db, sql: "PRAGMA integrity_check")!)
+            }
+            #expect(counts.0 == counts.1 && counts.0 >= 6000 && counts.2 == "ok")
+        }
+        let committed = state.lock.withLock { state.commits }
+        Thread.sleep(forTimeInterval: 0.05)
+        #expect(state.lock.withLock { state.commits } > committed, "the writer stopped")
+    }
+
     /// A file that grows while it is read is stored as read and recorded; the run says so.
     @Test func aFileChangingWhileReadIsRecorded() throws {
         let fixture = try BackupFixture(jobs: 6, hostile: false)
