@@ -334,6 +334,37 @@ import Testing
         for gone in [removed, linked, fifo] { #expect(FileSystem.status(restored + gone).isFailure) }
     }
 
+    /// Paths are rewritten from the snapshot's MEDIA_ROOT to the new one only where they are
+    /// under it (a sibling with the same prefix, `/srv/media2`, is not), as text and as bytes.
+    @Test func onlyPathsUnderTheOldMediaRootAreRewritten() throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path + "/db.sqlite"
+        let queue = try DatabaseQueue(path: path)
+        let rows: [(String, DatabaseValueConvertible?)] = [
+            ("a", "/srv/media/library/x.mkv"), ("b", "/srv/media2/library/y.mkv"), ("c", "/srv/media"),
+            ("d", "/srv/mediaX"), ("e", "relative/srv/media/z"), ("f", Data("/srv/media/library/\u{FF}.mkv".utf8) + [0xFF]),
+            ("g", Data("/srv/media2/w".utf8)), ("h", nil),
+        ]
+        try queue.write { db in
+            try db.execute(sql: SeedSchema.sql)
+            for (id, video) in rows {
+                try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES (?, 'u', 'COMPLETE')", arguments: [id])
+                try db.execute(sql: "INSERT INTO media (job_id, video_path) VALUES (?, ?)", arguments: [id, video])
+            }
+        }
+        try queue.close()
+        let restorer = Restorer(configuration: try CofferConfiguration.resolve(flags: [.dbPath: path, .mediaRoot: "/new/root"], environment: [:]))
+        #expect(try restorer.rewritePaths(in: path, from: "/srv/media", to: "/new/root") == 3)
+        let after = try DatabaseQueue(path: path).read { db in
+            try Row.fetchAll(db, sql: "SELECT job_id, video_path FROM media ORDER BY job_id").map { ($0["job_id"] as String, $0["video_path"] as DatabaseValue) }
+        }
+        let expected: [DatabaseValueConvertible?] = ["/new/root/library/x.mkv", "/srv/media2/library/y.mkv", "/new/root", "/srv/mediaX",
+                                                     "relative/srv/media/z", Data("/new/root/library/\u{FF}.mkv".utf8) + [0xFF],
+                                                     Data("/srv/media2/w".utf8), nil]
+        #expect(after.map(\.0) == rows.map(\.0))
+        for (row, value) in zip(after, expected) { #expect(row.1 == (value?.databaseValue ?? .null), "\(row.0)") }
+    }
+
     /// A forced restore writes only inside its targets: a link in the media root that leads out
     /// of it, or a file where a folder must go, refuses the restore before anything is moved.
     @Test func aForcedRestoreFollowsNoLinkOutOfItsTarget() throws {
