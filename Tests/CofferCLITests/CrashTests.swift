@@ -350,6 +350,18 @@ import Testing
         #expect(restore.status == 2)
         #expect(restore.stderr.contains("free space"), "\(restore.stderr)")
         #expect(!FileManager.default.fileExists(atPath: mount + "/new/media"))
+
+        // The disk fills in the middle of the restore: exit 2, naming the cause; the targets are
+        // not created and no staging is left behind.
+        let filled = try CofferBinary.run(["restore", "--repo", v.repo, "--db", mount + "/new/db.sqlite", "--media-root", mount + "/new/media"],
+                                          environment: ["COFFER_TEST_SKIP_SPACE_CHECK": "1"])
+        #expect(filled.status == 2, "\(filled.stderr)")
+        #expect(filled.stderr.contains("No space left on device"), "\(filled.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: mount + "/new/media"))
+        #expect(!FileManager.default.fileExists(atPath: mount + "/new/db.sqlite"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mount + "/new").isEmpty)
+        // The space is given back: only the repository's own folders remain on the disk.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mount).sorted() == ["new", "repo"])
     }
 
     func run(_ command: [String]) throws -> Int32 {
