@@ -1,4 +1,5 @@
 import CofferFixtures
+import Crypto
 @testable import CofferKit
 import Foundation
 import Testing
@@ -89,6 +90,48 @@ import Testing
         var pruner = Pruner(repository: fixture.repo, policy: policy)
         pruner.dryRun = dryRun
         return try pruner.run()
+    }
+
+    /// Every pack, the later ones (only new content) and those prune rewrote too, is a plain
+    /// tar that GNU tar extracts: each kept file is there, under `media/`, with its recorded
+    /// SHA-256.
+    @Test func everyPackIsAPlainTarEvenAfterAPrune() throws {
+        let fixture = try timeline()
+        let report = try prune(fixture, KeepPolicy(last: 2))
+        #expect(!report.packsRepacked.isEmpty, "\(report.text())")
+        let repository = try fixture.repository()
+        var files: [String: [Snapshot.File]] = [:]
+        for snap in try repository.snapshots().snapshots {
+            try repository.reader(for: snap).files { files[$0.pack, default: []].append($0) }
+        }
+        #expect(files.count >= 2)
+        var checked = 0
+        for (index, pack) in try fixture.packs().enumerated() {
+            let out = fixture.volume.directory.child("tar-\(index)")
+            try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/tar")
+            process.arguments = ["--warning=no-unknown-keyword", "-xf", pack]
+            process.currentDirectoryURL = URL(fileURLWithPath: out)
+            try process.run()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "\(pack)")
+            #expect(FileManager.default.fileExists(atPath: out + "/db.sqlite.zst") || files[String(pack.dropFirst(fixture.repo.count + 1))] != nil)
+            for file in files[String(pack.dropFirst(fixture.repo.count + 1))] ?? [] {
+                let path = PathBytes((out + "/media/").utf8) + file.path
+                // Names are bytes (some are not UTF-8): read through the descriptor.
+                let fd = path.withCPath { open($0, O_RDONLY) }
+                #expect(fd >= 0, "\(PathText.display(file.path))")
+                guard fd >= 0 else { continue }
+                defer { close(fd) }
+                var hasher = SHA256()
+                var buffer = [UInt8](repeating: 0, count: 1 << 16)
+                while case let n = read(fd, &buffer, buffer.count), n > 0 { hasher.update(data: buffer[0..<n]) }
+                #expect(Digest.hex(hasher.finalize()) == file.sha256, "\(PathText.display(file.path))")
+                checked += 1
+            }
+        }
+        #expect(checked == files.values.map(\.count).reduce(0, +) && checked > 20)
     }
 
     @Test func prunedRepositoriesKeepEveryByteTheKeptSnapshotsNeed() throws {
