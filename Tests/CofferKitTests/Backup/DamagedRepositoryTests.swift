@@ -277,6 +277,33 @@ import Testing
         #expect(siblings.allSatisfy { !$0.hasPrefix(".coffer-restore") }, "\(siblings)")
     }
 
+    /// Restore reads only what backup writes: a pack swapped for a gzip-compressed tar of the
+    /// same entries (libarchive would read it happily, if allowed) refuses the restore, and
+    /// verify names the pack.
+    @Test func aCompressedPackIsRefused() throws {
+        let fixture = try BackupFixture(jobs: 8, hostile: false)
+        try fixture.backup()
+        let snapshot = try fixture.repository().resolve("latest")
+        let packPath = fixture.repo + "/" + snapshot.summary.pack.name
+        chmod(packPath, 0o644)
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/sh")
+        gzip.arguments = ["-c", "gzip -c \"$0\" > \"$0.gz\" && mv \"$0.gz\" \"$0\"", packPath]
+        try gzip.run()
+        gzip.waitUntilExit()
+        #expect(gzip.terminationStatus == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: packPath)).prefix(2) == Data([0x1F, 0x8B]))
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
+        #expect(error?.status == .failed)
+        let target = fixture.volume.directory.child("target")
+        #expect(!FileManager.default.fileExists(atPath: target + "/media"))
+        #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"))
+        let siblings = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
+        #expect(siblings.allSatisfy { !$0.hasPrefix(".coffer-restore") }, "\(siblings)")
+        let verify = try fixture.verifyRepository()
+        #expect(verify.findings.contains { $0.path.contains(snapshot.summary.pack.name) && $0.snapshots == [snapshot.id] }, "\(verify.findings)")
+    }
+
     @Test func aPackWithoutARecordedFileRefusesTheRestore() throws {
         let fixture = try BackupFixture(jobs: 8, hostile: false)
         try fixture.backup()
