@@ -304,6 +304,41 @@ import Testing
         #expect(verify.findings.contains { $0.path.contains(snapshot.summary.pack.name) && $0.snapshots == [snapshot.id] }, "\(verify.findings)")
     }
 
+    /// A pack of a few KB whose entry declares 1 GiB (a header written by hand, the data
+    /// missing): refused on the declared size before anything is written for it.
+    @Test func aDeclaredSizeBeyondTheRecordIsRefused() throws {
+        let fixture = try BackupFixture(jobs: 8, hostile: false)
+        try fixture.backup()
+        let repository = try fixture.repository()
+        let snapshot = try repository.resolve("latest")
+        var first: Snapshot.File?
+        try repository.reader(for: snapshot).files { if first == nil, $0.path.count < 90 { first = $0 } }
+        let file = try #require(first)
+        var header = [UInt8](repeating: 0, count: 512)
+        func put(_ text: String, at offset: Int) { for (i, byte) in text.utf8.enumerated() { header[offset + i] = byte } }
+        header.replaceSubrange(0..<(6 + file.path.count), with: Array("media/".utf8) + file.path)
+        put("0000644", at: 100); put("0000000", at: 108); put("0000000", at: 116)
+        put("10000000000", at: 124) // 1 GiB, octal
+        put("00000000000", at: 136)
+        put("        ", at: 148)
+        header[156] = UInt8(ascii: "0")
+        put("ustar", at: 257); put("00", at: 263)
+        let sum = header.reduce(0) { $0 + Int($1) }
+        put(String(sum, radix: 8).leftPadded(to: 6) + "\0 ", at: 148)
+        let packPath = fixture.repo + "/" + snapshot.summary.pack.name
+        chmod(packPath, 0o644)
+        try Data(header + [UInt8](repeating: 0x41, count: 4096)).write(to: URL(fileURLWithPath: packPath))
+
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
+        #expect(error?.status == .failed)
+        #expect(error?.cause.contains("size 1073741824 in the pack") == true, "\(String(describing: error))")
+        let target = fixture.volume.directory.child("target")
+        #expect(!FileManager.default.fileExists(atPath: target + "/media"))
+        #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"))
+        let siblings = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
+        #expect(siblings.allSatisfy { !$0.hasPrefix(".coffer-restore") }, "\(siblings)")
+    }
+
     @Test func aPackWithoutARecordedFileRefusesTheRestore() throws {
         let fixture = try BackupFixture(jobs: 8, hostile: false)
         try fixture.backup()
