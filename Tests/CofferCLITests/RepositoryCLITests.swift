@@ -48,6 +48,31 @@ import Testing
         #expect(again.stderr.contains("hint: restore into a fresh"))
     }
 
+    /// A damaged record does not hide the others: `snapshots` lists them, names the damaged
+    /// one, and exits 1 (so cron mails it).
+    @Test func snapshotsNamesADamagedRecordAndExitsOne() throws {
+        let scratch = try Scratch()
+        let (flags, repo) = try volume(scratch, jobs: 10)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        #expect(try CofferBinary.run(["backup", "--quiet", "--full"] + flags).status == 0)
+        let records = try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots").sorted()
+        #expect(records.count == 2)
+        let damaged = repo + "/snapshots/" + records[0]
+        chmod(damaged, 0o644)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: damaged))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: damaged))
+
+        let text = try CofferBinary.run(["snapshots", "--repo", repo])
+        #expect(text.status == 1, "\(text.stderr)")
+        #expect(text.stdout.contains("DAMAGED snapshots/\(records[0])"), "\(text.stdout)")
+        #expect(text.stdout.contains(String(records[1].dropLast(".jsonl".count))), "\(text.stdout)")
+        let listed = try CofferBinary.run(["snapshots", "--repo", repo, "--json"])
+        #expect(listed.status == 1)
+        let document = try json(listed.stdout)
+        #expect((document["snapshots"] as? [[String: Any]])?.count == 1)
+        #expect((document["damaged"] as? [String: Any])?["snapshots/\(records[0])"] != nil, "\(listed.stdout)")
+    }
+
     @Test func verifySwitchesToTheRepositoryOnlyWithTheFlag() throws {
         let scratch = try Scratch()
         let (flags, repo) = try volume(scratch, jobs: 10)
