@@ -328,21 +328,32 @@ import Testing
         let repo = mount + "/repo"
         var flags = v.flags
         flags[flags.firstIndex(of: "--repo")! + 1] = repo
+        // An earlier snapshot (of a small volume) already in the repository.
+        let small = try volume(jobs: 4, maxFileBytes: 2048)
+        var smallFlags = small.flags
+        smallFlags[smallFlags.firstIndex(of: "--repo")! + 1] = repo
+        #expect(try CofferBinary.run(["backup", "--quiet"] + smallFlags).status == 0)
+        let packs = try FileManager.default.contentsOfDirectory(atPath: repo + "/packs")
+        let records = try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots")
+        #expect(packs.count == 1 && records.count == 1)
 
         // Too big for the disk: refused up front, naming the path and the space.
         let refused = try CofferBinary.run(["backup"] + flags)
         #expect(refused.status == 2)
         #expect(refused.stderr.contains("error: check free space in \(repo)"), "\(refused.stderr)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/packs").isEmpty)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/packs") == packs)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots") == records)
 
-        // The disk fills in the middle of the pack: exit 2, no partial pack, no snapshot.
+        // The disk fills in the middle of the pack: exit 2, no partial pack, no snapshot, and
+        // the earlier snapshot intact, every byte.
         let full = try CofferBinary.run(["backup"] + flags, environment: ["COFFER_TEST_SKIP_SPACE_CHECK": "1"])
         #expect(full.status == 2, "\(full.stderr)")
         #expect(full.stderr.contains("No space left on device"), "\(full.stderr)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/packs").isEmpty)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/packs") == packs)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/snapshots") == records)
         #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/tmp").isEmpty)
+        let check = try CofferBinary.run(["verify", "--repo", repo, "--read-data"])
+        #expect(check.status == 0, "\(check.stdout)")
 
         // Restore onto a disk too small: refused, nothing written.
         #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
