@@ -25,8 +25,9 @@ public struct BackupRunner {
     public var dryRun = false
     public var logger = Logger(label: "coffer.backup")
     public var progress: Progress?
-    /// Called once the media are collected, before any is read: for tests that change files
-    /// between the walk and the reading, as the pipeline may.
+    /// Called once the database is copied, and once the media are collected (before any is
+    /// read): for tests that change the volume at those moments, as the pipeline may.
+    var afterCopying: (() throws -> Void)?
     var afterCollecting: (() throws -> Void)?
 
     /// Bytes assumed per entry beyond its data (headers, padding), for the space estimate.
@@ -91,6 +92,7 @@ public struct BackupRunner {
         let copyPath = scratch + "/db-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
         defer { DatabaseCopy.remove(copyPath) }
         let copy = try DatabaseCopy.take(from: layout.dbPath, to: copyPath)
+        try afterCopying?()
         report.databaseBytes = copy.size
         logger.debug("database copied", metadata: ["bytes": "\(copy.size)", "seconds": "\(Date().timeIntervalSince(started))"])
 

@@ -365,6 +365,58 @@ import Testing
         for (row, value) in zip(after, expected) { #expect(row.1 == (value?.databaseValue ?? .null), "\(row.0)") }
     }
 
+    /// The pipeline goes on between the database copy and the media walk: one job's media row
+    /// and video deleted, a new job's row and video added. The snapshot is reconciled against
+    /// the copy, not the live database: the deleted video is a recorded problem (the copy still
+    /// refers to it), the new one an orphan (the copy has no row for it), and the restored
+    /// volume says the same.
+    @Test func theMediaAreReconciledAgainstTheCopy() throws {
+        let fixture = try BackupFixture(jobs: 30, hostile: false)
+        let root = fixture.volume.mediaRoot
+        let live = try DatabaseQueue(path: fixture.volume.dbPath)
+        let victims = try live.read { db in
+            try Row.fetchAll(db, sql: "SELECT job_id, video_path FROM media WHERE video_path LIKE ? ORDER BY job_id", arguments: [root + "/library/%"])
+                .map { ($0["job_id"] as String, $0["video_path"] as String) }
+        }
+        let victim = try #require(victims.first { FileManager.default.fileExists(atPath: $0.1) })
+        let late = root + "/library/late/late.mkv"
+        var runner = BackupRunner(configuration: try fixture.configuration())
+        runner.afterCopying = {
+            try live.write { db in
+                try db.execute(sql: "DELETE FROM media WHERE job_id = ?", arguments: [victim.0])
+                try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES ('late-job', 'https://late', 'COMPLETE')")
+                try db.execute(sql: "INSERT INTO media (job_id, video_path, file_size_bytes) VALUES ('late-job', ?, 5)", arguments: [late])
+            }
+            #expect(unlink(victim.1) == 0)
+            try FileManager.default.createDirectory(atPath: root + "/library/late", withIntermediateDirectories: false)
+            FileManager.default.createFile(atPath: late, contents: Data("late!".utf8))
+        }
+        let report = try runner.run()
+        #expect(report.status == .findings)
+        #expect(report.problems.contains { $0.kind == "missing" && $0.path == PathText.display(victim.1) }, "\(report.problems)")
+        let repository = try fixture.repository()
+        let snapshot = try repository.resolve("latest")
+        let details = try repository.reader(for: snapshot).details()
+        #expect(details.findings.contains { $0.kind == .orphanFile && $0.path == PathText.display(late) }, "\(details.findings)")
+        #expect(!details.findings.contains { $0.path == PathText.display(victim.1) && $0.kind == .orphanFile })
+        // The counts are the copy's: the live database has one job more by now.
+        #expect(snapshot.summary.database.rowCounts["jobs"] == 30)
+        #expect(try live.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM jobs") } == 31)
+
+        // Restored: the copy's rows, so the same two findings, at the new place.
+        let restored = try fixture.restore(into: "after")
+        let newRoot = fixture.volume.directory.child("after/media")
+        let findings = restored.verify?.findings ?? []
+        let newVictim = newRoot + victim.1.dropFirst(root.count)
+        #expect(findings.contains { $0.kind == .missingFile && $0.path == PathText.display(newVictim) }, "\(findings)")
+        #expect(findings.contains { $0.kind == .orphanFile && $0.path == PathText.display(newRoot + "/library/late/late.mkv") }, "\(findings)")
+        let rows = try DatabaseQueue(path: fixture.volume.directory.child("after/data/db.sqlite")).read { db in
+            (try Int.fetchOne(db, sql: "SELECT count(*) FROM media WHERE job_id = ?", arguments: [victim.0])!,
+             try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs WHERE id = 'late-job'")!)
+        }
+        #expect(rows == (1, 0))
+    }
+
     /// A forced restore writes only inside its targets: a link in the media root that leads out
     /// of it, or a file where a folder must go, refuses the restore before anything is moved.
     @Test func aForcedRestoreFollowsNoLinkOutOfItsTarget() throws {
