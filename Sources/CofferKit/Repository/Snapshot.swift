@@ -373,11 +373,32 @@ public struct SnapshotReader {
 
     /// The summary's problems and findings, decoded (``snapshot()`` only counts them).
     public func details() throws -> (problems: [Snapshot.Problem], findings: [Finding]) {
+        var problems: [Snapshot.Problem] = [], findings: [Finding] = []
+        try forEachDetail(problem: { problems.append($0) }, finding: { findings.append($0) })
+        return (problems, findings)
+    }
+
+    /// Decodes the summary's problems and findings one at a time (a record may list a million:
+    /// `verify --repo` checks them without holding them).
+    public func forEachDetail(problem: (Snapshot.Problem) throws -> Void, finding: (Finding) throws -> Void) throws {
         let layout = try layout()
-        guard let summary = try? JSONDecoder().decode(Snapshot.Summary.self, from: layout.summary) else {
-            throw damaged("its summary's problems or findings cannot be read")
+        let unreadable = damaged("its summary's problems or findings cannot be read")
+        let decoder = JSONDecoder()
+        let counted: Bool = try layout.summary.withUnsafeBytes { raw in
+            guard let lists = SummaryLine.lists(in: raw), let problems = lists["problems"], let findings = lists["findings"] else { return false }
+            do {
+                try SummaryLine.forEachElement(of: problems, in: raw) { try problem(decoder.decode(Snapshot.Problem.self, from: Data($0))) }
+                try SummaryLine.forEachElement(of: findings, in: raw) { try finding(decoder.decode(Finding.self, from: Data($0))) }
+            } catch is DecodingError {
+                throw unreadable
+            }
+            return true
         }
-        return (summary.problems, summary.findings)
+        guard !counted else { return }
+        // A line the count cannot follow: decoded whole.
+        guard let summary = try? decoder.decode(Snapshot.Summary.self, from: layout.summary) else { throw unreadable }
+        try summary.problems.forEach(problem)
+        try summary.findings.forEach(finding)
     }
 
     /// The summary's problems and findings as the record has them (the bytes between each

@@ -90,6 +90,32 @@ enum SummaryLine {
         line.withUnsafeBytes { lists(in: $0) }
     }
 
+    /// Calls `body` with each element of `list` (found by ``lists(in:)`` in `line`), one at a
+    /// time, so that a long list is decoded without holding it whole.
+    static func forEachElement(of list: List, in line: UnsafeRawBufferPointer,
+                               _ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
+        var depth = 0
+        var start = list.contents.lowerBound
+        var index = start
+        let end = list.contents.upperBound
+        while index < end {
+            switch line[index] {
+            case quote:
+                index += 1
+                while index < end, line[index] != quote { index += line[index] == backslash ? 2 : 1 }
+            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            case UInt8(ascii: ",") where depth == 0:
+                try body(UnsafeRawBufferPointer(rebasing: line[start..<index]))
+                start = index + 1
+            default: break
+            }
+            index += 1
+        }
+        if list.count > 0 { try body(UnsafeRawBufferPointer(rebasing: line[start..<end])) }
+    }
+
     /// The line with both lists emptied (`[]`), for decoding the rest.
     static func stripped(_ line: UnsafeRawBufferPointer, _ lists: [String: List]) -> [UInt8] {
         var out: [UInt8] = []

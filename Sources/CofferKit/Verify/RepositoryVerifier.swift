@@ -55,7 +55,7 @@ public struct RepositoryVerifier {
         // are decoded, one record at a time, so that damage there is found too.
         for snap in selected {
             do {
-                _ = try repository.reader(for: snap).details()
+                try repository.reader(for: snap).forEachDetail(problem: { _ in }, finding: { _ in })
             } catch let error as CofferError {
                 report.findings.append(.init(kind: "snapshot_damaged", path: "snapshots/\(snap.id).jsonl", snapshots: [snap.id], message: error.cause))
             }

@@ -36,6 +36,12 @@ import Testing
 
     /// The record's last line, as `SnapshotWriter` writes it (`rawLists` as given).
     static func written(_ summary: Snapshot.Summary, rawLists: [String: [UInt8]] = [:]) throws -> [UInt8] {
+        try writtenAndRead(summary, rawLists: rawLists).line
+    }
+
+    /// The line, and the problems and findings read back from the record one at a time.
+    static func writtenAndRead(_ summary: Snapshot.Summary, rawLists: [String: [UInt8]] = [:]) throws
+        -> (line: [UInt8], problems: [Snapshot.Problem], findings: [Finding]) {
         let directory = try TemporaryDirectory()
         let repository = try Repository.open(directory.path + "/repo", create: true)
         let pending = try repository.storage.create("snapshots/x.jsonl")
@@ -48,15 +54,18 @@ import Testing
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: repository.location + "/snapshots/x.jsonl")))
         let lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false)
         #expect(lines.count == 3 && lines[2].isEmpty)
-        return [UInt8](lines[1])
+        let details = try SnapshotReader(name: "snapshots/x.jsonl", storage: repository.storage).details()
+        return ([UInt8](lines[1]), details.problems, details.findings)
     }
 
     @Test(arguments: [(0, 0), (1, 0), (0, 1), (7, 5), (25_000, 12_000)])
     func theSummaryIsTheLineJSONEncoderWouldWrite(problems: Int, findings: Int) throws {
         let summary = Self.summary(problems: problems, findings: findings)
         let expected = [UInt8](try Self.encoder.encode(summary))
-        let line = try Self.written(summary)
+        let (line, problemsRead, findingsRead) = try Self.writtenAndRead(summary)
         #expect(line == expected)
+        // Read back one element at a time: the same lists.
+        #expect(problemsRead == summary.problems && findingsRead == summary.findings)
         // Counted, not decoded; what is left decodes to the rest of the summary.
         let lists = try #require(SummaryLine.lists(in: line))
         #expect(lists["problems"]?.count == problems && lists["findings"]?.count == findings)
@@ -84,7 +93,16 @@ import Testing
         let pretty = JSONEncoder()
         pretty.outputFormatting = [.prettyPrinted, .sortedKeys]
         let summary = Self.summary(problems: 4, findings: 9)
-        #expect(SummaryLine.lists(in: [UInt8](try pretty.encode(summary)))?.mapValues(\.count) == ["findings": 9, "problems": 4])
+        let prettyLine = [UInt8](try pretty.encode(summary))
+        let prettyLists = try #require(SummaryLine.lists(in: prettyLine))
+        #expect(prettyLists.mapValues(\.count) == ["findings": 9, "problems": 4])
+        var problems: [Snapshot.Problem] = []
+        try prettyLine.withUnsafeBytes { raw in
+            try SummaryLine.forEachElement(of: prettyLists["problems"]!, in: raw) {
+                problems.append(try JSONDecoder().decode(Snapshot.Problem.self, from: Data($0)))
+            }
+        }
+        #expect(problems == summary.problems)
         // What the scan cannot follow is left to JSONDecoder.
         #expect(counts(#"{"findings":[]}"#) == nil)
         #expect(counts(#"{"findings":[],"problems":[]} x"#) == nil)
