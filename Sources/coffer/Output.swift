@@ -33,6 +33,22 @@ struct Output {
         return status
     }
 
+    /// ``report(_:status:text:)`` for a report whose top-level list `key` may be long: with
+    /// --json, `shell` (the report with that list emptied) is printed with `elements` written
+    /// one at a time, the same document.
+    func report(_ value: some Encodable, shell: some Encodable, list key: String, elements: [some Encodable],
+                status: ExitStatus, text: () -> String) throws -> ExitStatus {
+        guard options.json else { return try report(value, status: status, text: text) }
+        if let reporting = value as? MetricsReporting { figures.value = reporting.figures }
+        fflush(stdout)
+        try Formatting.writeJSON(shell, list: key, elements: elements) { piece in
+            piece.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }
+        }
+        fputs("\n", stdout)
+        fflush(stdout)
+        return status
+    }
+
     /// `error: operation path: cause` and `hint: ...` on stderr.
     static func report(_ error: CofferError) {
         var message = "error: \(error.message)\n"

@@ -20,7 +20,7 @@ enum SummaryLine {
     /// follows strings (and their escapes) and nesting. `nil` when the line is not a JSON object
     /// the scan can follow to its end, or lacks either list (the caller then decodes it whole,
     /// and JSONDecoder names what is wrong).
-    static func lists(in line: UnsafeRawBufferPointer) -> [String: List]? {
+    static func lists(in line: UnsafeRawBufferPointer, keys: [String] = listKeys) -> [String: List]? {
         let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
         var depth = 0
         var index = 0
@@ -30,7 +30,7 @@ enum SummaryLine {
         var open: (key: String, start: Int, commas: Int, empty: Bool)?
         var found: [String: List] = [:]
         func isListKey(_ range: Range<Int>) -> String? {
-            for name in listKeys where name.utf8.count == range.count
+            for name in keys where name.utf8.count == range.count
                 && name.utf8.elementsEqual(UnsafeRawBufferPointer(rebasing: line[range])) { return name }
             return nil
         }
@@ -68,7 +68,7 @@ enum SummaryLine {
                 if depth == 0 {
                     // The object's end: only white space may follow.
                     guard line[(index + 1)...].allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D || $0 == 0x0A }) else { return nil }
-                    return listKeys.allSatisfy { found[$0] != nil } ? found : nil
+                    return keys.allSatisfy { found[$0] != nil } ? found : nil
                 }
             case UInt8(ascii: ":"):
                 if depth == 1 { key = lastString }
@@ -86,8 +86,8 @@ enum SummaryLine {
         return nil
     }
 
-    static func lists(in line: [UInt8]) -> [String: List]? {
-        line.withUnsafeBytes { lists(in: $0) }
+    static func lists(in line: [UInt8], keys: [String] = listKeys) -> [String: List]? {
+        line.withUnsafeBytes { lists(in: $0, keys: keys) }
     }
 
     /// Calls `body` with each element of `list` (found by ``lists(in:)`` in `line`), one at a

@@ -33,8 +33,39 @@ public enum Formatting {
 
     /// A JSON document, keys sorted, for `--json`.
     public static func json(_ value: some Encodable) throws -> String {
+        String(decoding: try jsonEncoder().encode(value), as: UTF8.self)
+    }
+
+    static func jsonEncoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try encoder.encode(value), as: UTF8.self)
+        return encoder
+    }
+
+    /// The document ``json(_:)`` gives for `shell` with its top-level list `key` holding
+    /// `elements`, passed to `write` in pieces: the list is encoded one element at a time, so a
+    /// report with a million problems is never one JSON tree. `shell`'s own list is empty.
+    public static func writeJSON(_ shell: some Encodable, list key: String, elements: [some Encodable],
+                                 to write: ([UInt8]) throws -> Void) throws {
+        let encoder = jsonEncoder()
+        let bytes = [UInt8](try encoder.encode(shell))
+        guard !elements.isEmpty else { return try write(bytes) }
+        guard let list = SummaryLine.lists(in: bytes, keys: [key])?[key] else {
+            throw CofferError(.failed, operation: "write JSON", subject: key, cause: "the document has no top-level list of that name")
+        }
+        // The pretty printer puts each element on its own lines, indented two levels.
+        try write(Array(bytes[..<list.contents.lowerBound]))
+        var piece: [UInt8] = []
+        for (index, element) in elements.enumerated() {
+            piece.append(contentsOf: index == 0 ? Array("\n    ".utf8) : Array(",\n    ".utf8))
+            for byte in try encoder.encode(element) {
+                piece.append(byte)
+                if byte == 0x0A { piece.append(contentsOf: [0x20, 0x20, 0x20, 0x20]) }
+            }
+            if piece.count >= 1 << 16 { try write(piece); piece.removeAll(keepingCapacity: true) }
+        }
+        piece.append(contentsOf: Array("\n  ".utf8))
+        try write(piece)
+        try write(Array(bytes[list.contents.upperBound...]))
     }
 }

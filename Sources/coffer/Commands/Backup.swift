@@ -39,7 +39,11 @@ struct Backup: ParsableCommand {
             runner.logger = options.logger("coffer.backup")
             runner.progress = Progress(label: "backup", enabled: !options.quiet && !options.json)
             let report = try runner.run()
-            return try output.report(report, status: report.status) { report.text(limit: options.verbose ? nil : 20) }
+            var shell = report
+            shell.problems = []
+            return try output.report(report, shell: shell, list: "problems", elements: report.problems, status: report.status) {
+                report.text(limit: options.verbose ? nil : 20)
+            }
         }
     }
 }

@@ -81,6 +81,23 @@ import Testing
         #expect(try Self.written(shell, rawLists: raw) == expected)
     }
 
+    /// `backup --json` writes its problems one at a time: the same document, byte for byte, as
+    /// the report encoded whole.
+    @Test(arguments: [0, 1, 2, 3_000])
+    func theJSONReportIsWrittenAsOneDocumentWouldBe(problems: Int) throws {
+        var report = BackupReport(repository: "/repo/\"quoted\"", dryRun: false)
+        report.problems = Self.summary(problems: problems, findings: 0).problems
+        report.databaseRows = ["jobs": 3, "problems": 1]
+        report.findings = 2
+        var shell = report
+        shell.problems = []
+        var written: [UInt8] = []
+        var pieces = 0
+        try Formatting.writeJSON(shell, list: "problems", elements: report.problems) { written += $0; pieces += 1 }
+        #expect(String(decoding: written, as: UTF8.self) == (try Formatting.json(report)))
+        if problems == 3_000 { #expect(pieces > 3) }
+    }
+
     @Test func theScanFollowsStringsAndNestingWhateverTheLayout() throws {
         func counts(_ text: String) -> [String: Int]? {
             SummaryLine.lists(in: Array(text.utf8))?.mapValues(\.count)
