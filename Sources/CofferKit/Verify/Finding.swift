@@ -18,6 +18,9 @@ public struct Finding: Sendable, Codable, Equatable {
         case missingFile = "missing_file"
         /// A path the database refers to is not a regular file.
         case notAFile = "not_a_file"
+        /// A path the database refers to is not under MEDIA_ROOT (backup skips it, restore
+        /// cannot move it): often MEDIA_ROOT itself is wrong.
+        case outsideMediaRoot = "outside_media_root"
         /// The video file's size differs from `media.file_size_bytes`.
         case sizeMismatch = "size_mismatch"
         /// A COMPLETE job has no media row, or its media row has no video path.

@@ -223,12 +223,19 @@ public struct LiveVerifier {
     func reconcileMediaRows(_ db: Database, into report: inout VerifyReport) throws -> ReferencedPaths {
         var referenced = ReferencedPaths()
         let libraryPrefix = PathBytes(layout.libraryRoot.utf8) + [UInt8(ascii: "/")]
+        let rootPrefix = PathBytes(layout.mediaRoot.utf8) + [UInt8(ascii: "/")]
         try MediaReferences.forEach(db, mediaRoot: layout.mediaRoot) { reference in
             let path = reference.path
             report.counts.referencedFiles += 1
             if path.starts(with: libraryPrefix) { referenced.insert(path) }
             // Shown only in a finding: most references have none.
             var shown: String { PathText.display(path) }
+            guard path.starts(with: rootPrefix) else {
+                report.findings.append(Finding(.outsideMediaRoot, jobID: reference.jobID, path: shown,
+                                               expected: "a path under MEDIA_ROOT (\(PathText.display(layout.mediaRoot)))", actual: "outside it",
+                                               message: "\(reference.column) is outside MEDIA_ROOT: backup skips it, restore cannot move it; check MEDIA_ROOT"))
+                return
+            }
             switch FileSystem.status(path, followLinks: true) {
             case .failure(let errno):
                 report.findings.append(Finding(.missingFile, jobID: reference.jobID, path: shown, expected: "a file",

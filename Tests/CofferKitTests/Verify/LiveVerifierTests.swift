@@ -21,6 +21,33 @@ import Testing
         #expect(report.databaseCheck == "integrity_check")
     }
 
+    /// A path the database holds outside MEDIA_ROOT is a finding (backup skips it, restore
+    /// cannot move it), even when the file is there: a MEDIA_ROOT pointed at the wrong folder
+    /// gives one per reference instead of "no findings".
+    @Test func pathsOutsideTheMediaRootAreFindings() throws {
+        let volume = try TestVolume(jobs: 30, hostile: false)
+        let elsewhere = volume.directory.child("elsewhere.mkv")
+        FileManager.default.createFile(atPath: elsewhere, contents: Data("x".utf8))
+        let queue = try DatabaseQueue(path: volume.dbPath)
+        let jobID = try queue.write { db -> String in
+            let id = try String.fetchOne(db, sql: "SELECT job_id FROM media WHERE video_path IS NOT NULL ORDER BY job_id LIMIT 1")!
+            try db.execute(sql: "UPDATE media SET video_path = ?, file_size_bytes = 1 WHERE job_id = ?", arguments: [elsewhere, id])
+            return id
+        }
+        try queue.close()
+        let report = try volume.verify()
+        let outside = report.findings.filter { $0.kind == .outsideMediaRoot }
+        #expect(outside.count == 1 && outside.first?.jobID == jobID && outside.first?.path == elsewhere, "\(report.findingList)")
+        #expect(outside.first?.severity == .error && report.status == .findings)
+
+        // MEDIA_ROOT pointed at an empty folder: every reference is outside it.
+        let empty = volume.directory.child("empty-root")
+        try FileManager.default.createDirectory(atPath: empty + "/library", withIntermediateDirectories: true)
+        let wrong = try LiveVerifier(configuration: try volume.configuration([.mediaRoot: empty])).run()
+        #expect(wrong.findings.filter { $0.kind == .outsideMediaRoot }.count == wrong.counts.referencedFiles)
+        #expect(wrong.counts.referencedFiles > 20)
+    }
+
     /// Hostile names (newlines, quotes, a 255-byte name, bytes that are not UTF-8 stored as a
     /// BLOB) are matched to their rows, not reported as orphans or missing.
     @Test func hostileNamesAreReconciled() throws {
