@@ -161,16 +161,7 @@ import Testing
         let fixture = try BackupFixture(jobs: 40, hostile: true)
         _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
         for round in 0...2 {
-            if round > 0 {
-                var index = 0
-                try DirectoryWalker(root: fixture.volume.mediaRoot + "/library").walk { entry in
-                    guard entry.kind == .regular else { return }
-                    index += 1
-                    if index % 3 == round % 3 {
-                        try FixtureFiles.append(PathBytes(fixture.volume.mediaRoot.utf8).appendingComponent(PathBytes("library/".utf8) + entry.relativePath), [UInt8(round)])
-                    }
-                }
-            }
+            if round > 0 { try fixture.touchLibrary(every: 3, round: round) }
             try fixture.backup()
         }
         let repository = try fixture.repository()

@@ -72,14 +72,7 @@ import Testing
         let fixture = try BackupFixture(jobs: 40, hostile: true)
         try fixture.backup()
         for round in 1...3 {
-            var index = 0
-            try DirectoryWalker(root: fixture.volume.mediaRoot + "/library").walk { entry in
-                guard entry.kind == .regular else { return }
-                index += 1
-                if index % 4 == round % 4 {
-                    try FixtureFiles.append(PathBytes(fixture.volume.mediaRoot.utf8).appendingComponent(PathBytes("library/".utf8) + entry.relativePath), [UInt8(round)])
-                }
-            }
+            try fixture.touchLibrary(every: 4, round: round)
             try fixture.addEvent("round \(round)")
             try fixture.backup()
         }

@@ -46,6 +46,19 @@ struct BackupFixture {
 
     /// What the pipeline does between two nights: one more event, so the next backup's
     /// database copy differs from the last one's.
+    /// Appends the byte `round` to one library file in `every` (those whose walk index is
+    /// `round` modulo `every`): a night's changes, a new pack's worth.
+    func touchLibrary(every: Int, round: Int) throws {
+        var index = 0
+        try DirectoryWalker(root: volume.mediaRoot + "/library").walk { entry in
+            guard entry.kind == .regular else { return }
+            index += 1
+            if index % every == round % every {
+                try FixtureFiles.append(PathBytes(volume.mediaRoot.utf8).appendingComponent(PathBytes("library/".utf8) + entry.relativePath), [UInt8(round)])
+            }
+        }
+    }
+
     func addEvent(_ note: String = "next night") throws {
         let queue = try DatabaseQueue(path: volume.dbPath)
         try queue.write { db in
