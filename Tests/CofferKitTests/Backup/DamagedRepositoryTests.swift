@@ -259,22 +259,28 @@ import Testing
         archive_write_close(archive)
     }
 
+    /// A restore into `target` that must be refused (exit 2) and leave nothing: no media, no
+    /// database, no staging folder.
+    func expectRefused(_ fixture: BackupFixture, sourceLocation: SourceLocation = #_sourceLocation) -> CofferError? {
+        let error = #expect(throws: CofferError.self, sourceLocation: sourceLocation) { try fixture.restore(into: "target") }
+        #expect(error?.status == .failed, sourceLocation: sourceLocation)
+        let target = fixture.volume.directory.child("target")
+        #expect(!FileManager.default.fileExists(atPath: target + "/media"), sourceLocation: sourceLocation)
+        #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"), sourceLocation: sourceLocation)
+        let siblings = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
+        #expect(siblings.allSatisfy { !$0.hasPrefix(".coffer-restore") }, "\(siblings)", sourceLocation: sourceLocation)
+        return error
+    }
+
     @Test(arguments: Evil.allCases)
     func aHostileEntryIsRefused(evil: Evil) throws {
         let fixture = try BackupFixture(jobs: 8, hostile: false)
         try fixture.backup()
         try plant(evil, in: fixture)
-        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
-        #expect(error?.status == .failed)
+        let error = expectRefused(fixture)
         #expect(error?.cause.hasPrefix("refused ") == true, "\(String(describing: error))")
-        let target = fixture.volume.directory.child("target")
-        #expect(!FileManager.default.fileExists(atPath: target + "/media"))
-        #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"))
         #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("escaped.txt")))
         #expect(!FileManager.default.fileExists(atPath: "/tmp/coffer-escaped.txt"))
-        // Nothing staged is left behind either.
-        let siblings = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
-        #expect(siblings.allSatisfy { !$0.hasPrefix(".coffer-restore") }, "\(siblings)")
     }
 
     /// Restore reads only what backup writes: a pack swapped for a gzip-compressed tar of the
@@ -293,13 +299,7 @@ import Testing
         gzip.waitUntilExit()
         #expect(gzip.terminationStatus == 0)
         #expect(try Data(contentsOf: URL(fileURLWithPath: packPath)).prefix(2) == Data([0x1F, 0x8B]))
-        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
-        #expect(error?.status == .failed)
-        let target = fixture.volume.directory.child("target")
-        #expect(!FileManager.default.fileExists(atPath: target + "/media"))
-        #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"))
-        let siblings = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
-        #expect(siblings.allSatisfy { !$0.hasPrefix(".coffer-restore") }, "\(siblings)")
+        _ = expectRefused(fixture)
         let verify = try fixture.verifyRepository()
         #expect(verify.findings.contains { $0.path.contains(snapshot.summary.pack.name) && $0.snapshots == [snapshot.id] }, "\(verify.findings)")
     }
@@ -329,14 +329,8 @@ import Testing
         chmod(packPath, 0o644)
         try Data(header + [UInt8](repeating: 0x41, count: 4096)).write(to: URL(fileURLWithPath: packPath))
 
-        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
-        #expect(error?.status == .failed)
+        let error = expectRefused(fixture)
         #expect(error?.cause.contains("size 1073741824 in the pack") == true, "\(String(describing: error))")
-        let target = fixture.volume.directory.child("target")
-        #expect(!FileManager.default.fileExists(atPath: target + "/media"))
-        #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"))
-        let siblings = (try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []
-        #expect(siblings.allSatisfy { !$0.hasPrefix(".coffer-restore") }, "\(siblings)")
     }
 
     @Test func aPackWithoutARecordedFileRefusesTheRestore() throws {
@@ -347,13 +341,9 @@ import Testing
         try repository.reader(for: try repository.resolve("latest")).files { paths.append($0.path) }
         let victim = try #require(paths.dropFirst(paths.count / 2).first)
         try plant(nil, in: fixture, dropping: "media/" + String(decoding: victim, as: UTF8.self))
-        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
-        #expect(error?.status == .failed)
+        let error = expectRefused(fixture)
         #expect(error?.cause.contains("1 file(s) of the snapshot are not in the pack") == true, "\(String(describing: error))")
         #expect(error?.cause.contains(PathText.display(victim)) == true)
-        let target = fixture.volume.directory.child("target")
-        #expect(!FileManager.default.fileExists(atPath: target + "/media"))
-        #expect(!FileManager.default.fileExists(atPath: target + "/data/db.sqlite"))
     }
 
     /// A backed-up volume whose latest record was edited: `edit` gets its lines and the index
