@@ -28,6 +28,8 @@ public struct BackupRunner {
     /// Called once the database is copied, and once the media are collected (before any is
     /// read): for tests that change the volume at those moments, as the pipeline may.
     var afterCopying: (() throws -> Void)?
+    /// At most this many problems and findings go into the record (the report has them all).
+    var recordedListLimit = Snapshot.Summary.listLimit
     var afterCollecting: (() throws -> Void)?
 
     /// Bytes assumed per entry beyond its data (headers, padding), for the space estimate.
@@ -285,8 +287,10 @@ public struct BackupRunner {
         let summary = Snapshot.Summary(
             files: recordedFiles, bytes: recordedBytes, bytesAdded: report.bytesAdded,
             bytesRead: report.bytesRead, pack: .init(name: packName, size: pack.size, sha256: pack.sha256),
-            database: database, problems: problems, findings: findings,
-            seconds: ["total": Date().timeIntervalSince(started)])
+            database: database, problems: Array(problems.prefix(recordedListLimit)), findings: Array(findings.prefix(recordedListLimit)),
+            seconds: ["total": Date().timeIntervalSince(started)],
+            problemsTotal: problems.count > recordedListLimit ? problems.count : nil,
+            findingsTotal: findings.count > recordedListLimit ? findings.count : nil)
         try snapshotWriter.summary(summary)
         try snapshotWriter.flush()
         try repository.storage.commit(record)

@@ -145,16 +145,25 @@ public struct Snapshot: Sendable {
         public var seconds: [String: Double]
         /// Packs `coffer prune` rewrote that this snapshot refers to, with their digests.
         public var repacked: [Pack]?
+        /// How many problems and findings the run had, when there were more than the record
+        /// lists (``listLimit``; a MEDIA_ROOT pointed at the wrong place gives one per file).
+        public var problemsTotal: Int?
+        public var findingsTotal: Int?
         /// How many problems and findings the record lists, when they were counted rather than
         /// decoded (``SnapshotReader/snapshot()``: `problems` and `findings` are then empty).
         var countedProblems: Int?
         var countedFindings: Int?
 
-        public var problemCount: Int { countedProblems ?? problems.count }
-        public var findingCount: Int { countedFindings ?? findings.count }
+        /// A record lists at most this many problems and this many findings: the summary line
+        /// stays well under what a reader accepts (``SnapshotReader/longestLine``).
+        public static let listLimit = 50_000
+
+        public var problemCount: Int { problemsTotal ?? countedProblems ?? problems.count }
+        public var findingCount: Int { findingsTotal ?? countedFindings ?? findings.count }
 
         enum CodingKeys: String, CodingKey {
             case type, files, bytes, bytesAdded = "bytes_added", bytesRead = "bytes_read", pack, database, problems, findings, seconds, repacked
+            case problemsTotal = "problems_total", findingsTotal = "findings_total"
         }
     }
 

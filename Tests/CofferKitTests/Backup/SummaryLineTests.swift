@@ -157,6 +157,31 @@ import Testing
         #expect(verify.findings.contains { $0.kind == "snapshot_damaged" && $0.path.contains(snap.id) }, "\(verify.findings)")
     }
 
+    /// A record lists at most so many problems and findings, and says how many there were:
+    /// listings show the totals; the report of the run has them all.
+    @Test func aRecordListsAtMostTheLimitAndKeepsTheTotals() throws {
+        let fixture = try BackupFixture(jobs: 40, hostile: false)
+        _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
+        var runner = BackupRunner(configuration: try fixture.configuration())
+        runner.recordedListLimit = 1
+        let report = try runner.run()
+        #expect(report.problems.count >= 2 && report.findings >= 2)
+        let repository = try fixture.repository()
+        let snap = try #require(try repository.snapshots().snapshots.first)
+        #expect(snap.summary.problemCount == report.problems.count && snap.summary.findingCount == report.findings)
+        let details = try repository.reader(for: snap).details()
+        #expect(details.problems == [report.problems[0]] && details.findings.count == 1)
+        #expect(try SnapshotListing.read(fixture.configuration()).snapshots.first?.problems == report.problems.count)
+        #expect(try fixture.verifyRepository(readData: false).findings.isEmpty)
+        // Under the limit, the record has no totals: the lists are whole.
+        let line = String(decoding: try Self.lastLine(fixture.repo + "/snapshots/\(snap.id).jsonl"), as: UTF8.self)
+        #expect(line.contains("\"problems_total\":\(report.problems.count)"))
+        runner.recordedListLimit = Snapshot.Summary.listLimit
+        _ = try runner.run()
+        let newest = try #require(try fixture.repository().snapshots().snapshots.last)
+        #expect(!String(decoding: try Self.lastLine(fixture.repo + "/snapshots/\(newest.id).jsonl"), as: UTF8.self).contains("_total"))
+    }
+
     @Test func aRecordRewrittenByPruneKeepsItsProblemsAndFindings() throws {
         let fixture = try BackupFixture(jobs: 40, hostile: true)
         _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
@@ -177,6 +202,31 @@ import Testing
         let lineAfter = try Self.lastLine(fixture.repo + "/snapshots/\(newest.id).jsonl")
         #expect(lineAfter != lineBefore) // its references moved
         #expect(try fixture.verifyRepository().findings.isEmpty)
+    }
+
+    /// Prune copies a record's lists as they are, but decodes them first: a damaged one stops
+    /// the prune instead of being carried into a rewritten record; every record and pack stays.
+    @Test func aDamagedListStopsThePruneThatWouldRewriteIt() throws {
+        let fixture = try BackupFixture(jobs: 40, hostile: false)
+        _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
+        for round in 0...2 {
+            if round > 0 { try fixture.touchLibrary(every: 3, round: round) }
+            try fixture.backup()
+        }
+        let newest = try #require(try fixture.repository().snapshots().snapshots.last)
+        let path = fixture.repo + "/snapshots/\(newest.id).jsonl"
+        chmod(path, 0o644)
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        try text.replacingOccurrences(of: #"{"job_id""#, with: #"{"kind":42,"job_id""#).write(toFile: path, atomically: false, encoding: .utf8)
+        let damaged = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(damaged != text)
+        let packs = try fixture.packs()
+
+        let error = #expect(throws: CofferError.self) { try Pruner(repository: fixture.repo, policy: KeepPolicy(last: 1)).run() }
+        #expect(error?.status == .failed)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == damaged)
+        #expect(Set(try fixture.packs()).isSuperset(of: packs))
+        #expect(try fixture.repository().snapshots().snapshots.count == 3)
     }
 
     static func lastLine(_ path: String) throws -> [UInt8] {
