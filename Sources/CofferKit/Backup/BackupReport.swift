@@ -45,7 +45,12 @@ public struct BackupReport: Sendable, Codable {
         let rows = databaseRows.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         lines.append("  database \(Formatting.bytes(databaseBytes)) (\(rows))" + (databaseUnchanged ? ", unchanged since the parent: its stored copy serves" : ""))
         if !dryRun { lines.append("  pack \(Formatting.bytes(packBytes)), \(Formatting.seconds(seconds))") }
-        if findings > 0 { lines.append("  \(findings) reconciliation finding(s) recorded in the snapshot (`coffer verify` shows them live)") }
+        let listed = Snapshot.Summary.listLimit // what a record lists of each
+        if findings > 0 {
+            lines.append("  \(findings) reconciliation finding(s) recorded in the snapshot" + (findings > listed ? " (the first \(listed) listed)" : "")
+                         + " (`coffer verify` shows them live)")
+        }
+        if problems.count > listed { lines.append("  \(problems.count) problems; the snapshot lists the first \(listed)") }
         // Grouped by kind through indices: the problems are not copied (there may be a million).
         var kinds: [String] = []
         var byKind: [String: [Int]] = [:]

@@ -277,6 +277,13 @@ import Testing
         let all = report.text(limit: nil)
         #expect(all.contains("/old/media/44.mkv"))
         #expect(!all.contains("more outside_media_root"))
+        #expect(!text.contains("listed") && !text.contains("lists the first"))
+        // Past what a record lists, the text says so.
+        report.findings = Snapshot.Summary.listLimit + 1
+        report.problems += Array(repeating: report.problems[0], count: Snapshot.Summary.listLimit)
+        let long = report.text()
+        #expect(long.contains("\(Snapshot.Summary.listLimit + 1) reconciliation finding(s) recorded in the snapshot (the first \(Snapshot.Summary.listLimit) listed)"))
+        #expect(long.contains("the snapshot lists the first \(Snapshot.Summary.listLimit)"))
     }
 
     @Test func restoreRefusesTargetsThatAreNotFresh() throws {
