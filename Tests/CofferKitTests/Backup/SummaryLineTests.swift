@@ -182,13 +182,20 @@ import Testing
         #expect(!String(decoding: try Self.lastLine(fixture.repo + "/snapshots/\(newest.id).jsonl"), as: UTF8.self).contains("_total"))
     }
 
-    @Test func aRecordRewrittenByPruneKeepsItsProblemsAndFindings() throws {
-        let fixture = try BackupFixture(jobs: 40, hostile: true)
+    /// Three backups of a volume with every kind of problem planted, some files changed
+    /// before each later one (so that a prune of the first two rewrites the newest record).
+    static func threeNightsWithProblems(hostile: Bool) throws -> BackupFixture {
+        let fixture = try BackupFixture(jobs: 40, hostile: hostile)
         _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
         for round in 0...2 {
             if round > 0 { try fixture.touchLibrary(every: 3, round: round) }
             try fixture.backup()
         }
+        return fixture
+    }
+
+    @Test func aRecordRewrittenByPruneKeepsItsProblemsAndFindings() throws {
+        let fixture = try Self.threeNightsWithProblems(hostile: true)
         let repository = try fixture.repository()
         let newest = try #require(try repository.snapshots().snapshots.last)
         let before = try repository.reader(for: newest).details()
@@ -207,12 +214,7 @@ import Testing
     /// Prune copies a record's lists as they are, but decodes them first: a damaged one stops
     /// the prune instead of being carried into a rewritten record; every record and pack stays.
     @Test func aDamagedListStopsThePruneThatWouldRewriteIt() throws {
-        let fixture = try BackupFixture(jobs: 40, hostile: false)
-        _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
-        for round in 0...2 {
-            if round > 0 { try fixture.touchLibrary(every: 3, round: round) }
-            try fixture.backup()
-        }
+        let fixture = try Self.threeNightsWithProblems(hostile: false)
         let newest = try #require(try fixture.repository().snapshots().snapshots.last)
         let path = fixture.repo + "/snapshots/\(newest.id).jsonl"
         chmod(path, 0o644)
