@@ -28,9 +28,9 @@ public struct BackupRunner {
     /// Called once the database is copied, and once the media are collected (before any is
     /// read): for tests that change the volume at those moments, as the pipeline may.
     var afterCopying: (() throws -> Void)?
+    var afterCollecting: (() throws -> Void)?
     /// At most this many problems and findings go into the record (the report has them all).
     var recordedListLimit = Snapshot.Summary.listLimit
-    var afterCollecting: (() throws -> Void)?
 
     /// Bytes assumed per entry beyond its data (headers, padding), for the space estimate.
     static let entryOverhead: Int64 = 2048
@@ -564,8 +564,7 @@ public struct BackupRunner {
     }
 
     func checkSpace(for bytes: Int64, in location: String) throws {
-        // Test-only: lets the full-disk test reach ENOSPC in the middle of a pack.
-        if ProcessInfo.processInfo.environment["COFFER_TEST_SKIP_SPACE_CHECK"] == "1" { return }
+        if FileSystem.spaceChecksSkipped { return }
         guard case .success(let space) = FileSystem.freeSpace(location) else { return }
         if Int64(clamping: space.available) < bytes {
             throw CofferError(.failed, operation: "check free space in", subject: location,

@@ -203,7 +203,7 @@ final class SnapshotWriter {
     /// The summary line: the bytes `line(summary)` would write, its `problems` and `findings`
     /// encoded one element at a time instead of the whole line as one JSON tree (with 187,000
     /// problems that tree and its text took 170 MB). `rawLists` gives a list's elements as
-    /// encoded bytes (``SnapshotReader/rawLists()``, for a record being rewritten): they are
+    /// encoded bytes (``SnapshotReader/checkedRawLists()``, for a record being rewritten): they are
     /// written as they are, in place of the summary's.
     func summary(_ summary: Snapshot.Summary, rawLists: [String: [UInt8]] = [:]) throws {
         var shell = summary
@@ -390,10 +390,14 @@ public struct SnapshotReader {
     /// Decodes the summary's problems and findings one at a time (a record may list a million:
     /// `verify --repo` checks them without holding them).
     public func forEachDetail(problem: (Snapshot.Problem) throws -> Void, finding: (Finding) throws -> Void) throws {
-        let layout = try layout()
+        try forEachDetail(in: try layout().summary, problem: problem, finding: finding)
+    }
+
+    /// ``forEachDetail(problem:finding:)`` over a summary line already read.
+    func forEachDetail(in line: Data, problem: (Snapshot.Problem) throws -> Void, finding: (Finding) throws -> Void) throws {
         let unreadable = damaged("its summary's problems or findings cannot be read")
         let decoder = JSONDecoder()
-        let counted: Bool = try layout.summary.withUnsafeBytes { raw in
+        let counted: Bool = try line.withUnsafeBytes { raw in
             guard let lists = SummaryLine.lists(in: raw), let problems = lists["problems"], let findings = lists["findings"] else { return false }
             do {
                 try SummaryLine.forEachElement(of: problems, in: raw) { try problem(decoder.decode(Snapshot.Problem.self, from: Data($0))) }
@@ -405,17 +409,19 @@ public struct SnapshotReader {
         }
         guard !counted else { return }
         // A line the count cannot follow: decoded whole.
-        guard let summary = try? decoder.decode(Snapshot.Summary.self, from: layout.summary) else { throw unreadable }
+        guard let summary = try? decoder.decode(Snapshot.Summary.self, from: line) else { throw unreadable }
         try summary.problems.forEach(problem)
         try summary.findings.forEach(finding)
     }
 
     /// The summary's problems and findings as the record has them (the bytes between each
     /// list's brackets), for writing the record again; empty when its line is one the count
-    /// cannot follow (``snapshot()`` then decoded them whole).
-    func rawLists() throws -> [String: [UInt8]] {
-        let layout = try layout()
-        return layout.summary.withUnsafeBytes { raw in
+    /// cannot follow (``snapshot()`` then decoded them whole). They are decoded first, one
+    /// element at a time, from the same read: a damaged list is refused, not copied.
+    func checkedRawLists() throws -> [String: [UInt8]] {
+        let line = try layout().summary
+        try forEachDetail(in: line, problem: { _ in }, finding: { _ in })
+        return line.withUnsafeBytes { raw in
             guard let lists = SummaryLine.lists(in: raw) else { return [:] }
             return lists.mapValues { [UInt8](raw[$0.contents]) }
         }

@@ -246,11 +246,9 @@ public struct Pruner {
         var repacked = (summary.repacked ?? []).filter { !newPacks.keys.contains($0.name) }
         repacked += newPacks.values.filter { usedNew.contains($0.name) }.sorted { $0.name < $1.name }
         summary.repacked = repacked.isEmpty ? nil : repacked
-        // The lists are copied as they are; decoded first (one element at a time), so that a
-        // damaged one stops the prune instead of being carried into the new record.
-        let reader = try repository.reader(for: snap)
-        try reader.forEachDetail(problem: { _ in }, finding: { _ in })
-        try writer.summary(summary, rawLists: try reader.rawLists())
+        // The lists are copied as they are, once checked: a damaged one stops the prune
+        // instead of being carried into the new record.
+        try writer.summary(summary, rawLists: try repository.reader(for: snap).checkedRawLists())
         try writer.flush()
         try repository.storage.commit(record)
         committed = true

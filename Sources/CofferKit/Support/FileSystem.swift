@@ -53,6 +53,10 @@ public enum FileSystem {
 
     public static func status(_ path: String) -> Result<FileInfo, Errno> { status(Array(path.utf8)) }
 
+    /// `COFFER_TEST_SKIP_SPACE_CHECK=1`: backup and restore skip their free-space check up
+    /// front, so that the full-disk tests reach ENOSPC in the middle of a run.
+    static var spaceChecksSkipped: Bool { ProcessInfo.processInfo.environment["COFFER_TEST_SKIP_SPACE_CHECK"] == "1" }
+
     /// The bytes of free space available to an unprivileged user on the filesystem of `path`.
     public static func freeSpace(_ path: String) -> Result<DiskSpace, Errno> {
         var st = statvfs()
