@@ -26,11 +26,18 @@ let package = Package(
             pkgConfig: "libarchive",
             providers: [.apt(["libarchive-dev"]), .brew(["libarchive"])]
         ),
+        // The system SQLite's sqlite3_db_config (variadic, so not callable from Swift), for the
+        // defensive mode of connections to databases that came from outside.
+        .systemLibrary(
+            name: "CSQLiteConfig",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"]), .brew(["sqlite"])]
+        ),
         // Everything Coffer knows. Does not import ArgumentParser.
         .target(
             name: "CofferKit",
             dependencies: [
-                "CArchive",
+                "CArchive", "CSQLiteConfig",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // The system SQLite's C API, as GRDB links it: export-jobs reads cells in place.
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),

@@ -1,3 +1,4 @@
+import CSQLiteConfig
 import Foundation
 import GRDB
 
@@ -43,15 +44,25 @@ public enum DatabaseAccess {
     }
 
     /// For a database that came from outside (a restored or verified copy): schema code is not
-    /// trusted (`trusted_schema=OFF`) and cell sizes are checked (`cell_size_check=ON`), so
-    /// damage surfaces as an error instead of a wrong read.
+    /// trusted (`trusted_schema=OFF`), cell sizes are checked (`cell_size_check=ON`), so
+    /// damage surfaces as an error instead of a wrong read, and the connection is defensive
+    /// (`SQLITE_DBCONFIG_DEFENSIVE`): no `writable_schema`, no writes to `sqlite_master` or to
+    /// the shadow tables of FTS indexes, even from a trigger the file brought along.
     public static func untrustedConfiguration() -> GRDB.Configuration {
         var config = GRDB.Configuration()
         config.busyMode = .timeout(busyTimeout)
         config.prepareDatabase { db in
+            guard coffer_sqlite_defensive(db.sqliteConnection, 1) == 1 else {
+                throw DatabaseError(resultCode: .SQLITE_ERROR, message: "this SQLite refused its defensive mode (SQLITE_DBCONFIG_DEFENSIVE, SQLite 3.26 or later)")
+            }
             try db.execute(sql: "PRAGMA trusted_schema = OFF; PRAGMA cell_size_check = ON")
         }
         return config
+    }
+
+    /// Whether `db` is in defensive mode (``untrustedConfiguration()``).
+    public static func isDefensive(_ db: Database) -> Bool {
+        coffer_sqlite_defensive(db.sqliteConnection, -1) == 1
     }
 
     /// Opens an existing database. Fails with exit 2 when `path` is missing, is not a regular

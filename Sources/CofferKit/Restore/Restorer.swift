@@ -208,7 +208,15 @@ public struct Restorer {
             throw CofferError(.failed, operation: "restore database from", subject: snap.id,
                               cause: "the decompressed copy's SHA-256 differs from the one recorded; nothing was written to the targets")
         }
-        lane.rewritten = try rewritePaths(in: path, from: snap.header.mediaRoot, to: configuration.layout.mediaRoot)
+        do {
+            lane.rewritten = try rewritePaths(in: path, from: snap.header.mediaRoot, to: configuration.layout.mediaRoot)
+        } catch let error as DatabaseError {
+            // The copy is untrusted: its own schema code (a trigger writing where defensive
+            // mode forbids) or damage can stop the rewrite. Nothing is in place yet.
+            throw CofferError(.failed, operation: "rewrite the media paths of the database of", subject: snap.id,
+                              cause: error.message ?? "\(error.resultCode)",
+                              hint: "the snapshot's database is damaged or holds a trigger that writes where it may not; nothing was written to the targets: restore an earlier snapshot (`coffer snapshots`)")
+        }
         // The check of the restored volume, its database part: here, beside the media, on the
         // same bytes (what remains after the rename looks only at the files), and beside
         // integrity_check (both only read the copy).

@@ -2,6 +2,7 @@ import CArchive
 import CofferFixtures
 @testable import CofferKit
 import Foundation
+import GRDB
 import Glibc
 import Testing
 
@@ -331,6 +332,27 @@ import Testing
 
         let error = expectRefused(fixture)
         #expect(error?.cause.contains("size 1073741824 in the pack") == true, "\(String(describing: error))")
+    }
+
+    /// A snapshot's database is untrusted input too. A trigger it brings along, fired by the
+    /// rewrite of its media paths, that empties an FTS index through the index's shadow table
+    /// (SQLite 3.40's integrity_check does not look inside FTS5: it would still say "ok") is
+    /// stopped by the defensive mode of restore's connection: the restore is refused, naming
+    /// the table, and nothing is left behind.
+    @Test func aTriggerWritingIntoAShadowTableIsRefused() throws {
+        let fixture = try BackupFixture(jobs: 8, hostile: false)
+        let live = try DatabaseQueue(path: fixture.volume.dbPath)
+        try live.write { db in
+            try db.execute(sql: """
+                CREATE VIRTUAL TABLE notes USING fts5(body);
+                INSERT INTO notes VALUES ('dubbed into Russian');
+                CREATE TRIGGER spoil AFTER UPDATE ON media BEGIN DELETE FROM notes_data; END;
+                """)
+        }
+        try live.close()
+        try fixture.backup()
+        let error = expectRefused(fixture)
+        #expect(error?.cause.contains("notes_data may not be modified") == true, "\(String(describing: error))")
     }
 
     @Test func aPackWithoutARecordedFileRefusesTheRestore() throws {

@@ -11,6 +11,24 @@ import Testing
         return (dir, dir.child("db.sqlite"))
     }
 
+    /// A connection to a database that came from outside is defensive: it cannot be told to
+    /// write the schema by hand. An ordinary connection can (the test that the difference is
+    /// the configuration's).
+    @Test func anUntrustedDatabaseIsOpenedDefensive() throws {
+        let (dir, path) = try freshDatabase()
+        defer { withExtendedLifetime(dir) {} }
+        let rename = "PRAGMA writable_schema = ON; UPDATE sqlite_master SET sql = replace(sql, 'url', 'link') WHERE name = 'jobs'"
+        let untrusted = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
+        #expect(try untrusted.read { DatabaseAccess.isDefensive($0) })
+        #expect(throws: DatabaseError.self) { try untrusted.writeWithoutTransaction { try $0.execute(sql: rename) } }
+        #expect(try untrusted.read { try String.fetchOne($0, sql: "SELECT sql FROM sqlite_master WHERE name = 'jobs'") }?.contains("url TEXT") == true)
+        try untrusted.close()
+        let ordinary = try DatabaseQueue(path: path)
+        #expect(try ordinary.read { !DatabaseAccess.isDefensive($0) })
+        try ordinary.writeWithoutTransaction { try $0.execute(sql: rename) }
+        try ordinary.close()
+    }
+
     @Test func everyConnectionGetsTheSeedPragmas() throws {
         let (dir, path) = try freshDatabase()
         defer { withExtendedLifetime(dir) {} }

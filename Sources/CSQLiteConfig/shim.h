@@ -1,0 +1,13 @@
+#ifndef COFFER_CSQLITECONFIG_SHIM_H
+#define COFFER_CSQLITECONFIG_SHIM_H
+#include <sqlite3.h>
+
+/// Sets SQLITE_DBCONFIG_DEFENSIVE on a connection (`on`: 1 or 0; -1 only reads it) and returns
+/// the setting as it is afterwards, or -1 when SQLite refused. `sqlite3_db_config` is variadic:
+/// Swift cannot call it directly.
+static inline int coffer_sqlite_defensive(sqlite3 *db, int on) {
+    int now = -1;
+    if (sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, on, &now) != SQLITE_OK) return -1;
+    return now;
+}
+#endif
