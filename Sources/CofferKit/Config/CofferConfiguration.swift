@@ -80,6 +80,12 @@ public struct CofferConfiguration: Sendable {
         func value(_ key: SettingKey) -> String { settings.first { $0.key == key }?.value ?? "" }
         dbPath = value(.dbPath)
         mediaRoot = value(.mediaRoot)
+        // Its tmp/ would be the system's /tmp, its library/ a folder of /, and a restore or a
+        // cleanup would work at the top of the file system.
+        guard mediaRoot != "/" else {
+            throw CofferError.badSetting(SettingKey.mediaRoot.rawValue, mediaRoot, "is the root of the file system",
+                                         hint: "set MEDIA_ROOT to the folder that holds library/ and tmp/ (the pipeline's default is /media)")
+        }
         minFreeSpaceGB = try Self.gigabytes(.minFreeSpaceGB, value(.minFreeSpaceGB))
         alertFreeSpaceGB = try Self.gigabytes(.alertFreeSpaceGB, value(.alertFreeSpaceGB))
         guard alertFreeSpaceGB >= minFreeSpaceGB else {

@@ -67,6 +67,8 @@ import Testing
         (.tempDirTemplate, "{MEDIA_ROOT}/tmp/{title}"),
         (.tempDirTemplate, "{MEDIA_ROOT}/tmp/{jobId}/work"),
         (.dbPath, ""),
+        (.mediaRoot, "/"),
+        (.mediaRoot, "/media/.."), // normalized to /
     ])
     func badValueIsAUsageErrorNamingTheVariable(key: SettingKey, value: String) throws {
         let error = #expect(throws: CofferError.self) {
