@@ -50,25 +50,34 @@ public struct Drill {
         restorer.logger = logger
         restorer.progress = progress
         let restoreStarted = Date()
+        let restore: RestoreReport
         do {
-            let restore = try restorer.run()
-            report.restoreSeconds = Date().timeIntervalSince(restoreStarted)
-            report.restore = restore
-            // What the snapshot already recorded (a file the database referred to that was
-            // missing when it was taken) is the source's state, not a failed restore; free
-            // space is the scratch filesystem's, not the restored volume's.
-            let known = Set(try repository.reader(for: snap).details().findings.map { Self.key($0, mediaRoot: snap.header.mediaRoot) })
-            for finding in restore.verify?.findings ?? [] {
-                if finding.kind == .diskSpaceLow || finding.kind == .diskSpaceAlert { continue }
-                if known.contains(Self.key(finding, mediaRoot: place + "/media")) { report.inherited += 1; continue }
-                report.findings.append(.init(kind: finding.kind.rawValue, path: finding.path ?? "", message: finding.message))
-            }
+            restore = try restorer.run()
         } catch let error as CofferError where error.status == .failed {
             report.restoreSeconds = Date().timeIntervalSince(restoreStarted)
             report.findings.append(.init(kind: "restore_failed", path: error.subject ?? "", message: error.message))
             report.seconds = Date().timeIntervalSince(started)
             report.outcome = "failed"
             return report
+        }
+        report.restoreSeconds = Date().timeIntervalSince(restoreStarted)
+        report.restore = restore
+        // What the snapshot already recorded (a file the database referred to that was
+        // missing when it was taken) is the source's state, not a failed restore; free
+        // space is the scratch filesystem's, not the restored volume's. A record whose list
+        // of findings cannot be read is a finding of its own (the restore itself succeeded),
+        // and every finding of the restored volume is then reported.
+        var known = Set<String>()
+        do {
+            known = Set(try repository.reader(for: snap).details().findings.map { Self.key($0, mediaRoot: snap.header.mediaRoot) })
+        } catch let error as CofferError where error.status == .failed {
+            report.findings.append(.init(kind: "snapshot_damaged", path: "snapshots/\(snap.id).jsonl",
+                                         message: "its recorded problems and findings cannot be read (\(error.cause)); the restore itself succeeded"))
+        }
+        for finding in restore.verify?.findings ?? [] {
+            if finding.kind == .diskSpaceLow || finding.kind == .diskSpaceAlert { continue }
+            if known.contains(Self.key(finding, mediaRoot: place + "/media")) { report.inherited += 1; continue }
+            report.findings.append(.init(kind: finding.kind.rawValue, path: finding.path ?? "", message: finding.message))
         }
 
         // 2. Every restored file read back from disk and re-hashed against the snapshot.
@@ -165,7 +174,7 @@ public struct Drill {
 /// What `coffer drill` found. Encoded as the `--json` document.
 public struct DrillReport: Sendable, Encodable, MetricsReporting {
     public struct Finding: Sendable, Encodable, Equatable {
-        /// `restore_failed`, `file_missing`, `file_differs`, or a kind of `coffer verify`.
+        /// `restore_failed`, `snapshot_damaged`, `file_missing`, `file_differs`, or a kind of `coffer verify`.
         public var kind: String
         public var path: String
         public var message: String

@@ -155,6 +155,12 @@ import Testing
         #expect(throws: CofferError.self) { try fixture.repository().reader(for: snap).details() }
         let verify = try fixture.verifyRepository(readData: false)
         #expect(verify.findings.contains { $0.kind == "snapshot_damaged" && $0.path.contains(snap.id) }, "\(verify.findings)")
+        // A drill of it restores, and names the record, not the restore, as what failed.
+        let drill = try Drill(configuration: fixture.configuration()).run()
+        #expect(drill.restore != nil)
+        #expect(drill.findings.contains { $0.kind == "snapshot_damaged" && $0.path.contains(snap.id) }, "\(drill.findings)")
+        #expect(!drill.findings.contains { $0.kind == "restore_failed" }, "\(drill.findings)")
+        #expect(drill.status == .findings)
     }
 
     /// A record lists at most so many problems and findings, and says how many there were:
