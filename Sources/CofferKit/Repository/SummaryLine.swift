@@ -29,6 +29,7 @@ enum SummaryLine {
         var key: Range<Int>?
         var open: (key: String, start: Int, commas: Int, empty: Bool)?
         var found: [String: List] = [:]
+        var seen = Set<String>()
         func isListKey(_ range: Range<Int>) -> String? {
             for name in keys where name.utf8.count == range.count
                 && name.utf8.elementsEqual(UnsafeRawBufferPointer(rebasing: line[range])) { return name }
@@ -71,7 +72,11 @@ enum SummaryLine {
                     return keys.allSatisfy { found[$0] != nil } ? found : nil
                 }
             case UInt8(ascii: ":"):
-                if depth == 1 { key = lastString }
+                if depth == 1 {
+                    key = lastString
+                    // A list's key given twice: which one counts is JSONDecoder's to say.
+                    if let key, let name = isListKey(key), !seen.insert(name).inserted { return nil }
+                }
             case UInt8(ascii: ","):
                 if depth == 1 { key = nil }
                 if depth == 2, open != nil { open!.commas += 1 }

@@ -126,6 +126,9 @@ import Testing
         #expect(counts(#"{"findings":[],"problems":["unterminated]}"#) == nil)
         #expect(counts(#"{"findings":[],"problems":{}}"#) == nil)
         #expect(counts(#"[{"findings":[],"problems":[]}]"#) == nil)
+        #expect(counts(#"{"findings":[],"problems":[],"problems":[1,2]}"#) == nil)
+        #expect(counts(#"{"findings":[],"problems":[1,2],"problems":null}"#) == nil)
+        #expect(counts(#"{"findings":[],"problems":[1],"x":{"problems":[]}}"#) == ["findings": 0, "problems": 1]) // not top-level
     }
 
     @Test func recordsAreListedWithCountsAndVerifyDecodesTheirLists() throws {
