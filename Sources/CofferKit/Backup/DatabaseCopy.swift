@@ -2,6 +2,7 @@ import CArchive
 import Crypto
 import Foundation
 import GRDB
+import GRDBSQLite
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,6 +26,7 @@ struct DatabaseCopy {
 
     static func take(from source: String, to path: String) throws -> DatabaseCopy {
         let reader = try DatabaseAccess.openExisting(source, readOnly: true)
+        var destination: DatabaseQueue?
         do {
             var config = GRDB.Configuration()
             config.label = "coffer.copy"
@@ -35,11 +37,16 @@ struct DatabaseCopy {
             config.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF")
             }
-            let destination = try DatabaseQueue(path: path, configuration: config)
-            try reader.backup(to: destination)
-            try destination.close()
+            let queue = try DatabaseQueue(path: path, configuration: config)
+            destination = queue
+            try reader.backup(to: queue)
+            try queue.close()
             try reader.close()
         } catch let error as DatabaseError {
+            // A write of the copy that failed (a full disk, a file size limit) is known to the
+            // copy's connection, by its errno; the error in hand may only say "not an error".
+            let code = (try? destination?.inDatabase { sqlite3_system_errno($0.sqliteConnection) }) ?? 0
+            if code != 0 { throw CofferError.system("write the database copy", path, errno: code) }
             throw DatabaseAccess.databaseFailure("copy database", source, error)
         }
         // Described (integrity_check, counts) by the caller, which may do it on another core.

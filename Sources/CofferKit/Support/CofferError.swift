@@ -37,9 +37,19 @@ public struct CofferError: Error, LocalizedError, Equatable, Sendable {
         CofferError(.usage, operation: "read setting", subject: name, cause: "\(cause) (got \(quoted(value)))", hint: hint)
     }
 
-    /// A failure (exit 2) from a POSIX call.
+    /// A failure (exit 2) from a POSIX call. A full disk and a file size limit get their hint
+    /// unless the caller gives one.
     public static func system(_ operation: String, _ path: String, errno code: Int32, hint: String? = nil) -> CofferError {
-        CofferError(.failed, operation: operation, subject: path, cause: String(cString: strerror(code)), hint: hint)
+        CofferError(.failed, operation: operation, subject: path, cause: String(cString: strerror(code)),
+                    hint: hint ?? defaultHint(errno: code))
+    }
+
+    static func defaultHint(errno code: Int32) -> String? {
+        switch code {
+        case ENOSPC: return "free space on that filesystem, then run again"
+        case EFBIG: return "this process has a file size limit (`ulimit -f`): raise it, or run without it"
+        default: return nil
+        }
     }
 
     static func quoted(_ value: String) -> String {

@@ -15,7 +15,7 @@ public enum RawIO {
             if n < 0 {
                 if errno == EINTR { continue }
                 let code = errno
-                throw CofferError.system("write", path(), errno: code, hint: code == ENOSPC ? "free space on that filesystem, then run again" : nil)
+                throw CofferError.system("write", path(), errno: code)
             }
             done += n
         }

@@ -22,6 +22,9 @@ public enum Interruption {
         lock.lock()
         defer { lock.unlock() }
         guard sources.isEmpty else { return }
+        // Past a file size limit (`ulimit -f`) a write then fails with EFBIG, reported and
+        // undone like a full disk, instead of SIGXFSZ killing the process mid-write.
+        _ = Glibc.signal(SIGXFSZ, SIG_IGN)
         for number in [SIGINT, SIGTERM] {
             _ = Glibc.signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
