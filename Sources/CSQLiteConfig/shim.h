@@ -10,4 +10,12 @@ static inline int coffer_sqlite_defensive(sqlite3 *db, int on) {
     if (sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, on, &now) != SQLITE_OK) return -1;
     return now;
 }
+
+/// Sets SQLITE_DBCONFIG_ENABLE_TRIGGER on a connection (`on`: 1 or 0; -1 only reads it) and
+/// returns the setting as it is afterwards, or -1 when SQLite refused.
+static inline int coffer_sqlite_triggers(sqlite3 *db, int on) {
+    int now = -1;
+    if (sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_TRIGGER, on, &now) != SQLITE_OK) return -1;
+    return now;
+}
 #endif

@@ -1,4 +1,5 @@
 import Crypto
+import CSQLiteConfig
 import Foundation
 import GRDB
 import Logging
@@ -549,10 +550,19 @@ public struct Restorer {
     }
 
     /// Rewrites media paths under the snapshot's MEDIA_ROOT to the new one (TEXT and BLOB).
+    ///
+    /// Only those columns change: the snapshot's triggers do not fire (a trigger that logs
+    /// every update of `media` would otherwise add a row per path, and one brought by a
+    /// tampered snapshot could change anything the connection can write).
     func rewritePaths(in path: String, from old: String, to new: String) throws -> Int {
         guard old != new else { return 0 }
         let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
         defer { try? queue.close() }
+        try queue.inDatabase { db in
+            guard coffer_sqlite_triggers(db.sqliteConnection, 0) == 0 else {
+                throw DatabaseError(resultCode: .SQLITE_ERROR, message: "this SQLite cannot turn triggers off (SQLITE_DBCONFIG_ENABLE_TRIGGER)")
+            }
+        }
         var changed = 0
         try queue.write { db in
             guard try db.tableExists("media") else { return }
