@@ -49,7 +49,7 @@ import Testing
     @Test func exportJobsRefusesBadDurationsAndUnfinishedStatusesWithSixtyFour() throws {
         let scratch = try Scratch()
         let flags = try volume(scratch)
-        for bad in [["--older-than", "30 days"], ["--older-than", "-3d"], ["--status", "QUEUED"], ["--status", "COMPLETE,MUXING"],
+        for bad in [["--older-than", "30 days"], ["--older-than", "-3d"], ["--older-than", "9999999999999999d"], ["--status", "QUEUED"], ["--status", "COMPLETE,MUXING"],
                     ["--delete-media"], ["--purge", "--spreadsheet-safe"]] {
             let result = try CofferBinary.run(["export-jobs", "--out", scratch.child("out")] + bad + flags)
             #expect(result.status == 64, "\(bad): \(result.stderr)")

@@ -13,7 +13,15 @@ public struct RetentionAge: Equatable, Sendable {
             throw CofferError(.usage, operation: "read duration", subject: text, cause: "not a duration",
                               hint: "write a whole number and a unit: 45s, 90m, 12h, 30d or 2w")
         }
+        // The cutoff, now minus the age, must stay a date SQLite and the calendar can write.
+        guard TimeInterval(count) * scale <= Self.longest else {
+            throw CofferError(.usage, operation: "read duration", subject: text, cause: "longer than 1000 years",
+                              hint: "write at most \(Int(Self.longest / 86400))d")
+        }
         self.text = trimmed
         seconds = TimeInterval(count) * scale
     }
+
+    /// 1000 years of 365.25 days.
+    static let longest: TimeInterval = 1000 * 365.25 * 86400
 }

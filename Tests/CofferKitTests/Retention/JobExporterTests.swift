@@ -372,12 +372,13 @@ import Testing
         #expect(try f.exporter().run().rows == report.rows)
         FileSystem.removeTree(f.out)
 
-        for text in ["", "30", "d", "-1d", "1.5d", "3x", "١٢d"] {
+        for text in ["", "30", "d", "-1d", "1.5d", "3x", "١٢d", "365251d", "9999999999999999d", "9223372036854775807s", "99999999999999999999w"] {
             let error = #expect(throws: CofferError.self) { try RetentionAge(parsing: text) }
             #expect(error?.status == .usage, "\(text)")
         }
         #expect(try RetentionAge(parsing: "12h").seconds == 12 * 3600)
         #expect(try RetentionAge(parsing: "2w").seconds == 14 * Self.day)
+        #expect(try RetentionAge(parsing: "365250d").seconds == 365_250 * Self.day)
         for bad in [["QUEUED"], ["COMPLETE", "DUBBING"], ["NOPE"], []] {
             var exporter = try f.exporter()
             exporter.statuses = bad
