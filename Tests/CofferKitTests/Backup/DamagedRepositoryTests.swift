@@ -1,5 +1,6 @@
 import CArchive
 import CofferFixtures
+import Crypto
 @testable import CofferKit
 import Foundation
 import GRDB
@@ -224,8 +225,10 @@ import Testing
         }
     }
 
-    /// Rewrites the snapshot's pack: the hostile entry first, then the real entries.
-    func plant(_ evil: Evil?, in fixture: BackupFixture, dropping dropped: String? = nil) throws {
+    /// Rewrites the snapshot's pack: the hostile entry first, then the real entries (in another
+    /// archive format if `zip` or `cpio`), then `appended` entries.
+    func plant(_ evil: Evil?, in fixture: BackupFixture, dropping dropped: String? = nil,
+               format: String = "pax", appended: [(path: String, bytes: [UInt8])] = []) throws {
         let repository = try fixture.repository()
         let snapshot = try repository.resolve("latest")
         let packPath = fixture.repo + "/" + snapshot.summary.pack.name
@@ -234,8 +237,13 @@ import Testing
         unlink(packPath)
         let archive = archive_write_new()!
         defer { archive_write_free(archive) }
-        archive_write_set_format_pax(archive)
-        archive_write_set_format_option(archive, "pax", "hdrcharset", "BINARY")
+        switch format {
+        case "zip": archive_write_set_format_zip(archive)
+        case "cpio": archive_write_set_format_cpio_newc(archive)
+        default:
+            archive_write_set_format_pax(archive)
+            archive_write_set_format_option(archive, "pax", "hdrcharset", "BINARY")
+        }
         #expect(archive_write_open_filename(archive, packPath) == ARCHIVE_OK)
         evil?.write(to: archive)
         // Copy the original entries after it.
@@ -257,7 +265,49 @@ import Testing
                 archive_write_finish_entry(archive)
             }
         }
+        for (path, bytes) in appended {
+            let entry = archive_entry_new()!
+            defer { archive_entry_free(entry) }
+            archive_entry_copy_pathname(entry, path)
+            archive_entry_set_filetype(entry, UInt32(Glibc.S_IFREG))
+            archive_entry_set_perm(entry, 0o644)
+            archive_entry_set_size(entry, la_int64_t(bytes.count))
+            archive_write_header(archive, entry)
+            archive_write_data(archive, bytes, bytes.count)
+            archive_write_finish_entry(archive)
+        }
         archive_write_close(archive)
+    }
+
+    /// Restore reads tar only: the same entries in a zip or a cpio archive (libarchive would
+    /// read either, if allowed) refuse the restore.
+    @Test(arguments: ["zip", "cpio"])
+    func aPackInAnotherFormatIsRefused(format: String) throws {
+        let fixture = try BackupFixture(jobs: 8, hostile: false)
+        try fixture.backup()
+        try plant(nil, in: fixture, format: format)
+        _ = expectRefused(fixture)
+    }
+
+    /// A pack may hold entries a snapshot does not list (an older version of a file, kept for
+    /// an earlier snapshot): they are read past, never written. A second entry for a listed
+    /// path, with other bytes, after the first, is read past too: what lands is the recorded
+    /// file, checked against its SHA-256.
+    @Test func entriesTheRecordDoesNotListAreNotRestored() throws {
+        let fixture = try BackupFixture(jobs: 8, hostile: false)
+        try fixture.backup()
+        let snapshot = try fixture.repository().resolve("latest")
+        let listed = try fixture.firstFile(in: snapshot)
+        let listedPath = String(decoding: listed.path, as: UTF8.self)
+        try plant(nil, in: fixture, appended: [("media/library/extra.mkv", Array("not in the record".utf8)),
+                                               ("media/" + listedPath, Array("other bytes".utf8))])
+        // The media only: the rewritten pack moved the database copy away from its recorded offset.
+        let report = try fixture.restore(into: "target", only: .media)
+        #expect(report.files == snapshot.summary.files)
+        let media = fixture.volume.directory.child("target/media")
+        #expect(!FileManager.default.fileExists(atPath: media + "/library/extra.mkv"))
+        let restored = try Data(contentsOf: URL(fileURLWithPath: media + "/" + listedPath))
+        #expect(restored.count == Int(listed.size) && Digest.hex(SHA256.hash(data: restored)) == listed.sha256)
     }
 
     /// A restore into `target` that must be refused (exit 2) and leave nothing: no media, no

@@ -11,8 +11,8 @@ import Testing
         return (dir, dir.child("db.sqlite"))
     }
 
-    /// A connection to a database that came from outside is defensive: it cannot be told to
-    /// write the schema by hand. An ordinary connection can (the test that the difference is
+    /// A connection to a database that came from outside is defensive (it cannot be told to
+    /// write the schema by hand), trusts no schema code and checks cell sizes. An ordinary connection can (the test that the difference is
     /// the configuration's).
     @Test func anUntrustedDatabaseIsOpenedDefensive() throws {
         let (dir, path) = try freshDatabase()
@@ -20,6 +20,9 @@ import Testing
         let rename = "PRAGMA writable_schema = ON; UPDATE sqlite_master SET sql = replace(sql, 'url', 'link') WHERE name = 'jobs'"
         let untrusted = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
         #expect(try untrusted.read { DatabaseAccess.isDefensive($0) })
+        // Its schema code is not trusted, and cell sizes are checked as pages are read.
+        #expect(try untrusted.read { try Int.fetchOne($0, sql: "PRAGMA trusted_schema") } == 0)
+        #expect(try untrusted.read { try Int.fetchOne($0, sql: "PRAGMA cell_size_check") } == 1)
         #expect(throws: DatabaseError.self) { try untrusted.writeWithoutTransaction { try $0.execute(sql: rename) } }
         #expect(try untrusted.read { try String.fetchOne($0, sql: "SELECT sql FROM sqlite_master WHERE name = 'jobs'") }?.contains("url TEXT") == true)
         try untrusted.close()
