@@ -416,6 +416,31 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: target + "/db.sqlite"))
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []).isEmpty)
         try verifyClean(v.repo)
+
+        // An export with --purge: the database cannot be opened (its -shm outgrows the limit),
+        // then a CSV outgrows it. Either way nothing is purged and no CSV is left.
+        let live = try DatabaseQueue(path: v.generated.dbPath)
+        try live.write { db in
+            try db.execute(sql: "UPDATE jobs SET status = 'COMPLETE', created_at = datetime('now', '-90 days')")
+            try db.execute(sql: """
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20)
+                INSERT INTO job_events (job_id, event, payload) SELECT id, 'progress', hex(randomblob(200)) FROM jobs, n
+                """)
+        }
+        let rows = try live.read { try Int.fetchOne($0, sql: "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM job_events)") }
+        try live.close()
+        let out = v.scratch.child("export")
+        for (bytes, what) in [(Int64(4096), "error: open database"), (256 * 1024, "File too large")] {
+            let export = try limited(bytes, ["export-jobs", "--older-than", "30d", "--purge", "--out", out,
+                                             "--db", v.generated.dbPath, "--media-root", v.generated.mediaRoot])
+            #expect(export.status == 2 && !export.crashed, "\(bytes): \(export.status) \(export.stderr)")
+            #expect(export.stderr.contains(what) && export.stderr.contains("ulimit -f"), "\(export.stderr)")
+            let left = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
+            #expect(left.allSatisfy { $0 == ".coffer-export.lock" }, "\(left)")
+            let after = try DatabaseQueue(path: v.generated.dbPath)
+            #expect(try after.read { try Int.fetchOne($0, sql: "SELECT (SELECT count(*) FROM jobs) + (SELECT count(*) FROM job_events)") } == rows)
+            try after.close()
+        }
     }
 
     func run(_ command: [String]) throws -> Int32 {

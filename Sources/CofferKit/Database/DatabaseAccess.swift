@@ -1,6 +1,7 @@
 import CSQLiteConfig
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// Opens the pipeline's database the way the pipeline itself does.
 ///
@@ -77,19 +78,43 @@ public enum DatabaseAccess {
         case .success:
             break
         }
+        var opened: DatabaseQueue?
         do {
             let queue = try DatabaseQueue(path: path, configuration: configuration(readOnly: readOnly))
+            opened = queue
             // Reading the schema fails fast on a file that is not a database.
             try queue.read { db in _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master") }
             return queue
         } catch let error as DatabaseError {
-            throw databaseFailure("open database", path, error)
+            throw databaseFailure("open database", path, error, systemErrno: opened.map(systemErrno) ?? 0)
         }
     }
 
+    /// The errno of the last system call that failed on the connection (0 when none did): what
+    /// SQLite's "disk I/O error" does not say (a full disk, a file size limit, a permission).
+    static func systemErrno(_ queue: DatabaseQueue) -> Int32 {
+        (try? queue.inDatabase { sqlite3_system_errno($0.sqliteConnection) }) ?? 0
+    }
+
+    /// The file size limit of this process (`ulimit -f`), if it has one.
+    static func fileSizeLimit() -> UInt64? {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return nil }
+        return UInt64(limit.rlim_cur)
+    }
+
     /// A database error as a Coffer error (exit 2), with a hint for the usual causes.
-    static func databaseFailure(_ operation: String, _ path: String, _ error: DatabaseError) -> CofferError {
+    /// `systemErrno`: the failed system call's errno, told beside an I/O error.
+    static func databaseFailure(_ operation: String, _ path: String, _ error: DatabaseError, systemErrno: Int32 = 0) -> CofferError {
+        if systemErrno != 0, [.SQLITE_IOERR, .SQLITE_FULL, .SQLITE_CANTOPEN].contains(error.resultCode) {
+            return CofferError(.failed, operation: operation, subject: path,
+                               cause: "\(error.message ?? "\(error.resultCode)") (\(String(cString: strerror(systemErrno))))",
+                               hint: CofferError.defaultHint(errno: systemErrno) ?? "check that this user may read the database and write its directory")
+        }
         var hint: String?
+        if [.SQLITE_IOERR, .SQLITE_FULL].contains(error.resultCode), let limit = fileSizeLimit() {
+            hint = "this process has a file size limit (`ulimit -f`, \(limit) bytes): raise it, or run without it"
+        }
         switch error.resultCode {
         case .SQLITE_NOTADB: hint = "the file is not a SQLite database: check DB_PATH, or restore it from a snapshot"
         case .SQLITE_CORRUPT: hint = "run `coffer verify --full` for details, then restore from a snapshot"
