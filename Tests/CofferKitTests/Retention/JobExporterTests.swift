@@ -115,6 +115,27 @@ import Testing
         #expect(rows.first == texts.map { .text(Array($0.utf8)) } + [.null])
     }
 
+    /// `--spreadsheet-safe`: a text cell a spreadsheet would run as a formula (starting with
+    /// `=`, `+`, `-`, `@`, TAB or CR) gets a leading `'`; other text, and numbers (negative ones
+    /// too), are written as they are.
+    @Test func aSpreadsheetSafeWriterPrefixesWhatWouldRunAsAFormula() throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.child("cells.csv")
+        let fd = try RawIO.createNew(path)
+        defer { close(fd) }
+        var writer = CSVWriter(fd: fd, path: path, spreadsheetSafe: true)
+        for text in ["=1+1", "+3", "-2", "@SUM(A1)", "\tx", "\rx", "plain", "a=b", "'kept", ""] {
+            Array(text.utf8).withUnsafeBytes { writer.text($0) }
+        }
+        writer.integer(-5)
+        writer.null()
+        try writer.endRow()
+        try writer.flush()
+        let written = try Data(contentsOf: URL(fileURLWithPath: path))
+        #expect(written == Data("'=1+1,'+3,'-2,'@SUM(A1),'\tx,\"'\rx\",plain,a=b,'kept,\"\",-5,\r\n".utf8),
+                "\(String(decoding: written, as: UTF8.self).debugDescription)")
+    }
+
     @Test func hostileValuesSurviveExactlyAndOnlyOldFinishedJobsGo() throws {
         let f = try fixture()
         let exporter = try f.exporter()
