@@ -306,6 +306,44 @@ extension TestVolume {
         #expect(try volume.history().count == 2)
     }
 
+    /// What SQLite does quietly, seen by the plan on its copy (the source untouched):
+    /// - renaming the old table away before a rebuild points the children's REFERENCES at the
+    ///   renamed table (3.26+): caught by foreign_key_check before commit;
+    /// - ADD COLUMN with a CHECK the existing rows fail: the statement is named;
+    /// - DROP COLUMN of a column with an inline REFERENCES drops the reference too: said;
+    /// - the index behind ON DELETE CASCADE of the events dropped: said.
+    @Test(arguments: [
+        (["0003_rename.sql": """
+            ALTER TABLE jobs RENAME TO jobs_old;
+            CREATE TABLE jobs (id TEXT PRIMARY KEY, url TEXT NOT NULL, created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+              requested_dubbing BOOLEAN NOT NULL DEFAULT 0, target_lang TEXT NOT NULL DEFAULT 'ru', status TEXT NOT NULL,
+              priority INTEGER NOT NULL DEFAULT 0, format_preset TEXT, output_container TEXT DEFAULT 'mkv',
+              retries INTEGER NOT NULL DEFAULT 0, error TEXT, completed_at DATETIME);
+            INSERT INTO jobs SELECT * FROM jobs_old;
+            DROP TABLE jobs_old;
+            """], "failure: foreign_key_check failed before commit: FOREIGN KEY constraint violation - from media(job_id) to jobs_old(id)"),
+        (["0003_weight.sql": "ALTER TABLE jobs ADD COLUMN weight INTEGER NOT NULL DEFAULT 0 CHECK (weight > 0);"],
+         "failure: CHECK constraint failed in ALTER TABLE jobs ADD COLUMN weight"),
+        (["0003_reviewer.sql": "ALTER TABLE media ADD COLUMN reviewer TEXT REFERENCES jobs(id);",
+          "0004_no_reviewer.sql": "ALTER TABLE media DROP COLUMN reviewer;"],
+         "column_dropped: column media.reviewer dropped with its reference media.reviewer → jobs(id)"),
+        (["0003_drop_index.sql": "DROP INDEX idx_events_job;"], "index_dropped: index idx_events_job dropped"),
+    ])
+    func whatSQLiteDoesQuietlyIsSaid(files: [String: String], said: String) throws {
+        let directory = try TemporaryDirectory()
+        let release = try writeRelease(files, in: directory)
+        let volume = try TestVolume(jobs: 30, hostile: false)
+        let digest = try volume.databaseDigest()
+        let plan = try volume.plan(release)
+        #expect(plan.exitStatus != .ok)
+        let lines = plan.outcomes.flatMap { outcome in
+            outcome.warnings.map { "\($0.kind.rawValue): \($0.message)" }
+                + (outcome.failure.map { ["failure: \($0.message) in \($0.statement ?? "")", "failure: \($0.message)"] } ?? [])
+        }
+        #expect(lines.contains { $0.hasPrefix(said) }, "\(lines)")
+        #expect(try volume.databaseDigest() == digest)
+    }
+
     @Test func aRunNeverAsksGRDBToGoBack() throws {
         // The status was read, then another run migrated further: applied ones are skipped, and a
         // later one already applied stops the run instead of trapping in GRDB.
