@@ -344,6 +344,32 @@ extension TestVolume {
         #expect(try volume.databaseDigest() == digest)
     }
 
+    /// Scratch copies that killed runs of `plan` or `up` left beside the database are swept by
+    /// the next run; a live run's, and another database's, are left alone.
+    @Test func scratchOfDeadRunsIsSweptBesideTheDatabase() throws {
+        let volume = try TestVolume(jobs: 5, hostile: false)
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        let dead = ended.processIdentifier
+        #expect(kill(dead, 0) != 0)
+        let directory = PathText.parent(volume.dbPath)
+        let base = URL(fileURLWithPath: volume.dbPath).lastPathComponent
+        let swept = ["\(base).coffer-plan-\(dead)", "\(base).coffer-copy-\(dead)", "\(base).coffer-copy-\(dead)-wal"]
+        let running = Process()
+        running.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        running.arguments = ["60"]
+        try running.run()
+        defer { kill(running.processIdentifier, SIGKILL); running.waitUntilExit() }
+        let kept = ["\(base).coffer-plan-\(running.processIdentifier)", "other.sqlite.coffer-plan-\(dead)", "\(base).coffer-plan-x\(dead)"]
+        for name in swept + kept { #expect(FileManager.default.createFile(atPath: directory + "/" + name, contents: Data("scratch".utf8))) }
+        let plan = try volume.plan()
+        #expect(!plan.status.pending.isEmpty)
+        for name in swept { #expect(!FileManager.default.fileExists(atPath: directory + "/" + name), "\(name)") }
+        for name in kept { #expect(FileManager.default.fileExists(atPath: directory + "/" + name), "\(name)") }
+    }
+
     @Test func aRunNeverAsksGRDBToGoBack() throws {
         // The status was read, then another run migrated further: applied ones are skipped, and a
         // later one already applied stops the run instead of trapping in GRDB.
