@@ -461,13 +461,22 @@ public struct Restorer {
             let n = try reader.read(into: buffer)
             pipeline.entryData(buffer, count: n) // hands the buffer back even when empty
             if n == 0 { break }
+            // Looked at a hole block at a time: a block of zeros is seeked over, the runs of
+            // other blocks between them are written whole (one write for a chunk without any).
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
-            endsInHole = Self.isZero(chunk)
-            if endsInHole {
-                guard lseek(fd, off_t(n), SEEK_CUR) >= 0 else { throw failure("seek in") }
-            } else {
-                try RawIO.writeAll(fd, chunk.baseAddress!, n, path: shown)
+            var pending = 0
+            var offset = 0
+            while offset < n {
+                let end = min(offset + Self.holeBlock, n)
+                endsInHole = Self.isZero(UnsafeRawBufferPointer(rebasing: chunk[offset..<end]))
+                if endsInHole {
+                    if offset > pending { try RawIO.writeAll(fd, chunk.baseAddress! + pending, offset - pending, path: shown) }
+                    guard lseek(fd, off_t(end - offset), SEEK_CUR) >= 0 else { throw failure("seek in") }
+                    pending = end
+                }
+                offset = end
             }
+            if n > pending { try RawIO.writeAll(fd, chunk.baseAddress! + pending, n - pending, path: shown) }
             written += Int64(n)
             progress?.advance(by: Int64(n))
         }
@@ -481,6 +490,10 @@ public struct Restorer {
                      timespec(tv_sec: Int(seconds), tv_nsec: Int((file.mtime - seconds) * 1e9))]
         guard futimens(fd, &times) == 0 else { throw failure("set mtime of") }
     }
+
+    /// The block a restore looks at for zeros: a block of 64 KiB of zeros (blocks counted from
+    /// the start of each piece the pack is read in) is a hole, not written.
+    static let holeBlock = 64 << 10
 
     static func isZero(_ chunk: UnsafeRawBufferPointer) -> Bool {
         let words = chunk.count / 8
