@@ -194,6 +194,44 @@ import Testing
         }
     }
 
+    /// Restore stages into fresh folders only its user can enter, and never touches the
+    /// process's umask (libarchive's archive_write_disk sets it to 0 for a moment on every
+    /// entry: a race for any thread creating files meanwhile). The umask is sampled while a
+    /// restore runs.
+    @Test func stagingIsPrivateAndTheUmaskNeverMoves() throws {
+        let staging = try ScratchDirectory(prefix: ".coffer-restore-test")
+        defer { staging.remove() }
+        var info = stat()
+        #expect(stat(staging.path, &info) == 0 && info.st_mode & 0o777 == 0o700)
+
+        let fixture = try BackupFixture(jobs: 60, hostile: false, maxFileBytes: 64 << 10)
+        try fixture.backup()
+        final class Samples: @unchecked Sendable {
+            let lock = NSLock()
+            var umasks = Set<String>()
+            var count = 0
+            var done = false
+        }
+        let samples = Samples()
+        let sampling = DispatchGroup()
+        DispatchQueue.global().async(group: sampling) {
+            while !samples.lock.withLock({ samples.done }) {
+                guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+                      let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Umask:") }) else { continue }
+                samples.lock.withLock {
+                    samples.umasks.insert(String(line))
+                    samples.count += 1
+                }
+            }
+        }
+        let restored = try fixture.restore(into: "sampled")
+        samples.lock.withLock { samples.done = true }
+        sampling.wait()
+        #expect(restored.files > 0)
+        #expect(samples.count > 0)
+        #expect(samples.umasks.count == 1, "\(samples.umasks)")
+    }
+
     /// A parent line whose digest is not 64 hex digits (a damaged record) is not trusted: that
     /// file is read again, the others are not.
     @Test func aFileWhoseRecordedDigestIsDamagedIsReadAgain() throws {
