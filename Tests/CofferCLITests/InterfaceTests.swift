@@ -129,6 +129,10 @@ import Testing
         #expect(terminal.output.contains("\rbackup ") && terminal.output.contains("/s, ETA "), "\(terminal.output)")
         let verify = try underTerminal(["verify", "--repo", repo, "--read-data"])
         #expect(verify.output.contains("\rverify ") && verify.output.contains("ETA"), "\(verify.output)")
+        // The 3 a.m. restore says how far it is and how long it will take.
+        let restore = try underTerminal(["restore", "--repo", repo, "--db", scratch.child("r/db.sqlite"), "--media-root", scratch.child("r/media")])
+        #expect(restore.status == 0, "\(restore.output)")
+        #expect(restore.output.contains("\rrestore ") && restore.output.contains("/s, ETA "), "\(restore.output)")
 
         // A pipe (cron, a script): the report, no progress, no carriage returns.
         let piped = try CofferBinary.run(["backup", "--full"] + flags)
