@@ -426,6 +426,26 @@ import Testing
         for (row, value) in zip(after, expected) { #expect(row.1 == (value?.databaseValue ?? .null), "\(row.0)") }
     }
 
+    /// `_` and `%` in the old MEDIA_ROOT are plain characters to the rewrite (no LIKE pattern):
+    /// `/srv/m_dia` does not take `/srv/mXdia` along.
+    @Test func wildcardsInTheOldMediaRootAreJustCharacters() throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path + "/db.sqlite"
+        let queue = try DatabaseQueue(path: path)
+        try queue.write { db in
+            try db.execute(sql: SeedSchema.sql)
+            for (id, video) in [("a", "/srv/m_d%a/library/x.mkv"), ("b", "/srv/mXdZZa/library/y.mkv"), ("c", "/srv/mXd%a/library/z.mkv")] {
+                try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES (?, 'u', 'COMPLETE')", arguments: [id])
+                try db.execute(sql: "INSERT INTO media (job_id, video_path) VALUES (?, ?)", arguments: [id, video])
+            }
+        }
+        try queue.close()
+        let restorer = Restorer(configuration: try CofferConfiguration.resolve(flags: [.dbPath: path, .mediaRoot: "/new"], environment: [:]))
+        #expect(try restorer.rewritePaths(in: path, from: "/srv/m_d%a", to: "/new") == 1)
+        let after = try DatabaseQueue(path: path).read { try String.fetchAll($0, sql: "SELECT video_path FROM media ORDER BY job_id") }
+        #expect(after == ["/new/library/x.mkv", "/srv/mXdZZa/library/y.mkv", "/srv/mXd%a/library/z.mkv"])
+    }
+
     /// The pipeline goes on between the database copy and the media walk: one job's media row
     /// and video deleted, a new job's row and video added. The snapshot is reconciled against
     /// the copy, not the live database: the deleted video is a recorded problem (the copy still
