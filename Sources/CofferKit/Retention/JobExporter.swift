@@ -170,9 +170,18 @@ public struct JobExporter {
         let path = folder + "/" + table + ".csv"
         let fd = try RawIO.createNew(path)
         defer { close(fd) }
+        let file = try encodeTable(table, columns: columns, hasRowID: hasRowID, db: db, fd: fd, path: path, binaryCells: &binaryCells)
+        try RawIO.sync(fd, path: path)
+        return file
+    }
+
+    /// One table's selected rows as CSV into `fd` (only the jobs of `temp.coffer_purge` with
+    /// `purgeSet`): its rows, bytes and SHA-256.
+    func encodeTable(_ table: String, columns: [String], hasRowID: Bool, db: Database, fd: Int32, path: String,
+                     purgeSet: Bool = false, binaryCells: inout [ExportManifest.BinaryCell]) throws -> ExportManifest.File {
         var writer = CSVWriter(fd: fd, path: path, spreadsheetSafe: spreadsheetSafe)
         try writer.row(columns.map { .text(Array($0.utf8)) })
-        let statement = try db.makeStatement(sql: query(table, columns: columns, hasRowID: hasRowID))
+        let statement = try db.makeStatement(sql: query(table, columns: columns, hasRowID: hasRowID, purgeSet: purgeSet))
         statement.arguments = selection.arguments
         let sqlite = statement.sqliteStatement
         let cursor = try Row.fetchCursor(statement)
@@ -207,21 +216,21 @@ public struct JobExporter {
             try writer.endRow()
         }
         try writer.flush()
-        try RawIO.sync(fd, path: path)
         return .init(rows: writer.rows - 1, bytes: writer.bytes, sha256: Digest.hex(writer.hasher.finalize()), columns: columns)
     }
 
     /// The export's query of one table: its columns in schema order, the selected jobs' rows in
     /// storage (rowid) order, which is insertion order: a scan, where `ORDER BY id` on a TEXT
     /// key would fetch every row through the key's index. A WITHOUT ROWID table is in key order.
-    func query(_ table: String, columns: [String], hasRowID: Bool = true) -> String {
+    func query(_ table: String, columns: [String], hasRowID: Bool = true, purgeSet: Bool = false) -> String {
         let alias = table == "jobs" ? "j" : (table == "media" ? "m" : "e")
         let expressions = columns.map { "\(alias).\($0.quotedDatabaseIdentifier)" }.joined(separator: ", ")
         // CROSS JOIN keeps the child table outside: its rows stream in id (rowid) order, each
         // job looked up by its key; no temporary B-tree of five million events.
         let from = table == "jobs" ? "jobs j" : "\(table) \(alias) CROSS JOIN jobs j ON j.id = \(alias).job_id"
         let order = hasRowID ? " ORDER BY \(alias).rowid" : (columns.contains("id") ? " ORDER BY \(alias).id" : "")
-        return "SELECT \(expressions) FROM \(from) WHERE \(selection.sql)\(order)"
+        let only = purgeSet ? " AND j.id IN temp.coffer_purge" : ""
+        return "SELECT \(expressions) FROM \(from) WHERE \(selection.sql)\(only)\(order)"
     }
 
     func writeManifest(_ manifest: ExportManifest, into folder: String) throws {
@@ -293,6 +302,23 @@ public struct JobExporter {
                     throw CofferError(.failed, operation: "purge jobs from", subject: layout.dbPath,
                                       cause: "the database changed since the export (now \(Self.describe(now)), exported \(Self.describe(expected))); nothing was purged, the export stays",
                                       hint: "run export-jobs --purge again: it exports and purges what is there then")
+                }
+                // The rows themselves must still be the exported bytes: an update of an
+                // exported job since the export leaves every count as it was, and deleting
+                // the row would lose it. Encoded again, as they are now, without a file.
+                let sink = open("/dev/null", O_WRONLY | O_CLOEXEC)
+                guard sink >= 0 else { throw CofferError.system("open", "/dev/null", errno: errno) }
+                defer { close(sink) }
+                for table in Self.tables {
+                    guard let exported = manifest.files[table + ".csv"] else { continue }
+                    var cells: [ExportManifest.BinaryCell] = []
+                    let current = try encodeTable(table, columns: exported.columns, hasRowID: try Self.hasRowID(table, db), db: db,
+                                                  fd: sink, path: "/dev/null", purgeSet: true, binaryCells: &cells)
+                    guard current.rows == exported.rows, current.sha256 == exported.sha256 else {
+                        throw CofferError(.failed, operation: "purge jobs from", subject: layout.dbPath,
+                                          cause: "\(table): rows of the exported jobs changed since the export; nothing was purged, the export stays",
+                                          hint: "run export-jobs --purge again: it exports and purges what is there then")
+                    }
                 }
                 var deleted: [String: Int] = [:]
                 for table in ["job_events", "media", "jobs"] {

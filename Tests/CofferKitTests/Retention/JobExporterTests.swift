@@ -342,6 +342,18 @@ import Testing
         #expect(error?.cause.contains("nothing was purged") == true)
         try queue.close()
         #expect(try f.dump("SELECT * FROM job_events ORDER BY id") == before)
+        // An exported job updated since (every count as it was): purging would lose the update.
+        try DatabaseQueue(path: f.volume.dbPath).write { db in
+            try db.execute(sql: "DELETE FROM job_events WHERE event = 'late'")
+            try db.execute(sql: "UPDATE jobs SET error = 'late update' WHERE id = 'hostile-1'")
+        }
+        let jobsBefore = try f.dump("SELECT * FROM jobs ORDER BY id")
+        let updated = try DatabaseAccess.openExisting(f.volume.dbPath, readOnly: false)
+        let refused = #expect(throws: CofferError.self) { try exporter.purgeJobs(from: folder, manifest: manifest, queue: updated) }
+        #expect(refused?.cause.contains("jobs: rows of the exported jobs changed since the export; nothing was purged") == true,
+                "\(String(describing: refused))")
+        try updated.close()
+        #expect(try f.dump("SELECT * FROM jobs ORDER BY id") == jobsBefore)
         // A damaged export is not purged from either.
         let jobs = folder + "/jobs.csv"
         chmod(jobs, 0o600)
