@@ -77,6 +77,13 @@ public struct Restorer {
             report.bytes = byteCount
         }
         if restoresDatabase { report.databaseBytes = snap.summary.database.size }
+        // One restore at a time into a place: its targets are checked, staged beside and
+        // swept under a lock on the folders that hold them (a dry run writes nothing).
+        var folders: [String] = []
+        if restoresDatabase { folders.append(PathText.parent(layout.dbPath)) }
+        if restoresMedia { folders.append(PathText.parent(layout.mediaRoot)) }
+        let targetLock = dryRun ? nil : try TargetLock(folders: folders)
+        defer { withExtendedLifetime(targetLock) {} }
         try checkTargets(layout)
         try checkSpace(bytes: report.bytes + report.databaseBytes * 2, near: layout)
         if dryRun {
@@ -245,6 +252,38 @@ public struct Restorer {
 
     func sweepStaging(_ layout: VolumeLayout) {
         for (directory, prefix) in Self.stagingPrefixes(layout) { FileSystem.removeDirectories(in: directory, named: prefix) }
+    }
+
+    /// An exclusive `flock` on each folder that holds a target (the same folder once): a
+    /// second restore or drill into the same place exits 3 instead of checking, staging and
+    /// sweeping beside the first. It dies with its process, like the repository's lock.
+    final class TargetLock {
+        private var descriptors: [Int32] = []
+
+        init(folders: [String]) throws {
+            var seen = Set<[UInt64]>()
+            for folder in folders {
+                try FileSystem.makeDirectories(folder, mode: 0o755)
+                let fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                guard fd >= 0 else { throw CofferError.system("open", folder, errno: errno) }
+                var info = stat()
+                guard fstat(fd, &info) == 0, seen.insert([UInt64(info.st_dev), UInt64(info.st_ino)]).inserted else {
+                    close(fd)
+                    continue
+                }
+                descriptors.append(fd)
+                while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+                    if errno == EINTR { continue }
+                    let code = errno
+                    guard code == EWOULDBLOCK else { throw CofferError.system("lock", folder, errno: code) }
+                    throw CofferError(.locked, operation: "lock", subject: folder,
+                                      cause: "another coffer restore or drill is writing into this folder; nothing was changed",
+                                      hint: "wait for it to finish (`ps -C coffer -o pid,args`); the lock goes away with its process")
+                }
+            }
+        }
+
+        deinit { for fd in descriptors { close(fd) } }
     }
 
     func checkTargets(_ layout: VolumeLayout) throws {

@@ -11,7 +11,8 @@ struct Restore: ParsableCommand {
             volume is then verified (integrity_check, foreign keys, reconciliation).
 
             Exit codes: 0 restored and verified clean, 1 restored but the check found something,
-            2 failed (targets untouched), 64 usage, 130 stopped by SIGINT or SIGTERM (targets
+            2 failed (targets untouched), 3 a backup holds the repository or another restore or
+            drill is writing into the same folder, 64 usage, 130 stopped by SIGINT or SIGTERM (targets
             untouched, staging removed).
 
             Example: coffer restore --repo /backup/coffer --snapshot latest --db /new/db.sqlite --media-root /new/media

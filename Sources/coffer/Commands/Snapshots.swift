@@ -8,7 +8,8 @@ struct Snapshots: ParsableCommand {
             Newest last: id, time, host, files, bytes, bytes added, jobs, tags. Damaged records
             are listed apart (`coffer verify --repo` tells more).
 
-            Exit codes: 0 listed, 1 a record is damaged, 2 the repository cannot be read, 64 usage.
+            Exit codes: 0 listed, 1 a record is damaged, 2 the repository cannot be read, 3 a
+            backup or prune holds the repository, 64 usage.
 
             Examples:
               coffer snapshots --repo /backup/coffer

@@ -14,7 +14,8 @@ struct Verify: ParsableCommand {
             --read-data every byte of every pack (the damaged files and the snapshots that depend
             on them are named).
 
-            Exit codes: 0 nothing found, 1 findings, 2 could not run (e.g. not a database).
+            Exit codes: 0 nothing found, 1 findings, 2 could not run (e.g. not a database), 3 (with
+            --repo) a backup or prune holds the repository.
 
             Example: coffer verify --db /app/data/db.sqlite --media-root /media --json
             """))

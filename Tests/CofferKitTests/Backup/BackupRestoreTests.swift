@@ -426,6 +426,24 @@ import Testing
         for (row, value) in zip(after, expected) { #expect(row.1 == (value?.databaseValue ?? .null), "\(row.0)") }
     }
 
+    /// One restore at a time into a place: while another holds the folder of a target, a
+    /// restore exits 3 before it checks, stages or sweeps anything there; once it is released,
+    /// the same restore goes through.
+    @Test func aSecondRestoreIntoTheSamePlaceExitsThree() throws {
+        let fixture = try BackupFixture(jobs: 8, hostile: false)
+        try fixture.backup()
+        let place = fixture.volume.directory.child("busy")
+        var held: Restorer.TargetLock? = try Restorer.TargetLock(folders: [place + "/data"])
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "busy") }
+        #expect(error?.status == .locked, "\(String(describing: error))")
+        #expect(error?.subject == place + "/data")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: place) == ["data"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: place + "/data").isEmpty)
+        withExtendedLifetime(held) {}
+        held = nil
+        #expect(try fixture.restore(into: "busy").files > 0)
+    }
+
     /// `_` and `%` in the old MEDIA_ROOT are plain characters to the rewrite (no LIKE pattern):
     /// `/srv/m_dia` does not take `/srv/mXdia` along.
     @Test func wildcardsInTheOldMediaRootAreJustCharacters() throws {
