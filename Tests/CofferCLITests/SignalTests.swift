@@ -136,6 +136,20 @@ import Testing
         #expect(try CofferBinary.run(args).status == 0)
     }
 
+    /// `migrate plan` works on a full copy of the database beside it: stopped, it removes it.
+    @Test func aStoppedPlanRemovesItsCopy() throws {
+        let scratch = try Scratch()
+        let v = try volume(scratch, jobs: 50, maxFileBytes: 1024)
+        let folder = PathText.parent(v.dbPath)
+        let args = ["migrate", "plan", "--quiet", "--migrations", cliReleaseFolder, "--db", v.dbPath, "--media-root", v.mediaRoot]
+        let stopped = try stop(args, with: SIGINT, environment: ["COFFER_TEST_MIGRATION_PAUSE": "0.5"]) {
+            self.contents(folder).contains { $0.contains(".coffer-plan-") }
+        }
+        #expect(stopped.signalled)
+        #expect(stopped.status == 130, "\(stopped.stderr)")
+        #expect(contents(folder).allSatisfy { !$0.contains(".coffer-") }, "\(contents(folder))")
+    }
+
     @Test func aStoppedDrillRemovesItsScratch() throws {
         let scratch = try Scratch()
         let v = try volume(scratch, jobs: 60, maxFileBytes: 64 * 1024)

@@ -67,7 +67,8 @@ struct MigratePlan: ParsableCommand {
             with its failing statement.
 
             Exit codes: 0 safe, 1 warnings, problems or a failure on the copy, 2 the plan could
-            not run (no copy: space, an unreadable database), 64 usage.
+            not run (no copy: space, an unreadable database), 64 usage, 130 stopped by SIGINT or
+            SIGTERM (the copy removed).
 
             Example: coffer migrate plan --migrations ./release/migrations
             """))
@@ -77,6 +78,8 @@ struct MigratePlan: ParsableCommand {
 
     func run() throws {
         try CofferCLI.run(options) { output in
+            // Stopped, it removes its copy of the database (a full copy, beside the live one).
+            Interruption.cooperate()
             let planner = MigrationPlanner(configuration: try options.configuration(), set: try migrationOptions.set())
             let report = try planner.run()
             return try output.report(report, status: report.exitStatus) { report.text() }
