@@ -277,7 +277,7 @@ import Testing
         #expect(findings.first?["actual"] as? String == "Permission denied")
     }
 
-    @Test func statusExitsOneBelowTheMinimum() throws {
+    @Test func statusExitsOneBelowEitherThreshold() throws {
         let scratch = try Scratch()
         let flags = try volume(scratch)
         let fine = try CofferBinary.run(["status", "--json"] + flags)
@@ -288,5 +288,8 @@ import Testing
         let low = try CofferBinary.run(["status"] + flags + ["--min-free-space-gb", "900000000", "--alert-free-space-gb", "900000000"])
         #expect(low.status == 1)
         #expect(low.stdout.contains("BELOW MINIMUM"))
+        let alert = try CofferBinary.run(["status"] + flags + ["--min-free-space-gb", "0", "--alert-free-space-gb", "900000000"])
+        #expect(alert.status == 1)
+        #expect(alert.stdout.contains("below alert threshold"))
     }
 }

@@ -36,7 +36,8 @@ public struct VolumeStatus: Sendable, Codable {
     public var findings: [Finding]
 
     /// 1 under MIN_FREE_SPACE_GB, else 0.
-    public var status: ExitStatus { findings.contains { $0.severity == .error } ? .findings : .ok }
+    /// 1 once free space crosses either threshold (ALERT_FREE_SPACE_GB first), as `verify`.
+    public var status: ExitStatus { findings.isEmpty ? .ok : .findings }
 
     enum CodingKeys: String, CodingKey {
         case command, dbPath = "db_path", mediaRoot = "media_root", freeSpaceBytes = "free_space_bytes"

@@ -8,11 +8,12 @@ struct Status: ParsableCommand {
             Read-only and quick: for a dashboard or a shell prompt. With a repository (--repo or
             COFFER_REPO), also the newest snapshot's age.
 
-            Exit codes: 0 fine, 1 free space below MIN_FREE_SPACE_GB, 2 could not read the volume.
+            Exit codes: 0 fine, 1 free space below ALERT_FREE_SPACE_GB (or below
+            MIN_FREE_SPACE_GB, where the pipeline stops), 2 could not read the volume.
 
             Examples:
               coffer status --config /srv/pipeline/.env
-              coffer status --quiet || echo "free space below MIN_FREE_SPACE_GB"
+              coffer status --quiet || echo "free space below ALERT_FREE_SPACE_GB"
             """))
 
     @OptionGroup var options: GlobalOptions

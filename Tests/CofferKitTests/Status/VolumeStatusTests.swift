@@ -22,11 +22,13 @@ import Testing
         #expect(status.text().contains("stuck DUBBING, 3 d 0 h old"))
     }
 
-    @Test func exitsWithFindingsOnlyBelowTheMinimum() throws {
+    /// Either threshold crossed is exit 1 ("a threshold was crossed"), as in `verify`.
+    @Test func exitsWithFindingsBelowEitherThreshold() throws {
         let volume = try TestVolume(jobs: 5, hostile: false)
+        #expect(try VolumeStatus.read(try volume.configuration()).status == .ok)
         let alert = try VolumeStatus.read(try volume.configuration([.alertFreeSpaceGB: "900000000"]))
         #expect(alert.findings.map(\.kind) == [.diskSpaceAlert])
-        #expect(alert.status == .ok)
+        #expect(alert.status == .findings)
         let low = try VolumeStatus.read(try volume.configuration([.minFreeSpaceGB: "900000000", .alertFreeSpaceGB: "900000000"]))
         #expect(low.status == .findings)
     }
