@@ -265,8 +265,9 @@ enum MigrationFiles {
         }
     }
 
-    /// One `migrate up` at a time per database: an `flock` on the database file itself (SQLite
-    /// uses POSIX record locks, which `flock` does not touch). It dies with the process.
+    /// One run that changes the database's rows or schema at a time (`migrate up`,
+    /// `export-jobs --purge`): an `flock` on the database file itself (SQLite uses POSIX
+    /// record locks, which `flock` does not touch). It dies with the process.
     static func lock(_ dbPath: String) throws -> MigrationLock {
         let fd = open(dbPath, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -275,8 +276,9 @@ enum MigrationFiles {
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             if errno == EINTR { continue }
             close(fd)
-            throw CofferError(.locked, operation: "lock database", subject: dbPath, cause: "another `coffer migrate up` is migrating it",
-                              hint: "wait for it to finish (`ps -C coffer -o pid,args`), then run `coffer migrate status`")
+            throw CofferError(.locked, operation: "lock database", subject: dbPath,
+                              cause: "another `coffer migrate up` or `coffer export-jobs --purge` is changing it",
+                              hint: "wait for it to finish (`ps -C coffer -o pid,args`), then run again")
         }
         return MigrationLock(fd: fd)
     }

@@ -31,7 +31,8 @@ public final class RepositoryLock {
         close(fd)
     }
 
-    public static func acquire(_ path: String, exclusive: Bool, command: String) throws -> RepositoryLock {
+    /// `what`: what the lock guards, for the message ("repository", "export folder").
+    public static func acquire(_ path: String, exclusive: Bool, command: String, what: String = "repository") throws -> RepositoryLock {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw CofferError.system("open lock", path, errno: errno) }
         while flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
@@ -41,7 +42,7 @@ public final class RepositoryLock {
             close(fd)
             guard code == EWOULDBLOCK else { throw CofferError.system("lock", path, errno: code) }
             let who = holder.map { "coffer \($0.command), pid \($0.pid) on \($0.host), started \($0.started)" } ?? "another coffer run"
-            throw CofferError(.locked, operation: "lock repository", subject: PathText.parent(path),
+            throw CofferError(.locked, operation: "lock \(what)", subject: PathText.parent(path),
                               cause: "held by \(who)", hint: "wait for it to finish; the lock goes away with its process")
         }
         let lock = RepositoryLock(fd: fd, exclusive: exclusive)

@@ -110,8 +110,12 @@ public struct JobExporter {
             return report
         }
 
+        // One purge at a time per database, and none beside a migration: a second would
+        // export the same jobs again, then find them changed and purge nothing.
+        let databaseLock = purge ? try MigrationFiles.lock(layout.dbPath) : nil
+        defer { withExtendedLifetime(databaseLock) {} }
         try FileSystem.makeDirectories(outDirectory, mode: 0o755)
-        let lock = try RepositoryLock.acquire(outDirectory + "/.coffer-export.lock", exclusive: true, command: "export-jobs")
+        let lock = try RepositoryLock.acquire(outDirectory + "/.coffer-export.lock", exclusive: true, command: "export-jobs", what: "export folder")
         defer { withExtendedLifetime(lock) {} }
         FileSystem.removeDirectories(in: outDirectory, named: Self.temporaryPrefix)
 

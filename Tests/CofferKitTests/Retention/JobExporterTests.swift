@@ -364,6 +364,21 @@ import Testing
         #expect(throws: CofferError.self) { try JobExporter.readBack(folder, manifest: manifest) }
     }
 
+    /// One run that deletes rows at a time per database: while a `migrate up` (or another
+    /// purge) holds the database, `export-jobs --purge` exits 3 before it exports anything; a
+    /// plain export goes on beside it.
+    @Test func aPurgeExitsThreeWhileTheDatabaseIsHeld() throws {
+        let f = try fixture()
+        var held: MigrationLock? = try MigrationFiles.lock(f.volume.dbPath)
+        let error = #expect(throws: CofferError.self) { try f.exporter(purge: true).run() }
+        #expect(error?.status == .locked, "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: f.out))
+        #expect(try f.exporter().run().export != nil)
+        withExtendedLifetime(held) {}
+        held = nil
+        #expect(try f.exporter(purge: true).run().purged?.values.reduce(0, +) ?? 0 > 0)
+    }
+
     @Test func deleteMediaRemovesOnlyThePurgedJobsFiles() throws {
         let volume = try TestVolume(jobs: 60, hostile: false)
         // Make every finished job old.
