@@ -28,7 +28,21 @@ struct CofferCommand: ParsableCommand {
         #endif
         LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
         Interruption.install()
-        main(nil)
+        do {
+            var command = try parseAsRoot(nil)
+            try command.run()
+        } catch {
+            // A usage error the parser found (an unknown flag, a missing option), with --json:
+            // stdout still holds one JSON document, as for Coffer's own usage errors. (Those
+            // come back as an ExitCode, their document already printed.)
+            if !(error is ExitCode), exitCode(for: error).rawValue == ExitCode.validationFailure.rawValue,
+               CommandLine.arguments.dropFirst().contains("--json") {
+                let document = ErrorDocument(error: message(for: error), hint: "`coffer help` lists the commands and their options",
+                                             exitCode: ExitCode.validationFailure.rawValue)
+                print((try? Formatting.json(document)) ?? "{}")
+            }
+            exit(withError: error)
+        }
     }
 }
 

@@ -224,6 +224,13 @@ import Testing
         #expect(result.stderr.contains("error: open database \(scratch.child("db.sqlite")): file is not a database"))
         #expect(try json(result.stdout)["exit_code"] as? Int == 2)
 
+        // A usage error the argument parser finds, with --json: the error document too.
+        for arguments in [["verify", "--json", "--bogus"], ["export-jobs", "--json", "--older-than", "30d"]] {
+            let usage = try CofferBinary.run(arguments)
+            #expect(usage.status == 64, "\(arguments)")
+            let document = try json(usage.stdout)
+            #expect(document["exit_code"] as? Int == 64 && (document["error"] as? String)?.isEmpty == false, "\(arguments): \(usage.stdout)")
+        }
         let missing = try CofferBinary.run(["verify", "--db", scratch.child("none.sqlite"), "--media-root", scratch.path])
         #expect(missing.status == 2)
         #expect(!FileManager.default.fileExists(atPath: scratch.child("none.sqlite")))
