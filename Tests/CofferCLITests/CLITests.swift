@@ -216,6 +216,21 @@ import Testing
         #expect(result.stdout.contains("\nmissing_file (1, error)\n"))
     }
 
+    /// `--verbose` logs each step of the work, with its time, on stderr; without it, none.
+    @Test func verboseLogsTheStepsOnStderr() throws {
+        let scratch = try Scratch()
+        let flags = try volume(scratch) + ["--repo", scratch.child("repo")]
+        let plain = try CofferBinary.run(["backup"] + flags)
+        #expect(plain.status == 0, "\(plain.stderr)")
+        #expect(!plain.stderr.contains("debug"), "\(plain.stderr)")
+        let verbose = try CofferBinary.run(["backup", "--verbose"] + flags)
+        #expect(verbose.status == 0, "\(verbose.stderr)")
+        for step in ["database copied", "media collected", "media stored", "reconciliation done"] {
+            #expect(verbose.stderr.contains(step), "\(step): \(verbose.stderr)")
+        }
+        #expect(!verbose.stdout.contains("debug"))
+    }
+
     @Test func verifyCannotRunOnWhatIsNotADatabase() throws {
         let scratch = try Scratch()
         try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: scratch.child("db.sqlite")))
