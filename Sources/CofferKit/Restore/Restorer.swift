@@ -257,13 +257,24 @@ public struct Restorer {
     /// An exclusive `flock` on each folder that holds a target (the same folder once): a
     /// second restore or drill into the same place exits 3 instead of checking, staging and
     /// sweeping beside the first. It dies with its process, like the repository's lock.
+    ///
+    /// Folders it had to create are removed again at the end if they are still empty (a
+    /// restore refused or failed leaves no trace there).
     final class TargetLock {
         private var descriptors: [Int32] = []
+        private var created: [String] = []
 
         init(folders: [String]) throws {
             var seen = Set<[UInt64]>()
             for folder in folders {
+                var missing: [String] = []
+                var probe = folder
+                while case .failure = FileSystem.status(probe), !probe.isEmpty, probe != "/" {
+                    missing.append(probe)
+                    probe = PathText.parent(probe)
+                }
                 try FileSystem.makeDirectories(folder, mode: 0o755)
+                created += missing
                 let fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
                 guard fd >= 0 else { throw CofferError.system("open", folder, errno: errno) }
                 var info = stat()
@@ -283,7 +294,11 @@ public struct Restorer {
             }
         }
 
-        deinit { for fd in descriptors { close(fd) } }
+        deinit {
+            // Only empty ones go, the deepest first.
+            for folder in created.sorted(by: { $0.utf8.count > $1.utf8.count }) { rmdir(folder) }
+            for fd in descriptors { close(fd) }
+        }
     }
 
     func checkTargets(_ layout: VolumeLayout) throws {
