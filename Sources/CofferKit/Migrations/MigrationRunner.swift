@@ -273,8 +273,7 @@ enum MigrationFiles {
         guard fd >= 0 else {
             throw CofferError.system("open database", dbPath, errno: errno, hint: "check DB_PATH (or --db); `coffer config` shows where it came from")
         }
-        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            if errno == EINTR { continue }
+        if FileSystem.tryLock(fd) != 0 {
             close(fd)
             throw CofferError(.locked, operation: "lock database", subject: dbPath,
                               cause: "another `coffer migrate up` or `coffer export-jobs --purge` is changing it",

@@ -35,9 +35,8 @@ public final class RepositoryLock {
     public static func acquire(_ path: String, exclusive: Bool, command: String, what: String = "repository") throws -> RepositoryLock {
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw CofferError.system("open lock", path, errno: errno) }
-        while flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
-            if errno == EINTR { continue }
-            let code = errno
+        let code = FileSystem.tryLock(fd, exclusive: exclusive)
+        if code != 0 {
             let holder = (try? Data(contentsOf: URL(fileURLWithPath: path))).flatMap { try? JSONDecoder().decode(Holder.self, from: $0) }
             close(fd)
             guard code == EWOULDBLOCK else { throw CofferError.system("lock", path, errno: code) }

@@ -283,9 +283,8 @@ public struct Restorer {
                     continue
                 }
                 descriptors.append(fd)
-                while flock(fd, LOCK_EX | LOCK_NB) != 0 {
-                    if errno == EINTR { continue }
-                    let code = errno
+                let code = FileSystem.tryLock(fd)
+                if code != 0 {
                     guard code == EWOULDBLOCK else { throw CofferError.system("lock", folder, errno: code) }
                     throw CofferError(.locked, operation: "lock", subject: folder,
                                       cause: "another coffer restore or drill is writing into this folder; nothing was changed",

@@ -53,6 +53,15 @@ public enum FileSystem {
 
     public static func status(_ path: String) -> Result<FileInfo, Errno> { status(Array(path.utf8)) }
 
+    /// `flock` without waiting (EINTR retried): 0 once the lock is taken, else the errno
+    /// (EWOULDBLOCK: another open file holds it).
+    static func tryLock(_ fd: Int32, exclusive: Bool = true) -> Int32 {
+        while flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0 {
+            if errno != EINTR { return errno }
+        }
+        return 0
+    }
+
     /// `COFFER_TEST_SKIP_SPACE_CHECK=1`: backup and restore skip their free-space check up
     /// front, so that the full-disk tests reach ENOSPC in the middle of a run.
     static var spaceChecksSkipped: Bool { ProcessInfo.processInfo.environment["COFFER_TEST_SKIP_SPACE_CHECK"] == "1" }
