@@ -53,9 +53,7 @@ public enum DatabaseAccess {
         var config = GRDB.Configuration()
         config.busyMode = .timeout(busyTimeout)
         config.prepareDatabase { db in
-            guard coffer_sqlite_defensive(db.sqliteConnection, 1) == 1 else {
-                throw DatabaseError(resultCode: .SQLITE_ERROR, message: "this SQLite refused its defensive mode (SQLITE_DBCONFIG_DEFENSIVE, SQLite 3.26 or later)")
-            }
+            try setFlag(SQLITE_DBCONFIG_DEFENSIVE, "SQLITE_DBCONFIG_DEFENSIVE", to: true, on: db)
             try db.execute(sql: "PRAGMA trusted_schema = OFF; PRAGMA cell_size_check = ON")
         }
         return config
@@ -63,7 +61,15 @@ public enum DatabaseAccess {
 
     /// Whether `db` is in defensive mode (``untrustedConfiguration()``).
     public static func isDefensive(_ db: Database) -> Bool {
-        coffer_sqlite_defensive(db.sqliteConnection, -1) == 1
+        coffer_sqlite_db_flag(db.sqliteConnection, SQLITE_DBCONFIG_DEFENSIVE, -1) == 1
+    }
+
+    /// Turns an on/off `sqlite3_db_config` option of the connection on or off; fails when this
+    /// SQLite does not have it.
+    static func setFlag(_ option: Int32, _ name: String, to on: Bool, on db: Database) throws {
+        guard coffer_sqlite_db_flag(db.sqliteConnection, option, on ? 1 : 0) == (on ? 1 : 0) else {
+            throw DatabaseError(resultCode: .SQLITE_ERROR, message: "this SQLite cannot set \(name) (SQLite 3.26 or later has it)")
+        }
     }
 
     /// Opens an existing database. Fails with exit 2 when `path` is missing, is not a regular

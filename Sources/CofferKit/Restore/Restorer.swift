@@ -624,11 +624,7 @@ public struct Restorer {
         guard old != new else { return 0 }
         let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
         defer { try? queue.close() }
-        try queue.inDatabase { db in
-            guard coffer_sqlite_triggers(db.sqliteConnection, 0) == 0 else {
-                throw DatabaseError(resultCode: .SQLITE_ERROR, message: "this SQLite cannot turn triggers off (SQLITE_DBCONFIG_ENABLE_TRIGGER)")
-            }
-        }
+        try queue.inDatabase { try DatabaseAccess.setFlag(SQLITE_DBCONFIG_ENABLE_TRIGGER, "SQLITE_DBCONFIG_ENABLE_TRIGGER", to: false, on: $0) }
         var changed = 0
         try queue.write { db in
             guard try db.tableExists("media") else { return }
