@@ -2,7 +2,6 @@ import CArchive
 import Crypto
 import Foundation
 import GRDB
-import GRDBSQLite
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,7 +44,7 @@ struct DatabaseCopy {
         } catch let error as DatabaseError {
             // A write of the copy that failed (a full disk, a file size limit) is known to the
             // copy's connection, by its errno; the error in hand may only say "not an error".
-            let code = (try? destination?.inDatabase { sqlite3_system_errno($0.sqliteConnection) }) ?? 0
+            let code = destination.map(DatabaseAccess.systemErrno) ?? 0
             if code != 0 { throw CofferError.system("write the database copy", path, errno: code) }
             throw DatabaseAccess.databaseFailure("copy database", source, error)
         }

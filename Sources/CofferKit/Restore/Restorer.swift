@@ -219,11 +219,11 @@ public struct Restorer {
         do {
             lane.rewritten = try rewritePaths(in: path, from: snap.header.mediaRoot, to: configuration.layout.mediaRoot)
         } catch let error as DatabaseError {
-            // The copy is untrusted: its own schema code (a trigger writing where defensive
-            // mode forbids) or damage can stop the rewrite. Nothing is in place yet.
+            // The copy is untrusted: damage can stop the rewrite (its triggers do not run).
+            // Nothing is in place yet.
             throw CofferError(.failed, operation: "rewrite the media paths of the database of", subject: snap.id,
                               cause: error.message ?? "\(error.resultCode)",
-                              hint: "the snapshot's database is damaged or holds a trigger that writes where it may not; nothing was written to the targets: restore an earlier snapshot (`coffer snapshots`)")
+                              hint: "the snapshot's database is damaged; nothing was written to the targets: restore an earlier snapshot (`coffer snapshots`)")
         }
         // The check of the restored volume, its database part: here, beside the media, on the
         // same bytes (what remains after the rename looks only at the files), and beside

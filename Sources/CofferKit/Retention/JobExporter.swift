@@ -285,6 +285,11 @@ public struct JobExporter {
     /// every count must be the export's, else nothing is deleted (exit 2).
     func purgeJobs(from folder: String, manifest: ExportManifest, queue: DatabaseQueue) throws -> [String: Int] {
         let expected = manifest.files.reduce(into: [String: Int]()) { $0[String($1.key.dropLast(4))] = $1.value.rows }
+        func changed(_ what: String) -> CofferError {
+            CofferError(.failed, operation: "purge jobs from", subject: layout.dbPath,
+                        cause: "\(what); nothing was purged, the export stays",
+                        hint: "run export-jobs --purge again: it exports and purges what is there then")
+        }
         do {
             try queue.inTransaction(.immediate) { db in
                 try db.execute(sql: "CREATE TEMP TABLE coffer_purge (id TEXT PRIMARY KEY)")
@@ -303,9 +308,7 @@ public struct JobExporter {
                     "job_events": try Int.fetchOne(db, sql: "SELECT count(*) FROM job_events WHERE job_id IN temp.coffer_purge") ?? -1,
                 ]
                 guard now == expected, ids == expected["jobs"] else {
-                    throw CofferError(.failed, operation: "purge jobs from", subject: layout.dbPath,
-                                      cause: "the database changed since the export (now \(Self.describe(now)), exported \(Self.describe(expected))); nothing was purged, the export stays",
-                                      hint: "run export-jobs --purge again: it exports and purges what is there then")
+                    throw changed("the database changed since the export (now \(Self.describe(now)), exported \(Self.describe(expected)))")
                 }
                 // The rows themselves must still be the exported bytes: an update of an
                 // exported job since the export leaves every count as it was, and deleting
@@ -319,9 +322,7 @@ public struct JobExporter {
                     let current = try encodeTable(table, columns: exported.columns, hasRowID: try Self.hasRowID(table, db), db: db,
                                                   fd: sink, path: "/dev/null", purgeSet: true, binaryCells: &cells)
                     guard current.rows == exported.rows, current.sha256 == exported.sha256 else {
-                        throw CofferError(.failed, operation: "purge jobs from", subject: layout.dbPath,
-                                          cause: "\(table): rows of the exported jobs changed since the export; nothing was purged, the export stays",
-                                          hint: "run export-jobs --purge again: it exports and purges what is there then")
+                        throw changed("\(table): rows of the exported jobs changed since the export")
                     }
                 }
                 var deleted: [String: Int] = [:]

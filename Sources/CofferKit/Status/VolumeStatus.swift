@@ -35,7 +35,6 @@ public struct VolumeStatus: Sendable, Codable {
     public var newestSnapshot: NewestSnapshot?
     public var findings: [Finding]
 
-    /// 1 under MIN_FREE_SPACE_GB, else 0.
     /// 1 once free space crosses either threshold (ALERT_FREE_SPACE_GB first), as `verify`.
     public var status: ExitStatus { findings.isEmpty ? .ok : .findings }
 
