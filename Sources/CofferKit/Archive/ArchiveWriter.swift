@@ -67,12 +67,13 @@ public final class ArchiveWriter {
     ///   - path: the output's path, for errors.
     ///   - raw: write a single entry's bytes through `filter`, without tar headers (used for
     ///     the zstd-compressed database copy).
-    public convenience init(fd: Int32, path: String, rawWithFilter filter: Int32? = nil) throws {
-        try self.init(output: FileSink(fd: fd, path: path), rawWithFilter: filter)
+    ///   - level: the filter's compression level (its own default when nil).
+    public convenience init(fd: Int32, path: String, rawWithFilter filter: Int32? = nil, level: Int? = nil) throws {
+        try self.init(output: FileSink(fd: fd, path: path), rawWithFilter: filter, level: level)
     }
 
     /// Writes to `output` (a file, or a repository object being written).
-    public init(output: ByteSink, rawWithFilter filter: Int32? = nil) throws {
+    public init(output: ByteSink, rawWithFilter filter: Int32? = nil, level: Int? = nil) throws {
         guard let archive = archive_write_new() else {
             throw CofferError(.failed, operation: "start archive", subject: output.display, cause: "out of memory")
         }
@@ -87,6 +88,9 @@ public final class ArchiveWriter {
         if let filter {
             try check(archive_write_set_format_raw(archive), "set raw format")
             try check(archive_write_add_filter(archive, filter), "add compression filter")
+            if let level {
+                try check(archive_write_set_filter_option(archive, nil, "compression-level", String(level)), "set compression level")
+            }
         } else {
             // Restricted pax: an entry gets an extended header only when ustar cannot hold it
             // (a name that is not plain ASCII, or longer than ustar's fields).

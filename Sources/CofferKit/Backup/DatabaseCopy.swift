@@ -106,10 +106,16 @@ struct DatabaseCopy {
         integrityCheck = stored.integrityCheck
     }
 
+    /// zstd's level for the copy. Level 2 makes a file within 0.1% of level 3's (the default)
+    /// for two thirds of its CPU: on a 101 MB copy, 25.68 MB in 0.34 s against 25.66 MB in
+    /// 0.51 s (level 1: 25.99 MB, 0.31 s). On two cores the backup's lanes share the CPU, so
+    /// what the compression spends the rest wait for.
+    static let zstdLevel = 2
+
     /// Compresses the copy with zstd into `output` (an open descriptor), hashing the copy as it
     /// is read. Returns the SHA-256 of the copy; the output's own digest comes from the writer.
     mutating func compress(into fd: Int32, outputPath: String) throws -> (sha256: String, size: Int64) {
-        let writer = try ArchiveWriter(fd: fd, path: outputPath, rawWithFilter: ARCHIVE_FILTER_ZSTD)
+        let writer = try ArchiveWriter(fd: fd, path: outputPath, rawWithFilter: ARCHIVE_FILTER_ZSTD, level: Self.zstdLevel)
         try writer.beginFile(path: PathBytes("db.sqlite".utf8), size: size, mode: 0o644, modified: Date().timeIntervalSince1970)
         let digest = try readHashing { chunk in try writer.write(chunk.baseAddress!, count: chunk.count) }
         try writer.endFile()
