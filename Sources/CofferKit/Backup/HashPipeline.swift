@@ -85,7 +85,7 @@ final class HashPipeline: @unchecked Sendable {
     /// Pack bytes outside entry data (copied: the caller's buffer is libarchive's).
     func packBytes(_ bytes: UnsafeRawBufferPointer) {
         let start = copied.count
-        copied.append(contentsOf: bytes)
+        copied.appendBytes(bytes)
         steps.append(.packBytes(start..<copied.count))
         if copied.count >= 1 << 20 { handOver() }
     }
@@ -105,8 +105,12 @@ final class HashPipeline: @unchecked Sendable {
     private func handOver() {
         guard !steps.isEmpty else { return }
         let batch = steps, bytes = copied
+        // The next batch starts with room for one like this one: grown from nothing, the copy
+        // of pack bytes was reallocated a dozen times a batch.
         steps = []
+        steps.reserveCapacity(batch.count)
         copied = []
+        copied.reserveCapacity(bytes.count)
         queue.async { [self] in
             for step in batch {
                 switch step {

@@ -7,6 +7,13 @@ extension Array where Element == UInt8 {
         appendDecimal(value.magnitude)
     }
 
+    /// Appends raw bytes with one copy: typed as `UInt8`, the append is a `memcpy` (as raw
+    /// bytes it went through the generic sequence path, a byte at a time).
+    @inline(__always)
+    mutating func appendBytes(_ bytes: UnsafeRawBufferPointer) {
+        append(contentsOf: bytes.assumingMemoryBound(to: UInt8.self))
+    }
+
     /// Appends the decimal digits of `value`, most significant first.
     mutating func appendDecimal(_ value: UInt64) {
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0) // 24 bytes: room for UInt64.max's 20
@@ -18,7 +25,7 @@ extension Array where Element == UInt8 {
                 buffer[start] = UInt8(ascii: "0") + UInt8(rest % 10)
                 rest /= 10
             } while rest > 0
-            append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start...]))
+            appendBytes(UnsafeRawBufferPointer(rebasing: buffer[start...]))
         }
     }
 }

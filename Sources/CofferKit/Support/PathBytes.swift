@@ -98,18 +98,24 @@ extension String {
 extension Array where Element == UInt8 {
     /// Joins two path pieces with one `/`.
     public func appendingComponent(_ name: some Collection<UInt8>) -> PathBytes {
-        var result = self
+        // One allocation of the right size (appending to a copy grows it, copying twice).
+        var result = PathBytes()
+        result.reserveCapacity(count + 1 + name.count)
+        result.append(contentsOf: self)
         if result.last != UInt8(ascii: "/") { result.append(UInt8(ascii: "/")) }
         result.append(contentsOf: name)
         return result
     }
 
-    /// Calls `body` with a NUL-terminated copy, for system calls.
+    /// Calls `body` with a NUL-terminated copy, for system calls. The copy is on the stack
+    /// when it is small (every path is): no allocation per system call.
     public func withCPath<T>(_ body: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
-        var copy = self
-        copy.append(0)
-        return try copy.withUnsafeBufferPointer { buffer in
-            try buffer.withMemoryRebound(to: CChar.self) { try body($0.baseAddress!) }
+        try withUnsafeTemporaryAllocation(of: CChar.self, capacity: count + 1) { buffer in
+            withUnsafeBytes { bytes in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: bytes)
+            }
+            buffer[count] = 0
+            return try body(buffer.baseAddress!)
         }
     }
 }

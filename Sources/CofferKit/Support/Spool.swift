@@ -13,7 +13,7 @@ struct SpoolWriter {
     fileprivate(set) var bytes: [UInt8] = []
 
     mutating func put<T: FixedWidthInteger>(_ value: T) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: value.littleEndian) { bytes.appendBytes($0) }
     }
 
     mutating func put(_ value: Double) { put(value.bitPattern) }
@@ -67,6 +67,8 @@ final class Spool<Element: SpoolElement> {
     private let fd: Int32
     private let path: String
     private var buffer = SpoolWriter()
+    /// One element's bytes, reused (a new one per element grew from nothing every time).
+    private var payload = SpoolWriter()
     private var written: Int64 = 0
     private var readOffset: Int64 = 0
     private var readBuffer: [UInt8] = []
@@ -85,7 +87,7 @@ final class Spool<Element: SpoolElement> {
     deinit { close(fd) }
 
     func append(_ element: Element) throws {
-        var payload = SpoolWriter()
+        payload.bytes.removeAll(keepingCapacity: true)
         element.write(to: &payload)
         buffer.put(bytes: payload.bytes)
         if buffer.bytes.count >= Self.chunk { try flush() }

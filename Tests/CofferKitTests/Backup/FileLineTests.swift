@@ -20,6 +20,34 @@ import Testing
                       sha256: String(repeating: "ab", count: 32), pack: "packs/20261125T182029Z-1558b50e.tar", offset: 1536)
     }
 
+    /// The eight-bytes-at-a-time check agrees with a byte-by-byte one: every byte value at
+    /// every position of strings of every length up to 20, and random strings.
+    @Test func escapeCheckAgreesWithBytes() {
+        func slow(_ bytes: [UInt8]) -> Bool { bytes.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C } }
+        for length in 1...20 {
+            for position in 0..<length {
+                for value in 0...255 {
+                    var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: length)
+                    bytes[position] = UInt8(value)
+                    let fast = bytes.withUnsafeBytes { FileLine.needsEscaping($0) }
+                    #expect(fast == slow(bytes), "\(bytes)")
+                    if fast != slow(bytes) { return }
+                }
+            }
+        }
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 {
+            let bytes = (0..<Int.random(in: 0...80, using: &generator)).map { _ in
+                // Mostly printable bytes (and UTF-8's high ones), a special one now and then.
+                Int.random(in: 0..<40, using: &generator) == 0 ? UInt8.random(in: 0...0x5C, using: &generator)
+                    : UInt8.random(in: 0x23...0xFF, using: &generator)
+            }
+            let fast = bytes.withUnsafeBytes { FileLine.needsEscaping($0) }
+            #expect(fast == slow(bytes), "\(bytes)")
+            if fast != slow(bytes) { return }
+        }
+    }
+
     func encodeFast(_ file: Snapshot.File) -> [UInt8] {
         var out: [UInt8] = []
         FileLine.append(file, to: &out)
