@@ -24,20 +24,22 @@ public enum TempRetention {
     ///   - status: the job's status (NULL on a damaged database counts as unfinished).
     ///   - finished: when the job finished (`completed_at`), seconds since the epoch.
     ///   - lastChange: the newest change in the directory, standing in when `finished` is
-    ///     unknown and for directories of unknown jobs.
-    public static func decide(known: Bool, status: String?, finished: Double?, lastChange: Double?, now: Date) -> Decision {
+    ///     unknown and for directories of unknown jobs; looked at only then (a `stat` per
+    ///     directory otherwise: 18,000 of them for a volume of 100,000 jobs).
+    public static func decide(known: Bool, status: String?, finished: Double?, lastChange: @autoclosure () -> Double?,
+                              now: Date) -> Decision {
         let limit: TimeInterval
         let since: Double?
         if !known {
             limit = unknown
-            since = lastChange
+            since = lastChange()
         } else {
             switch status {
             case "COMPLETE": limit = completed
             case "FAILED", "CANCELED": limit = failed
             default: return .unfinished(status: status)
             }
-            since = finished ?? lastChange
+            since = finished ?? lastChange()
         }
         guard let since else { return .kept(age: 0, limit: limit) }
         let age = now.timeIntervalSince1970 - since

@@ -86,6 +86,24 @@ import Testing
         #expect(try cleanup(volume, dryRun: false).removed.isEmpty)
     }
 
+    /// The directory's last change is looked at only when the rules need it: a finished job
+    /// without `completed_at`, or an unknown job (a `stat` per directory otherwise).
+    @Test func theLastChangeIsLookedAtOnlyWhenNeeded() {
+        let now = Date(timeIntervalSince1970: 2_000_000_000)
+        let old = now.timeIntervalSince1970 - 8 * 24 * 3600
+        var looks = 0
+        func lastChange() -> Double? { looks += 1; return old }
+        #expect(TempRetention.decide(known: true, status: "DUBBING", finished: nil, lastChange: lastChange(), now: now) == .unfinished(status: "DUBBING"))
+        #expect(TempRetention.decide(known: true, status: "COMPLETE", finished: now.timeIntervalSince1970 - 60, lastChange: lastChange(), now: now)
+            == .kept(age: 60, limit: TempRetention.completed))
+        #expect(looks == 0)
+        #expect(TempRetention.decide(known: true, status: "FAILED", finished: nil, lastChange: lastChange(), now: now)
+            == .expired(age: 8 * 24 * 3600, limit: TempRetention.failed))
+        #expect(TempRetention.decide(known: false, status: nil, finished: nil, lastChange: lastChange(), now: now)
+            == .expired(age: 8 * 24 * 3600, limit: TempRetention.unknown))
+        #expect(looks == 2)
+    }
+
     @Test func linksInTheTempRootAreNeitherFollowedNorRemoved() throws {
         let volume = try TestVolume(jobs: 6, hostile: false)
         let outside = volume.directory.child("precious")
