@@ -29,6 +29,8 @@ public struct BackupRunner {
     /// read): for tests that change the volume at those moments, as the pipeline may.
     var afterCopying: (() throws -> Void)?
     var afterCollecting: (() throws -> Void)?
+    /// Given what the walk saw of the library, for tests that check the reconciliation used it.
+    var libraryWalkMade: ((LibraryWalk) -> Void)?
     /// At most this many problems and findings go into the record (the report has them all).
     var recordedListLimit = Snapshot.Summary.listLimit
 
@@ -131,6 +133,11 @@ public struct BackupRunner {
         verifier.minFreeSpaceBytes = 0
         verifier.alertFreeSpaceBytes = 0
         verifier.checksIntegrity = false // the database lane runs integrity_check on this very file
+        // The library's files are looked at by the walk below: the reconciliation takes what it
+        // saw instead of a `stat` of every reference and a walk of its own.
+        let libraryWalk = LibraryWalk()
+        verifier.libraryWalk = libraryWalk
+        libraryWalkMade?(libraryWalk)
         let reconciliation = ReconciliationLane()
         let reconciling = DispatchGroup()
         DispatchQueue.global().async(group: reconciling) { [verifier, copyPath, layout, logger] in
@@ -157,7 +164,7 @@ public struct BackupRunner {
         let spool = try CandidateSpool(in: scratch)
         var parentMerge = try parent.map { try ParentMerge(cursor: try repository.reader(for: $0).makeCursor()) }
         var bytesToWrite: Int64 = 0
-        try collect(copyPath: copyPath, layout: layout, problems: &problems) { candidate in
+        try collect(copyPath: copyPath, layout: layout, problems: &problems, libraryWalk: libraryWalk) { candidate in
             try Interruption.check("backup")
             var candidate = candidate
             candidate.reuse = try parentMerge?.reuse(for: candidate)
@@ -422,8 +429,13 @@ public struct BackupRunner {
     /// MEDIA_ROOT that enters only the library and the folders references point into. The
     /// references outside the library are kept as 8-byte hashes, so memory does not grow with
     /// them either. What cannot be backed up becomes a problem.
+    ///
+    /// What the walk sees of the library goes to `libraryWalk` too, finished whatever happens
+    /// (complete only when the library root was walked whole).
     func collect(copyPath: String, layout: VolumeLayout, problems: inout [Snapshot.Problem],
-                 emit: (Candidate) throws -> Void) throws {
+                 libraryWalk: LibraryWalk? = nil, emit: (Candidate) throws -> Void) throws {
+        var walkOutcome = LibraryWalk.Outcome.abandoned
+        defer { libraryWalk?.finish(walkOutcome) }
         let root = PathBytes(layout.mediaRoot.utf8)
         let rootPrefix = root + [UInt8(ascii: "/")]
         let libraryBytes = PathBytes(layout.libraryRoot.utf8)
@@ -477,6 +489,8 @@ public struct BackupRunner {
 
         referenced.seal()
         unseenInLibrary.seal()
+        libraryWalk?.start(references: unseenInLibrary)
+        walkOutcome = .incomplete
 
         // After the walk: the library references it did not see as a file (missing, a folder,
         // or in a folder that could not be read), looked at one by one.
@@ -518,19 +532,34 @@ public struct BackupRunner {
         }
 
         var emitting = false // an error from `emit` (a full disk) is the run's, not the walk's
+        // The library root itself, entered as a directory (not through a link) and read.
+        var libraryRootWalked = false
+        var libraryRootUnreadable = false
         do {
             try DirectoryWalker(root: root).walkSorted(problem: { problem in
                 if case .cannotOpen(let relative, let errno) = problem {
                     problems.append(.init(kind: "unreadable", path: PathText.display(root.appendingComponent(relative)),
                                           jobID: nil, message: "directory cannot be read: \(errno.description)"))
+                    if relative == libraryRelative {
+                        libraryRootUnreadable = true
+                    } else if isInLibrary(relative) {
+                        libraryWalk?.findings.append(LiveVerifier.unreadableLibraryDirectory(root.appendingComponent(relative), errno))
+                    }
                 }
             }, descend: descend) { entry in
-                guard entry.kind != .directory else { return }
+                guard entry.kind != .directory else {
+                    if entry.relativePath == libraryRelative { libraryRootWalked = true }
+                    return
+                }
                 let library = isInLibrary(entry.relativePath)
                 let absolute = root.appendingComponent(entry.relativePath)
                 guard library || referenced.contains(absolute) else { return }
                 let status = entry.status(root: root)
-                if library, case .success = status { unseenInLibrary.remove(absolute) }
+                if library {
+                    // One look-up of the path among the references serves both.
+                    let slot = libraryWalk != nil ? libraryWalk!.saw(absolute, try? status.get()) : unseenInLibrary.slot(of: absolute)
+                    if let slot, case .success = status { unseenInLibrary.remove(slot: slot) }
+                }
                 switch status {
                 case .failure:
                     return // gone since the directory was read
@@ -545,6 +574,7 @@ public struct BackupRunner {
                     emitting = false
                 }
             }
+            if libraryRootWalked && !libraryRootUnreadable { walkOutcome = .complete }
         } catch let error as CofferError where !emitting {
             problems.append(.init(kind: "unreadable", path: layout.mediaRoot, jobID: nil, message: error.cause))
         }

@@ -333,6 +333,47 @@ import Testing
         #expect(details.findings.allSatisfy { $0.kind != .foreignKey || $0.path == nil })
     }
 
+    /// The reconciliation inside a backup takes the library's files from the backup's own walk
+    /// (no `stat` of each reference, no second walk) and finds exactly what `verify` finds on
+    /// the same volume: every planted problem, plus links in the library (one a media row
+    /// refers to, one it does not) and a library folder that is a link.
+    @Test func theReconciliationInABackupFindsWhatVerifyFinds() throws {
+        let fixture = try BackupFixture(jobs: 60, hostile: true)
+        _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
+        let library = fixture.volume.generated.mediaRoot + "/library"
+        let video = try #require(fixture.volume.generated.filePaths.first { path in
+            PathText.isUTF8(path) && path.count < 200 && (try? FileSystem.status(path).get().kind) == .regular
+                && String(decoding: path, as: UTF8.self).hasPrefix(library + "/")
+        })
+        let linked = try #require(String(validating: video, as: UTF8.self))
+        // A media row's video replaced by a link to a file elsewhere: fine for verify (it
+        // follows the link), and reported by its size.
+        try FileManager.default.moveItem(atPath: linked, toPath: fixture.volume.directory.child("moved.mkv"))
+        try FileManager.default.createSymbolicLink(atPath: linked, withDestinationPath: fixture.volume.directory.child("moved.mkv"))
+        try FileManager.default.createSymbolicLink(atPath: library + "/orphan-link.mkv", withDestinationPath: "/nowhere")
+        try FileManager.default.createSymbolicLink(atPath: library + "/linked-folder", withDestinationPath: fixture.volume.directory.path)
+
+        var runner = BackupRunner(configuration: try fixture.configuration())
+        var walk: LibraryWalk?
+        runner.libraryWalkMade = { walk = $0 }
+        _ = try runner.run()
+        let repository = try fixture.repository()
+        let recorded = try repository.reader(for: try repository.resolve("latest")).details().findings
+        var verifier = LiveVerifier(configuration: try fixture.configuration())
+        verifier.minFreeSpaceBytes = 0
+        verifier.alertFreeSpaceBytes = 0
+        let verified = try verifier.run().findings.filter { $0.kind != .integrity }
+        func key(_ finding: Finding) -> String {
+            "\(finding.kind.rawValue) \(finding.jobID ?? "") \(finding.path ?? "") \(finding.expected ?? "") \(finding.actual ?? "") \(finding.message)"
+        }
+        #expect(recorded.map(key).sorted() == verified.map(key).sorted())
+        #expect(Set(recorded.map(\.kind)).isSuperset(of: [.missingFile, .sizeMismatch, .orphanFile, .notAFile]))
+        #expect(recorded.contains { $0.kind == .orphanFile && $0.path?.hasSuffix("/orphan-link.mkv") == true })
+        let used = try #require(walk)
+        #expect(used.outcome == .complete)
+        #expect(used.served >= 20, "the reconciliation looked at the library's files again")
+    }
+
     /// A MEDIA_ROOT pointed at the wrong place makes a problem per file: the text (what cron
     /// mails) lists 20 of each kind and counts the rest; --verbose and --json have them all.
     @Test func theTextListsAtMostTwentyProblemsOfEachKind() {
