@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import GRDBSQLite
 import Logging
 import SystemPackage
 
@@ -312,22 +313,45 @@ public struct LiveVerifier {
             SELECT status, CAST(strftime('%s', completed_at) AS REAL) AS finished FROM jobs WHERE id = ?
             """)
         let names = layout.tempDirectoryNames
+        // Looked up by hand on the prepared statement: through a cursor and a `Row` each took
+        // 18,000 instructions, for a volume of 100,000 jobs 18,767 times.
+        let sqlite = lookup.sqliteStatement
+        func job(_ id: String) throws -> (status: String?, finished: Double?)? {
+            sqlite3_reset(sqlite)
+            defer { sqlite3_reset(sqlite) }
+            // SQLITE_TRANSIENT: SQLite copies the text.
+            let bound = id.withCString { sqlite3_bind_text(sqlite, 1, $0, -1, unsafeBitCast(-1, to: sqlite3_destructor_type.self)) }
+            var code = bound == SQLITE_OK ? sqlite3_step(sqlite) : bound
+            switch code {
+            case SQLITE_DONE:
+                return nil
+            case SQLITE_ROW:
+                // Optional: a damaged database can return NULL where the schema forbids it.
+                var status: String?
+                if sqlite3_column_type(sqlite, 0) != SQLITE_NULL, let text = sqlite3_column_text(sqlite, 0) {
+                    status = String(decoding: UnsafeRawBufferPointer(start: text, count: Int(sqlite3_column_bytes(sqlite, 0))), as: UTF8.self)
+                }
+                let finished = sqlite3_column_type(sqlite, 1) == SQLITE_NULL ? nil : sqlite3_column_double(sqlite, 1)
+                return (status, finished)
+            default:
+                code = sqlite3_errcode(db.sqliteConnection)
+                throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
+            }
+        }
         do {
             try DirectoryWalker(root: root).list { entry in
                 guard entry.kind == .directory else { return }
                 report.counts.tempDirectories += 1
                 let path = PathBytes(root.utf8).appendingComponent(entry.relativePath)
                 var shown: String { PathText.display(path) } // for findings only
-                guard let jobID = names.jobID(entry.relativePath),
-                      let row = try Row.fetchOne(lookup, arguments: [jobID]) else {
+                guard let jobID = names.jobID(entry.relativePath), let row = try job(jobID) else {
                     report.findings.append(Finding(.unknownTempDirectory, path: shown, expected: "a job in the database",
                                                    actual: "no such job", message: "temp directory of an unknown job"))
                     return
                 }
-                // Optional: a damaged database can return NULL where the schema forbids it.
-                let status: String? = row["status"]
+                let status = row.status
                 // When the job did not record its end, the directory's last change stands in.
-                let decision = TempRetention.decide(known: true, status: status, finished: row["finished"],
+                let decision = TempRetention.decide(known: true, status: status, finished: row.finished,
                                                     lastChange: try? FileSystem.status(path).get().modified, now: now)
                 if case .expired(let age, let limit) = decision {
                     report.findings.append(Finding(
