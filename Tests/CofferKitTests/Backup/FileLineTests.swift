@@ -48,6 +48,27 @@ import Testing
         }
     }
 
+    /// Numbers read straight from the bytes give the Double Swift's own parsing gives, or
+    /// nothing when it gives nothing.
+    @Test func numbersReadAsSwiftReadsThem() {
+        var texts = ["0", "-0", "1", "1.5", "1795630812.4396389", "1795630812.43963885", "1e308", "1e400", "-1e400",
+                     "4.9e-324", "1e-400", "2.2250738585072011e-308", "9007199254740993", "0.1", "123456789012345678901234567890",
+                     "1.", ".5", "-", ".", "1e", "1e+", "1.2.3", "--1", "+1", "1e5", "1E-5", "00012", "-.5",
+                     String(repeating: "9", count: 70)]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 {
+            let seconds = Double.random(in: 0...4_000_000_000, using: &generator)
+            texts.append("\(seconds)")
+            texts.append(String((0..<Int.random(in: 1...12, using: &generator)).map { _ in "0123456789.-+eE".randomElement(using: &generator)! }))
+        }
+        for text in texts {
+            let fast = Array(text.utf8).withUnsafeBytes { FileLine.double($0) }
+            let swift = Double(text)
+            #expect(fast?.bitPattern == swift?.bitPattern, "\(text): \(String(describing: fast)) against \(String(describing: swift))")
+            if fast?.bitPattern != swift?.bitPattern { return }
+        }
+    }
+
     func encodeFast(_ file: Snapshot.File) -> [UInt8] {
         var out: [UInt8] = []
         FileLine.append(file, to: &out)
