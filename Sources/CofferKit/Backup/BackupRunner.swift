@@ -535,6 +535,7 @@ public struct BackupRunner {
         // The library root itself, entered as a directory (not through a link) and read.
         var libraryRootWalked = false
         var libraryRootUnreadable = false
+        walkOutcome = .abandoned // until the walk ends: an error from `emit` stops the run
         do {
             try DirectoryWalker(root: root).walkSorted(problem: { problem in
                 if case .cannotOpen(let relative, let errno) = problem {
@@ -574,9 +575,10 @@ public struct BackupRunner {
                     emitting = false
                 }
             }
-            if libraryRootWalked && !libraryRootUnreadable { walkOutcome = .complete }
+            walkOutcome = libraryRootWalked && !libraryRootUnreadable ? .complete : .incomplete
         } catch let error as CofferError where !emitting {
             problems.append(.init(kind: "unreadable", path: layout.mediaRoot, jobID: nil, message: error.cause))
+            walkOutcome = .incomplete
         }
         try reportUnseenLibraryReferences()
     }

@@ -374,6 +374,38 @@ import Testing
         #expect(used.served >= 20, "the reconciliation looked at the library's files again")
     }
 
+    /// The walk tells the reconciliation how it ended: whole (use what it saw), stopped by an
+    /// error (stop too: no second walk while the run fails) or without the library (walk it
+    /// yourself, and report it).
+    @Test func theLibraryWalkSaysHowItEnded() throws {
+        let fixture = try BackupFixture(jobs: 20, hostile: false)
+        let runner = BackupRunner(configuration: try fixture.configuration())
+        let layout = runner.configuration.layout
+        var problems: [Snapshot.Problem] = []
+        let whole = LibraryWalk()
+        try runner.collect(copyPath: layout.dbPath, layout: layout, problems: &problems, libraryWalk: whole) { _ in }
+        #expect(whole.outcome == .complete)
+        #expect(try whole.awaitComplete() != nil)
+
+        struct DiskFull: Error {}
+        let stopped = LibraryWalk()
+        var emitted = 0
+        #expect(throws: DiskFull.self) {
+            try runner.collect(copyPath: layout.dbPath, layout: layout, problems: &problems, libraryWalk: stopped) { _ in
+                emitted += 1
+                if emitted == 3 { throw DiskFull() }
+            }
+        }
+        #expect(stopped.outcome == .abandoned)
+        #expect(throws: CancellationError.self) { _ = try stopped.awaitComplete() }
+
+        try FileManager.default.removeItem(atPath: layout.libraryRoot)
+        let without = LibraryWalk()
+        try runner.collect(copyPath: layout.dbPath, layout: layout, problems: &problems, libraryWalk: without) { _ in }
+        #expect(without.outcome == .incomplete)
+        #expect(try without.awaitComplete() == nil)
+    }
+
     /// A MEDIA_ROOT pointed at the wrong place makes a problem per file: the text (what cron
     /// mails) lists 20 of each kind and counts the rest; --verbose and --json have them all.
     @Test func theTextListsAtMostTwentyProblemsOfEachKind() {
