@@ -107,8 +107,8 @@ extension Array where Element == UInt8 {
         return result
     }
 
-    /// Calls `body` with a NUL-terminated copy, for system calls. The copy is on the stack
-    /// when it is small (every path is): no allocation per system call.
+    /// Calls `body` with a NUL-terminated copy, for system calls. A copy of ordinary length is
+    /// on the stack: no allocation per system call.
     public func withCPath<T>(_ body: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
         try withUnsafeTemporaryAllocation(of: CChar.self, capacity: count + 1) { buffer in
             withUnsafeBytes { bytes in
