@@ -35,11 +35,18 @@ public enum DatabaseAccess {
     /// little further gain).
     static let checkCacheKiB = 4096
 
+    /// Gives the connection the check's page cache (4 MB) for the rest of its life: for work
+    /// that looks rows up across tables (foreign_key_check finds every event's job). With 2 MB,
+    /// a 100 MB database's pages were read from the file 164,000 times for it, with 4 MB 75,000.
+    static func useCheckCache(_ db: Database) throws {
+        try db.execute(sql: "PRAGMA cache_size = -\(checkCacheKiB)")
+    }
+
     /// Runs `PRAGMA pragma(limit)` (integrity_check or quick_check) with a 4 MB page cache,
     /// given back afterwards (the connection may go on with small scans).
     public static func check(_ db: Database, pragma: String = "integrity_check", limit: Int) throws -> [String] {
         let previous = try Int.fetchOne(db, sql: "PRAGMA cache_size") ?? -2000
-        try db.execute(sql: "PRAGMA cache_size = -\(checkCacheKiB)")
+        try useCheckCache(db)
         defer { try? db.execute(sql: "PRAGMA cache_size = \(previous)") }
         return try String.fetchAll(db, sql: "PRAGMA \(pragma)(\(limit))")
     }

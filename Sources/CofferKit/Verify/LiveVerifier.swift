@@ -56,7 +56,9 @@ public struct LiveVerifier {
                 // One read transaction: a consistent view while the pipeline writes. It is
                 // rolled back, not committed: on a damaged file, COMMIT itself can report the
                 // damage the checks already recorded.
-                try Self.useCheckCache(db)
+                // Its checks look rows up across tables (foreign_key_check finds every event's
+                // job, the temp directories their jobs) on a connection of their own.
+                try DatabaseAccess.useCheckCache(db)
                 try db.execute(sql: "BEGIN DEFERRED")
                 defer { try? db.execute(sql: "ROLLBACK") }
                 let checks = try databaseChecks ?? databaseOnlyChecks(db)
@@ -119,7 +121,7 @@ public struct LiveVerifier {
         defer { try? queue.close() }
         do {
             return try queue.inDatabase { db in
-                try Self.useCheckCache(db)
+                try DatabaseAccess.useCheckCache(db)
                 try db.execute(sql: "BEGIN DEFERRED")
                 defer { try? db.execute(sql: "ROLLBACK") }
                 return try databaseOnlyChecks(db)
@@ -127,14 +129,6 @@ public struct LiveVerifier {
         } catch let error as DatabaseError {
             throw DatabaseAccess.databaseFailure("verify database", path, error)
         }
-    }
-
-    /// The checks look rows up across tables (foreign_key_check finds every event's job,
-    /// the temp directories their jobs) on a connection of their own: with the check's 4 MB
-    /// page cache instead of 2 MB, a 100 MB database's pages are read from the file 75,000
-    /// times instead of 164,000.
-    static func useCheckCache(_ db: Database) throws {
-        try db.execute(sql: "PRAGMA cache_size = -\(DatabaseAccess.checkCacheKiB)")
     }
 
     func databaseOnlyChecks(_ db: Database) throws -> DatabaseChecks {
