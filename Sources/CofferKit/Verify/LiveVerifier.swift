@@ -69,18 +69,14 @@ public struct LiveVerifier {
                 report.schema = checks.schema
                 report.counts = checks.counts
                 guard checks.reconcilable else { return }
-                // With a caller's walk to wait for, the temp directories are looked at first
-                // (while the walk goes on); their findings still come last.
+                // The temp directories are looked at first (while a caller's walk, if any,
+                // goes on); their findings still come last.
                 var temp = VerifyReport(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot, databaseCheck: "")
-                func checkTemp() throws {
-                    try attempt("check temp directories", into: &temp) { try checkTempDirectories(db, into: &$0) }
-                }
-                if libraryWalk != nil { try checkTemp() }
+                try attempt("check temp directories", into: &temp) { try checkTempDirectories(db, into: &$0) }
                 try attempt("reconcile media rows", into: &report) {
                     referenced = try reconcileMediaRows(db, into: &$0)
                 }
                 report.findings += checks.completeJobs
-                if libraryWalk == nil { try checkTemp() }
                 report.findings += temp.findings
                 report.counts.tempDirectories = temp.counts.tempDirectories
             }
