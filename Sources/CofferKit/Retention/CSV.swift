@@ -63,17 +63,17 @@ struct CSVWriter {
         for byte in bytes {
             if byte == quote { quotes += 1; special = true } else if byte == UInt8(ascii: ",") || byte == 0x0D || byte == 0x0A { special = true }
         }
-        guard special else { return buffer.append(contentsOf: bytes) }
+        guard special else { return buffer.appendBytes(bytes) }
         buffer.append(quote)
         var start = 0
         if quotes > 0 {
             for index in bytes.indices where bytes[index] == quote {
-                buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start...index]))
+                buffer.appendBytes(UnsafeRawBufferPointer(rebasing: bytes[start...index]))
                 buffer.append(quote)
                 start = index + 1
             }
         }
-        buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start...]))
+        buffer.appendBytes(UnsafeRawBufferPointer(rebasing: bytes[start...]))
         buffer.append(quote)
     }
 
@@ -184,7 +184,7 @@ final class CSVReader {
         var end = start
         while end < filled, ordinary(buffer[end]) { end += 1 }
         if end > start {
-            value.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[start..<end]))
+            value.appendBytes(UnsafeRawBufferPointer(rebasing: buffer[start..<end]))
             start = end
         }
     }
