@@ -111,6 +111,10 @@ public struct Restorer {
                 logger.debug("database extracted and checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             }
         }
+        // The staged volume's check, on its own thread (joined before the staging goes).
+        let stagedCheck = StagedCheck()
+        let checking = DispatchGroup()
+        defer { checking.wait() }
         var stagedMedia: String?
         if restoresMedia {
             let parent = PathText.parent(layout.mediaRoot)
@@ -141,6 +145,19 @@ public struct Restorer {
             for root in [layout.libraryRoot, layout.tempRoot] where root.hasPrefix(layout.mediaRoot + "/") {
                 try FileSystem.makeDirectories(staging.path + "/" + root.dropFirst(layout.mediaRoot.count + 1), mode: 0o755)
             }
+            // The check of the result, while the tree is synced (it only reads): on the staged
+            // volume, when both parts are moved into place whole (an empty or missing media
+            // root); else after they are in place.
+            if restoresDatabase, isFresh(layout.mediaRoot) {
+                DispatchQueue.global().async(group: checking) { [self, staging] in
+                    group.wait()
+                    guard databaseLane.error == nil, let path = databaseLane.path else { return }
+                    var verifier = resultVerifier(integrity: databaseLane.integrity)
+                    verifier.databaseChecks = databaseLane.checks
+                    verifier.staged = (database: path, mediaRoot: staging.path)
+                    stagedCheck.result = Result { try verifier.run() }
+                }
+            }
             // One syncfs for the whole staged tree instead of an fsync per file: everything is
             // on disk before anything is renamed into place.
             try FileSystem.syncFilesystem(of: staging.path)
@@ -158,8 +175,10 @@ public struct Restorer {
         // The last moment a stop leaves the targets untouched.
         try Interruption.check("restore")
 
+        checking.wait()
         // Into place: only now are the targets touched.
-        if let stagedMedia { try publishMedia(stagedMedia, to: layout.mediaRoot) }
+        var wholeMediaRoot = true
+        if let stagedMedia { wholeMediaRoot = try publishMedia(stagedMedia, to: layout.mediaRoot) }
         if let stagedDatabase {
             // A write-ahead log left by the database being replaced would be replayed into the
             // restored one: it goes first (the pipeline must be stopped for a forced restore).
@@ -170,11 +189,16 @@ public struct Restorer {
         report.restoreSeconds = Date().timeIntervalSince(started)
         logger.debug("in place", metadata: ["seconds": "\(report.restoreSeconds)"])
 
-        // The restored volume, checked.
+        // The restored volume, checked (already, when it was staged and moved whole).
         if restoresDatabase {
-            var verifier = resultVerifier(integrity: databaseLane.integrity)
-            verifier.databaseChecks = databaseLane.checks
-            report.verify = try verifier.run()
+            if let result = stagedCheck.result, wholeMediaRoot {
+                report.verify = try result.get()
+                report.checkedWhileStaged = true
+            } else {
+                var verifier = resultVerifier(integrity: databaseLane.integrity)
+                verifier.databaseChecks = databaseLane.checks
+                report.verify = try verifier.run()
+            }
             // The read-only check leaves an empty -wal and -shm beside the database; one
             // read-write open and close removes them, so the target holds just the database.
             if let queue = try? DatabaseQueue(path: layout.dbPath, configuration: DatabaseAccess.configuration(readOnly: false)) {
@@ -183,6 +207,21 @@ public struct Restorer {
         }
         report.seconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    /// The staged volume's check, from its thread.
+    final class StagedCheck: @unchecked Sendable {
+        var result: Result<VerifyReport, Error>?
+    }
+
+    /// Whether `mediaRoot` is missing or an empty folder: the staged tree is then renamed into
+    /// place whole (``publishMedia(_:to:)``).
+    func isFresh(_ mediaRoot: String) -> Bool {
+        guard case .success(let info) = FileSystem.status(mediaRoot) else { return true }
+        guard info.kind == .directory else { return false }
+        var empty = true
+        do { try DirectoryWalker(root: mediaRoot).list { _ in empty = false } } catch { return false }
+        return empty
     }
 
     /// The database side of a restore, run on its own core.
@@ -556,19 +595,21 @@ public struct Restorer {
         return true
     }
 
-    /// Moves the staged tree into place: a rename when the media root is missing or empty;
-    /// with `force` over a non-empty one, file by file (replacing files of the same name).
-    func publishMedia(_ staging: String, to mediaRoot: String) throws {
+    /// Moves the staged tree into place: a rename when the media root is missing or empty
+    /// (returns true); with `force` over a non-empty one, file by file (replacing files of the
+    /// same name; returns false).
+    func publishMedia(_ staging: String, to mediaRoot: String) throws -> Bool {
         chmod(staging, 0o755)
         if case .success(let info) = FileSystem.status(mediaRoot), info.kind == .directory {
             if rmdir(mediaRoot) != 0 {
                 try checkMerge(staging, into: mediaRoot)
                 try merge(staging, into: mediaRoot)
-                return
+                return false
             }
         }
         guard rename(staging, mediaRoot) == 0 else { throw CofferError.system("rename media into", mediaRoot, errno: errno) }
         try FileSystem.syncDirectory(PathText.parent(mediaRoot))
+        return true
     }
 
     /// A forced restore into a media root that holds something: every folder the snapshot
@@ -663,11 +704,14 @@ public struct RestoreReport: Sendable, Codable {
     public var bytes: Int64 = 0
     public var databaseBytes: Int64 = 0
     public var pathsRewritten = 0
-    /// Time to restore, before the check of the result.
+    /// Time to restore, until the volume is in place (the check of the result may have run
+    /// meanwhile, beside the sync).
     public var restoreSeconds: Double = 0
     public var seconds: Double = 0
     /// The check of the restored volume.
     public var verify: VerifyReport?
+    /// The check ran on the staged volume, before it was moved into place whole.
+    var checkedWhileStaged = false
 
     public var status: ExitStatus { verify?.status ?? .ok }
 

@@ -35,6 +35,10 @@ public struct LiveVerifier {
     /// take their sizes from it, and its orphans come from it, instead of a `stat` of every
     /// reference and a second walk of the library. Waited for only when needed.
     var libraryWalk: LibraryWalk?
+    /// Where the volume is while it is not yet at DB_PATH and MEDIA_ROOT: a restore's staged
+    /// database and media tree, each moved into place whole afterwards, checked while they are
+    /// synced. Read there; findings name the places they are going to.
+    public var staged: (database: String, mediaRoot: String)?
 
     /// At most this many lines of `integrity_check` output become findings.
     static let integrityLineLimit = 100
@@ -49,7 +53,7 @@ public struct LiveVerifier {
         let started = Date()
         var report = VerifyReport(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot,
                                   databaseCheck: full ? "integrity_check" : "quick_check")
-        let queue = try DatabaseAccess.openExisting(layout.dbPath, readOnly: true)
+        let queue = try DatabaseAccess.openExisting(staged?.database ?? layout.dbPath, readOnly: true)
         var referenced = ReferencedPaths()
         do {
             try queue.inDatabase { db in
@@ -259,7 +263,7 @@ public struct LiveVerifier {
             if inLibrary, let size = walk?.regularFileSize(path) {
                 status = .success(FileInfo(kind: .regular, size: size, mode: 0, modified: 0, inode: 0))
             } else {
-                status = FileSystem.status(path, followLinks: true)
+                status = FileSystem.status(onDisk(path), followLinks: true)
             }
             switch status {
             case .failure(let errno):
@@ -329,7 +333,7 @@ public struct LiveVerifier {
             }
         }
         do {
-            try DirectoryWalker(root: root).list { entry in
+            try DirectoryWalker(root: onDisk(root)).list { entry in
                 guard entry.kind == .directory else { return }
                 report.counts.tempDirectories += 1
                 let path = PathBytes(root.utf8).appendingComponent(entry.relativePath)
@@ -342,7 +346,7 @@ public struct LiveVerifier {
                 let status = row.status
                 // When the job did not record its end, the directory's last change stands in.
                 let decision = TempRetention.decide(known: true, status: status, finished: row.finished,
-                                                    lastChange: try? FileSystem.status(path).get().modified, now: now)
+                                                    lastChange: try? FileSystem.status(onDisk(path)).get().modified, now: now)
                 if case .expired(let age, let limit) = decision {
                     report.findings.append(Finding(
                         .expiredTempDirectory, jobID: jobID, path: shown,
@@ -352,7 +356,7 @@ public struct LiveVerifier {
                 }
             }
         } catch let error as CofferError {
-            if case .failure(let errno) = FileSystem.status(root), errno == .noSuchFileOrDirectory {
+            if case .failure(let errno) = FileSystem.status(onDisk(root)), errno == .noSuchFileOrDirectory {
                 report.findings.append(Finding(.missingFile, path: PathText.display(root), expected: "a directory",
                                                actual: "missing", message: "temp root does not exist"))
             } else {
@@ -373,7 +377,7 @@ public struct LiveVerifier {
         let root = layout.libraryRoot
         let rootBytes = PathBytes(root.utf8)
         do {
-            try DirectoryWalker(root: root).walk(problem: { problem in
+            try DirectoryWalker(root: onDisk(root)).walk(problem: { problem in
                 if case .cannotOpen(let relative, let errno) = problem {
                     report.findings.append(Self.unreadableLibraryDirectory(rootBytes.appendingComponent(relative), errno))
                 }
@@ -382,11 +386,11 @@ public struct LiveVerifier {
                 report.counts.libraryFiles += 1
                 let path = rootBytes.appendingComponent(entry.relativePath)
                 if !referenced.contains(path) {
-                    report.findings.append(Self.orphan(path, size: try? FileSystem.status(path).get().size))
+                    report.findings.append(Self.orphan(path, size: try? FileSystem.status(onDisk(path)).get().size))
                 }
             }
         } catch let error as CofferError {
-            report.findings.append(Self.libraryRootProblem(root, cause: error.cause))
+            report.findings.append(Self.libraryRootProblem(root, at: onDisk(root), cause: error.cause))
         }
     }
 
@@ -400,19 +404,34 @@ public struct LiveVerifier {
         Finding(.unreadableDirectory, path: PathText.display(path), actual: errno.description, message: "library directory cannot be read")
     }
 
-    /// The library root cannot be walked: missing, or `cause`.
-    static func libraryRootProblem(_ root: String, cause: String) -> Finding {
-        if case .failure(let errno) = FileSystem.status(root), errno == .noSuchFileOrDirectory {
+    /// The library root cannot be walked (now `at` that place): missing, or `cause`.
+    static func libraryRootProblem(_ root: String, at place: String, cause: String) -> Finding {
+        if case .failure(let errno) = FileSystem.status(place), errno == .noSuchFileOrDirectory {
             return Finding(.missingFile, path: PathText.display(root), expected: "a directory",
                            actual: "missing", message: "library root does not exist")
         }
         return Finding(.unreadableDirectory, path: PathText.display(root), actual: cause, message: "library root cannot be read")
     }
 
+    // MARK: Staged volume
+
+    /// Where `path` is now: under the staged media tree when it is under MEDIA_ROOT and the
+    /// volume is ``staged``, else itself.
+    func onDisk(_ path: PathBytes) -> PathBytes {
+        guard let staged else { return path }
+        let root = PathBytes(layout.mediaRoot.utf8)
+        guard path.starts(with: root), path.count == root.count || path[root.count] == UInt8(ascii: "/") else { return path }
+        return PathBytes(staged.mediaRoot.utf8) + path[root.count...]
+    }
+
+    func onDisk(_ path: String) -> String {
+        staged == nil ? path : String(decoding: onDisk(PathBytes(path.utf8)), as: UTF8.self)
+    }
+
     // MARK: Disk space
 
     func checkDiskSpace(into report: inout VerifyReport) {
-        switch FileSystem.freeSpace(layout.mediaRoot) {
+        switch FileSystem.freeSpace(onDisk(layout.mediaRoot)) {
         case .failure(let errno):
             report.findings.append(Finding(.diskSpaceLow, path: PathText.display(layout.mediaRoot),
                                            actual: errno.description, message: "free space cannot be read"))

@@ -374,6 +374,42 @@ import Testing
         #expect(used.served >= 20, "the reconciliation looked at the library's files again")
     }
 
+    /// A restore into fresh targets checks the volume while it is staged (beside the sync),
+    /// and finds what `verify` finds once it is in place, under the final names; a forced
+    /// restore over a media root that held files checks after the merge, and sees them.
+    @Test func theRestoreCheckFindsWhatVerifyFindsAfterIt() throws {
+        let fixture = try BackupFixture(jobs: 60, hostile: true)
+        _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
+        try fixture.backup()
+        func key(_ finding: Finding) -> String {
+            "\(finding.kind.rawValue) \(finding.jobID ?? "") \(finding.path ?? "") \(finding.expected ?? "") \(finding.actual ?? "") \(finding.message)"
+        }
+        func verified(_ name: String) throws -> [String] {
+            var verifier = LiveVerifier(configuration: try fixture.configuration([
+                .dbPath: fixture.volume.directory.child("\(name)/data/db.sqlite"), .mediaRoot: fixture.volume.directory.child("\(name)/media"),
+            ]))
+            verifier.full = true
+            return try verifier.run().findings.map(key).sorted()
+        }
+
+        let fresh = try fixture.restore(into: "fresh")
+        #expect(fresh.checkedWhileStaged)
+        let check = try #require(fresh.verify)
+        #expect(Set(check.findings.map(\.kind)).isSuperset(of: [.missingFile, .sizeMismatch, .orphanFile, .foreignKey]))
+        #expect(check.findings.allSatisfy { $0.path.map { !$0.contains(".coffer-restore") } ?? true })
+        #expect(check.counts.libraryFiles > 20 && check.counts.tempDirectories > 0)
+        #expect(check.findings.map(key).sorted() == (try verified("fresh")))
+
+        let media = fixture.volume.directory.child("forced/media")
+        try FileManager.default.createDirectory(atPath: media + "/library/already here", withIntermediateDirectories: true)
+        try Data("old".utf8).write(to: URL(fileURLWithPath: media + "/library/already here/old.mkv"))
+        let forced = try fixture.restore(into: "forced", force: true)
+        #expect(!forced.checkedWhileStaged)
+        let after = try #require(forced.verify)
+        #expect(after.findings.contains { $0.kind == .orphanFile && $0.path?.hasSuffix("/already here/old.mkv") == true })
+        #expect(after.findings.map(key).sorted() == (try verified("forced")))
+    }
+
     /// The walk tells the reconciliation how it ended: whole (use what it saw), stopped by an
     /// error (stop too: no second walk while the run fails) or without the library (walk it
     /// yourself, and report it).
