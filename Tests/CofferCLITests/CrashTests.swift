@@ -168,6 +168,54 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: out).allSatisfy { !$0.hasPrefix(".coffer-export-tmp-") })
     }
 
+    /// import-jobs loads an export in one transaction: killed at any moment, the database holds
+    /// all of the export's rows or none of them, and is sound; the next run imports it whole.
+    @Test func importKilledAtRandomMomentsImportsAllOrNothing() throws {
+        let v = try volume(jobs: 6000, maxFileBytes: 16)
+        let db = v.generated.dbPath
+        try DatabaseQueue(path: db).write { db in
+            try db.execute(sql: "UPDATE jobs SET created_at = datetime('now', '-90 days') WHERE status IN ('COMPLETE', 'FAILED', 'CANCELED')")
+        }
+        let everything = try whereRowsAre(v, out: v.scratch.child("none")).database
+        let out = v.scratch.child("exports")
+        let export = try CofferBinary.run(["export-jobs", "--quiet", "--older-than", "30d", "--out", out, "--purge", "--db", db,
+                                           "--media-root", v.generated.mediaRoot])
+        #expect(export.status == 0, "\(export.stderr)")
+        let purged = try whereRowsAre(v, out: v.scratch.child("none")).database
+        #expect(purged.count < everything.count / 2)
+        let folder = out + "/" + (try #require(try FileManager.default.contentsOfDirectory(atPath: out).first { $0.hasPrefix("jobs-") }))
+        // The purged database, whole in one file, to start each round from.
+        let queue = try DatabaseQueue(path: db)
+        try queue.writeWithoutTransaction { _ = try $0.checkpoint(.truncate) }
+        try queue.close()
+        let baseline = v.scratch.child("purged.sqlite")
+        try FileManager.default.copyItem(atPath: db, toPath: baseline)
+        func startOver() throws {
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: db + suffix) }
+            try FileManager.default.copyItem(atPath: baseline, toPath: db)
+        }
+        let arguments = ["import-jobs", "--quiet", folder, "--db", db, "--media-root", v.generated.mediaRoot]
+        let started = Date()
+        let probe = try CofferBinary.run(arguments)
+        #expect(probe.status == 0, "\(probe.stderr)")
+        #expect(try whereRowsAre(v, out: v.scratch.child("none")).database == everything)
+        var window = max(0.02, Date().timeIntervalSince(started))
+        var kills = 0
+        for _ in 0..<8 {
+            try startOver()
+            if try killed(arguments, after: Double.random(in: 0.001...window)) { kills += 1 } else { window = max(0.01, window / 2) }
+            let rows = try whereRowsAre(v, out: v.scratch.child("none")).database
+            #expect(rows == purged || rows == everything, "a killed import left \(rows.count) rows: neither \(purged.count) nor \(everything.count)")
+            let check = try DatabaseQueue(path: db).read { try String.fetchAll($0, sql: "PRAGMA integrity_check") }
+            #expect(check == ["ok"])
+        }
+        #expect(kills > 0, "no import was killed while working: the volume is too small for this machine")
+        // Whatever the last kill left, running again finishes the import, once.
+        let final = try CofferBinary.run(arguments)
+        #expect(final.status == 0, "\(final.stderr)")
+        #expect(try whereRowsAre(v, out: v.scratch.child("none")).database == everything)
+    }
+
     /// Grows a few files of the library, so that the next backup adds a pack.
     func touchSome(_ v: Volume, round: Int) throws {
         var index = 0
