@@ -216,6 +216,57 @@ import Testing
         #expect(try whereRowsAre(v, out: v.scratch.child("none")).database == everything)
     }
 
+    /// cleanup killed at random moments: every temp directory is whole under its own name or
+    /// set aside whole for removal (never half-emptied, which would also reset its age); the
+    /// next run removes what was set aside and finishes the work.
+    @Test func cleanupKilledAtRandomMomentsLeavesNoDirectoryHalfEmptied() throws {
+        let v = try volume(jobs: 200, maxFileBytes: 16)
+        let tmp = v.generated.mediaRoot + "/tmp"
+        let old = Date().timeIntervalSince1970 - 2 * 86400
+        // Directories of jobs the database does not know, unchanged for two days: due. Two
+        // changed an hour ago: kept.
+        for index in 0..<82 {
+            let dir = tmp + String(format: "/01900000-0000-7000-8000-%012d", index)
+            try FileManager.default.createDirectory(atPath: dir + "/parts", withIntermediateDirectories: true)
+            for part in 0..<150 {
+                let path = dir + "/parts/\(part).wav"
+                try Data(repeating: UInt8(part & 0xFF), count: 64).write(to: URL(fileURLWithPath: path))
+                FixtureFiles.setModified(Array(path.utf8), index < 80 ? old : old + 86400 + 82800)
+            }
+            for path in [dir + "/parts", dir] { FixtureFiles.setModified(Array(path.utf8), index < 80 ? old : old + 86400 + 82800) }
+        }
+        var before: [String: TreeSnapshot] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: tmp) { before[name] = try TreeSnapshot(tmp + "/" + name) }
+        let arguments = ["cleanup", "--quiet", "--db", v.generated.dbPath, "--media-root", v.generated.mediaRoot]
+        let plan = try CofferBinary.run(["cleanup", "--json", "--dry-run", "--db", v.generated.dbPath, "--media-root", v.generated.mediaRoot])
+        let due = try JSONDecoder().decode(CleanupReport.self, from: Data(plan.stdout.utf8)).removed.map { ($0.path as NSString).lastPathComponent }
+        #expect(due.count >= 80)
+        // How long one run takes, on a copy of the temp root.
+        let copy = v.scratch.child("copy")
+        try FileManager.default.createDirectory(atPath: copy + "/media/library", withIntermediateDirectories: true)
+        let cp = try Process.run(URL(fileURLWithPath: "/bin/cp"), arguments: ["-a", tmp, copy + "/media/tmp"])
+        cp.waitUntilExit()
+        #expect(cp.terminationStatus == 0)
+        let started = Date()
+        #expect(try CofferBinary.run(["cleanup", "--quiet", "--db", v.generated.dbPath, "--media-root", copy + "/media"]).status == 0)
+        var window = max(0.02, Date().timeIntervalSince(started) / 2)
+        var kills = 0, setAside = 0
+        for _ in 0..<6 {
+            if try killed(arguments, after: Double.random(in: 0.001...window)) { kills += 1 } else { window = max(0.01, window / 2) }
+            for name in try FileManager.default.contentsOfDirectory(atPath: tmp) {
+                if name.hasPrefix(TempCleanup.removingPrefix) { setAside += 1; continue }
+                let original = try #require(before[name], "\(name) appeared")
+                #expect(try TreeSnapshot(tmp + "/" + name) == original, "\(name) was half-emptied by a killed cleanup")
+            }
+        }
+        #expect(kills > 0, "no cleanup was killed while working: the volume is too small for this machine")
+        let final = try CofferBinary.run(["cleanup", "--json", "--db", v.generated.dbPath, "--media-root", v.generated.mediaRoot])
+        #expect(final.status == 0, "\(final.stderr)")
+        let left = Set(try FileManager.default.contentsOfDirectory(atPath: tmp))
+        #expect(left == Set(before.keys).subtracting(due), "set aside: \(setAside)")
+        for name in left { #expect(try TreeSnapshot(tmp + "/" + name) == before[name]) }
+    }
+
     /// Grows a few files of the library, so that the next backup adds a pack.
     func touchSome(_ v: Volume, round: Int) throws {
         var index = 0

@@ -12,7 +12,15 @@ import Glibc
 /// followed or removed. Each directory's job is looked up again right before it is removed, in
 /// its own read of the database, so a job retried meanwhile (FAILED back to QUEUED) keeps its
 /// directory. The database is only read.
+///
+/// A directory is first renamed out of the way (``removingPrefix``), then removed: a cleanup
+/// killed halfway leaves each directory whole or under that name, never half-emptied under its
+/// own (where the removed files would also have reset its age); the next run removes those
+/// first.
 public struct TempCleanup {
+    /// Directories being removed: `.coffer-removing-PID-N` in the temp root.
+    public static let removingPrefix = ".coffer-removing-"
+
     public var layout: VolumeLayout
     public var dryRun = false
     public var now = Date()
@@ -36,9 +44,12 @@ public struct TempCleanup {
         }
 
         var names: [PathBytes] = []
+        var interrupted: [PathBytes] = []
+        let removing = PathBytes(Self.removingPrefix.utf8)
         do {
             try DirectoryWalker(root: root).list { entry in
-                if entry.kind == .directory { names.append(entry.relativePath) }
+                guard entry.kind == .directory else { return }
+                if entry.relativePath.starts(with: removing) { interrupted.append(entry.relativePath) } else { names.append(entry.relativePath) }
             }
         } catch let error as CofferError {
             if case .failure(let errno) = FileSystem.status(root), errno == .noSuchFileOrDirectory {
@@ -50,6 +61,19 @@ public struct TempCleanup {
                               hint: "run coffer cleanup as the pipeline's user")
         }
 
+        // What a killed run had begun removing goes first (a dry run only counts it).
+        for name in interrupted.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            let path = PathBytes(root.utf8).appendingComponent(name)
+            if !dryRun {
+                FileSystem.removeTree(path)
+                if case .success = FileSystem.status(path) {
+                    report.failures.append(.init(path: PathText.display(path), message: "left by an interrupted cleanup; could not be removed completely (permissions?)"))
+                    continue
+                }
+            }
+            report.interrupted += 1
+        }
+        var removals = 0
         for name in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             let path = PathBytes(root.utf8).appendingComponent(name)
             let shown = PathText.display(path)
@@ -81,9 +105,15 @@ public struct TempCleanup {
                                                         : "\(status ?? "NULL") + \(TempRetention.describe(limit))",
                                                     bytes: tree.bytes, files: tree.files)
                 if !dryRun {
-                    FileSystem.removeTree(path)
-                    if case .success = FileSystem.status(path) {
-                        report.failures.append(.init(path: shown, message: "could not be removed completely (permissions, or the pipeline writing into it?)"))
+                    // Out of the way first, in one step; where it cannot be renamed (a mount
+                    // point, no write permission on the temp root), removed in place.
+                    removals += 1
+                    let aside = PathBytes(root.utf8).appendingComponent(PathBytes("\(Self.removingPrefix)\(getpid())-\(removals)".utf8))
+                    let renamed = path.withCPath { from in aside.withCPath { rename(from, $0) } } == 0
+                    FileSystem.removeTree(renamed ? aside : path)
+                    if case .success = FileSystem.status(renamed ? aside : path) {
+                        let cause = renamed ? "; what is left is \(PathText.display(aside)), which the next cleanup removes" : ""
+                        report.failures.append(.init(path: shown, message: "could not be removed completely (permissions, or the pipeline writing into it?)\(cause)"))
                         removal.bytes = 0
                         continue
                     }
@@ -139,6 +169,9 @@ public struct CleanupReport: Sendable, Codable {
     /// Directories of jobs the pipeline is still working on: never touched.
     public var unfinished = 0
     public var failures: [Failure] = []
+    /// Directories a killed cleanup had begun removing (``TempCleanup/removingPrefix``),
+    /// removed by this run (counted only, by a dry run).
+    public var interrupted = 0
     public var bytesFreed: Int64 = 0
     public var seconds: Double = 0
 
@@ -146,7 +179,7 @@ public struct CleanupReport: Sendable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case command, tempRoot = "temp_root", dryRun = "dry_run", missingRoot = "missing_root", directories, removed, kept
-        case unfinished, failures, bytesFreed = "bytes_freed", seconds
+        case unfinished, failures, interrupted, bytesFreed = "bytes_freed", seconds
     }
 
     public func text() -> String {
@@ -155,6 +188,9 @@ public struct CleanupReport: Sendable, Codable {
         var lines = ["cleanup \(PathText.display(tempRoot)): \(verb) \(removed.count) of \(directories) temp director\(directories == 1 ? "y" : "ies") (\(Formatting.bytes(bytesFreed))\(dryRun ? "" : " freed")); kept \(kept) within retention, \(unfinished) of unfinished jobs"]
         for removal in removed {
             lines.append("  \(verb) \(removal.path): \(removal.rule), \(Formatting.age(seconds: removal.ageSeconds)) old, \(removal.files) files, \(Formatting.bytes(removal.bytes))")
+        }
+        if interrupted > 0 {
+            lines.append("  \(dryRun ? "would finish" : "finished") removing \(interrupted) director\(interrupted == 1 ? "y" : "ies") an interrupted cleanup had begun")
         }
         for failure in failures { lines.append("  failed \(failure.path): \(failure.message)") }
         return lines.joined(separator: "\n")

@@ -338,6 +338,12 @@ public struct LiveVerifier {
                 report.counts.tempDirectories += 1
                 let path = PathBytes(root.utf8).appendingComponent(entry.relativePath)
                 var shown: String { PathText.display(path) } // for findings only
+                if entry.relativePath.starts(with: PathBytes(TempCleanup.removingPrefix.utf8)) {
+                    report.findings.append(Finding(.unknownTempDirectory, path: shown, expected: "a job in the database",
+                                                   actual: "set aside by a cleanup that was stopped",
+                                                   message: "temp directory being removed; the next `coffer cleanup` finishes it"))
+                    return
+                }
                 guard let jobID = names.jobID(entry.relativePath), let row = try job(jobID) else {
                     report.findings.append(Finding(.unknownTempDirectory, path: shown, expected: "a job in the database",
                                                    actual: "no such job", message: "temp directory of an unknown job"))

@@ -86,6 +86,24 @@ import Testing
         #expect(try cleanup(volume, dryRun: false).removed.isEmpty)
     }
 
+    /// A directory a killed cleanup had set aside is not a job's: the next run removes it
+    /// first, whatever its age, and says so; a dry run only counts it.
+    @Test func whatAKilledCleanupSetAsideIsRemovedNext() throws {
+        let volume = try TestVolume(jobs: 12, hostile: false)
+        let aside = "\(volume.mediaRoot)/tmp/\(TempCleanup.removingPrefix)4242-7"
+        try FileManager.default.createDirectory(atPath: aside + "/nested", withIntermediateDirectories: true)
+        try Data(repeating: 1, count: 10).write(to: URL(fileURLWithPath: aside + "/nested/half.wav"))
+        #expect(try volume.verify().findings(.unknownTempDirectory).contains { $0.message.contains("the next `coffer cleanup` finishes it") })
+        let dry = try cleanup(volume, dryRun: true)
+        #expect(dry.interrupted == 1 && FileManager.default.fileExists(atPath: aside))
+        #expect(dry.text().contains("would finish removing 1 directory an interrupted cleanup had begun"), "\(dry.text())")
+        let report = try cleanup(volume, dryRun: false)
+        #expect(report.interrupted == 1 && report.status == .ok)
+        #expect(!FileManager.default.fileExists(atPath: aside))
+        #expect(report.removed.allSatisfy { !$0.path.contains(TempCleanup.removingPrefix) })
+        #expect(try cleanup(volume, dryRun: false).interrupted == 0)
+    }
+
     /// The directory's last change is looked at only when the rules need it: a finished job
     /// without `completed_at`, or an unknown job (a `stat` per directory otherwise).
     @Test func theLastChangeIsLookedAtOnlyWhenNeeded() {
