@@ -156,6 +156,7 @@ public struct Restorer {
                     verifier.databaseChecks = databaseLane.checks
                     verifier.staged = (database: path, mediaRoot: staging.path)
                     stagedCheck.result = Result { try verifier.run() }
+                    logger.debug("result checked, staged", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
                 }
             }
             // One syncfs for the whole staged tree instead of an fsync per file: everything is
@@ -198,6 +199,7 @@ public struct Restorer {
                 var verifier = resultVerifier(integrity: databaseLane.integrity)
                 verifier.databaseChecks = databaseLane.checks
                 report.verify = try verifier.run()
+                logger.debug("result checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             }
             // The read-only check leaves an empty -wal and -shm beside the database; one
             // read-write open and close removes them, so the target holds just the database.
