@@ -20,10 +20,72 @@ import Testing
                       sha256: String(repeating: "ab", count: 32), pack: "packs/20261125T182029Z-1558b50e.tar", offset: 1536)
     }
 
+    /// Keys are told apart by one word each: every key reads as itself, and nothing else reads
+    /// as a key (its prefixes, its extensions, one byte changed anywhere, other names).
+    @Test func keyWordsMatchTheirNames() {
+        func key(_ bytes: [UInt8]) -> FileLine.Key { bytes.withUnsafeBytes { FileLine.Key($0) } }
+        #expect(FileLine.Key.names.count == 10)
+        for (name, expected) in FileLine.Key.names {
+            let bytes = Array(name.utf8)
+            #expect(key(bytes) == expected, "\(name)")
+            for cut in 0..<bytes.count {
+                let shorter = String(decoding: bytes[..<cut], as: UTF8.self) // "path_b64" holds "path"
+                #expect(key(Array(bytes[..<cut])) == FileLine.Key.names.first { $0.0 == shorter }?.1 ?? .other, "\(name) cut at \(cut)")
+            }
+            #expect(key(bytes + [UInt8(ascii: "s")]) == .other)
+            #expect(key(bytes + [0]) == .other, "a NUL after \(name)")
+            for position in bytes.indices {
+                for delta: UInt8 in [1, 0x20, 0x80] {
+                    var changed = bytes
+                    changed[position] ^= delta
+                    #expect(key(changed) == .other, "\(name) with byte \(position) changed")
+                }
+            }
+        }
+        for other in ["", "p", "id", "name", "xattrs", "paths", "Path", "PATH", "sha512", "path_b65", "path_b64x", "mtime_ns"] {
+            #expect(key(Array(other.utf8)) == .other, "\(other)")
+        }
+    }
+
+    /// A string is read in place only when it holds no escape and no control character; its
+    /// range ends before its closing quote and the parser stands after it.
+    @Test func plainStringsStopAtTheirQuote() {
+        func plain(_ text: [UInt8]) -> (String?, Int) {
+            text.withUnsafeBytes { raw in
+                var parser = FileLine.Parser(bytes: raw)
+                let range = parser.plainString()
+                return (range.map { String(decoding: parser.slice($0), as: UTF8.self) }, parser.index)
+            }
+        }
+        #expect(plain(Array(#"  "abc", "d""#.utf8)) == ("abc", 7))
+        #expect(plain(Array(#""""#.utf8)) == ("", 2))
+        #expect(plain(Array(#""0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}"#.utf8)).0?.count == 64)
+        for refused in [#""a\"b""#, #""a\\""#, "\"tab\there\"", "\"nul\u{0}\"", #""no end"#, #"""#, "x\"a\""] {
+            let (value, index) = plain(Array(refused.utf8))
+            #expect(value == nil, "\(refused)")
+            #expect(index <= 1, "\(refused): the parser moved to \(index)")
+        }
+        // Every length up to 40, with a byte to refuse at every place before the quote.
+        for length in 0...40 {
+            let body = Array(repeating: UInt8(ascii: "a"), count: length)
+            #expect(plain([0x22] + body + [0x22, 0x2C]).0?.count == length)
+            for position in 0..<length {
+                for bad: UInt8 in [0x5C, 0x01, 0x1F] {
+                    var text = body
+                    text[position] = bad
+                    #expect(plain([0x22] + text + [0x22]).0 == nil)
+                }
+            }
+        }
+    }
+
     /// The eight-bytes-at-a-time check agrees with a byte-by-byte one: every byte value at
     /// every position of strings of every length up to 20, and random strings.
     @Test func escapeCheckAgreesWithBytes() {
-        func slow(_ bytes: [UInt8]) -> Bool { bytes.contains { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C } }
+        func special(_ byte: UInt8) -> Bool { byte < 0x20 || byte == 0x22 || byte == 0x5C }
+        func slow(_ bytes: [UInt8]) -> Bool { bytes.contains(where: special) }
+        func slowFirst(_ bytes: [UInt8], from start: Int) -> Int { bytes[start...].firstIndex(where: special) ?? bytes.count }
+        func first(_ bytes: [UInt8], from start: Int) -> Int { bytes.withUnsafeBytes { FileLine.firstSpecial($0, from: start) } }
         for length in 1...20 {
             for position in 0..<length {
                 for value in 0...255 {
@@ -31,6 +93,9 @@ import Testing
                     bytes[position] = UInt8(value)
                     let fast = bytes.withUnsafeBytes { FileLine.needsEscaping($0) }
                     #expect(fast == slow(bytes), "\(bytes)")
+                    for start in [0, position, min(position + 1, length)] {
+                        #expect(first(bytes, from: start) == slowFirst(bytes, from: start), "\(bytes) from \(start)")
+                    }
                     if fast != slow(bytes) { return }
                 }
             }
@@ -44,6 +109,9 @@ import Testing
             }
             let fast = bytes.withUnsafeBytes { FileLine.needsEscaping($0) }
             #expect(fast == slow(bytes), "\(bytes)")
+            // Where the first special byte is, from anywhere (several can share a word).
+            let start = Int.random(in: 0...bytes.count, using: &generator)
+            #expect(first(bytes, from: start) == slowFirst(bytes, from: start), "\(bytes) from \(start)")
             if fast != slow(bytes) { return }
         }
     }
