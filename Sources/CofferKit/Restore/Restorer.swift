@@ -146,11 +146,13 @@ public struct Restorer {
                 try FileSystem.makeDirectories(staging.path + "/" + root.dropFirst(layout.mediaRoot.count + 1), mode: 0o755)
             }
             // The check of the result, while the tree is synced (it only reads): on the staged
-            // volume, when both parts are moved into place whole (an empty or missing media
-            // root); else after they are in place.
-            if restoresDatabase, isFresh(layout.mediaRoot) {
-                DispatchQueue.global().async(group: checking) { [self, staging] in
-                    group.wait()
+            // volume, once the database lane is done, when both parts land whole where nothing
+            // was (no database at DB_PATH, an empty or missing media root); else after they are
+            // in place (what they replace or join is then part of what is checked).
+            if restoresDatabase, FileSystem.status(layout.dbPath).isFailure, isFresh(layout.mediaRoot) {
+                checking.enter()
+                group.notify(queue: .global()) { [self, staging] in
+                    defer { checking.leave() }
                     guard databaseLane.error == nil, let path = databaseLane.path else { return }
                     var verifier = resultVerifier(integrity: databaseLane.integrity)
                     verifier.databaseChecks = databaseLane.checks
@@ -172,11 +174,11 @@ public struct Restorer {
             stagedDatabase = databaseLane.path
             report.pathsRewritten = databaseLane.rewritten
         }
+        checking.wait()
         progress?.finish()
         // The last moment a stop leaves the targets untouched.
         try Interruption.check("restore")
 
-        checking.wait()
         // Into place: only now are the targets touched.
         var wholeMediaRoot = true
         if let stagedMedia { wholeMediaRoot = try publishMedia(stagedMedia, to: layout.mediaRoot) }

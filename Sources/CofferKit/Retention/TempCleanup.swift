@@ -18,7 +18,8 @@ import Glibc
 /// own (where the removed files would also have reset its age); the next run removes those
 /// first.
 public struct TempCleanup {
-    /// Directories being removed: `.coffer-removing-PID-N` in the temp root.
+    /// Directories being removed: `.coffer-removing-PID-RANDOM-N` in the temp root (the
+    /// random part: in containers every run can be PID 1).
     public static let removingPrefix = ".coffer-removing-"
 
     public var layout: VolumeLayout
@@ -74,6 +75,7 @@ public struct TempCleanup {
             report.interrupted += 1
         }
         var removals = 0
+        let run = "\(Self.removingPrefix)\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         for name in names.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             let path = PathBytes(root.utf8).appendingComponent(name)
             let shown = PathText.display(path)
@@ -108,7 +110,7 @@ public struct TempCleanup {
                     // Out of the way first, in one step; where it cannot be renamed (a mount
                     // point, no write permission on the temp root), removed in place.
                     removals += 1
-                    let aside = PathBytes(root.utf8).appendingComponent(PathBytes("\(Self.removingPrefix)\(getpid())-\(removals)".utf8))
+                    let aside = PathBytes(root.utf8).appendingComponent(PathBytes("\(run)-\(removals)".utf8))
                     let renamed = path.withCPath { from in aside.withCPath { rename(from, $0) } } == 0
                     FileSystem.removeTree(renamed ? aside : path)
                     if case .success = FileSystem.status(renamed ? aside : path) {

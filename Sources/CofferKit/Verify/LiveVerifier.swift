@@ -307,6 +307,7 @@ public struct LiveVerifier {
             SELECT status, CAST(strftime('%s', completed_at) AS REAL) AS finished FROM jobs WHERE id = ?
             """)
         let names = layout.tempDirectoryNames
+        let removing = PathBytes(TempCleanup.removingPrefix.utf8)
         // Looked up by hand on the prepared statement: through a cursor and a `Row` each took
         // 18,000 instructions, for a volume of 100,000 jobs 18,767 times.
         let sqlite = lookup.sqliteStatement
@@ -338,9 +339,9 @@ public struct LiveVerifier {
                 report.counts.tempDirectories += 1
                 let path = PathBytes(root.utf8).appendingComponent(entry.relativePath)
                 var shown: String { PathText.display(path) } // for findings only
-                if entry.relativePath.starts(with: PathBytes(TempCleanup.removingPrefix.utf8)) {
+                if entry.relativePath.starts(with: removing) {
                     report.findings.append(Finding(.unknownTempDirectory, path: shown, expected: "a job in the database",
-                                                   actual: "set aside by a cleanup that was stopped",
+                                                   actual: "set aside by a cleanup that was stopped or could not remove it",
                                                    message: "temp directory being removed; the next `coffer cleanup` finishes it"))
                     return
                 }

@@ -408,6 +408,13 @@ import Testing
         let after = try #require(forced.verify)
         #expect(after.findings.contains { $0.kind == .orphanFile && $0.path?.hasSuffix("/already here/old.mkv") == true })
         #expect(after.findings.map(key).sorted() == (try verified("forced")))
+
+        // Over a database that is there (its space is freed only when it is replaced): after.
+        try FileManager.default.createDirectory(atPath: fixture.volume.directory.child("over/data"), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: fixture.volume.directory.child("fresh/data/db.sqlite"), toPath: fixture.volume.directory.child("over/data/db.sqlite"))
+        let over = try fixture.restore(into: "over", force: true)
+        #expect(!over.checkedWhileStaged)
+        #expect(try #require(over.verify).findings.map(key).sorted() == (try verified("over")))
     }
 
     /// The walk tells the reconciliation how it ended: whole (use what it saw), stopped by an

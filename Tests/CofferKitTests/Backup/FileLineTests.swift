@@ -100,6 +100,21 @@ import Testing
                 }
             }
         }
+        // Two special or near-special bytes in the same words (a borrow from one can mark the
+        // byte above it): the first is still found.
+        let values: [UInt8] = [0x00, 0x01, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x7F, 0x80, 0xFF]
+        for i in 0..<16 {
+            for j in (i + 1)..<16 {
+                for a in values {
+                    for b in values {
+                        var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: 16)
+                        bytes[i] = a
+                        bytes[j] = b
+                        #expect(first(bytes, from: 0) == slowFirst(bytes, from: 0), "\(bytes)")
+                    }
+                }
+            }
+        }
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<20_000 {
             let bytes = (0..<Int.random(in: 0...80, using: &generator)).map { _ in
