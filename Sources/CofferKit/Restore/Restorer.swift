@@ -154,8 +154,7 @@ public struct Restorer {
                 group.notify(queue: .global()) { [self, staging] in
                     defer { checking.leave() }
                     guard databaseLane.error == nil, let path = databaseLane.path else { return }
-                    var verifier = resultVerifier(integrity: databaseLane.integrity)
-                    verifier.databaseChecks = databaseLane.checks
+                    var verifier = resultVerifier(after: databaseLane)
                     verifier.staged = (database: path, mediaRoot: staging.path)
                     stagedCheck.result = Result { try verifier.run() }
                     logger.debug("result checked, staged", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
@@ -198,9 +197,7 @@ public struct Restorer {
                 report.verify = try result.get()
                 report.checkedWhileStaged = true
             } else {
-                var verifier = resultVerifier(integrity: databaseLane.integrity)
-                verifier.databaseChecks = databaseLane.checks
-                report.verify = try verifier.run()
+                report.verify = try resultVerifier(after: databaseLane).run()
                 logger.debug("result checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             }
             // The read-only check leaves an empty -wal and -shm beside the database; one
@@ -218,13 +215,13 @@ public struct Restorer {
         var result: Result<VerifyReport, Error>?
     }
 
-    /// Whether `mediaRoot` is missing or an empty folder: the staged tree is then renamed into
-    /// place whole (``publishMedia(_:to:)``).
+    /// Whether `mediaRoot` is missing or an empty folder (one that cannot be listed counts as
+    /// empty: the rename into place finds out): a target restore takes without `--force`, and
+    /// the staged tree is then renamed into place whole (``publishMedia(_:to:)``).
     func isFresh(_ mediaRoot: String) -> Bool {
         guard case .success(let info) = FileSystem.status(mediaRoot) else { return true }
-        guard info.kind == .directory else { return false }
-        var empty = true
-        do { try DirectoryWalker(root: mediaRoot).list { _ in empty = false } } catch { return false }
+        var empty = info.kind == .directory
+        if empty { try? DirectoryWalker(root: mediaRoot).list { _ in empty = false } }
         return empty
     }
 
@@ -243,11 +240,13 @@ public struct Restorer {
     }
 
     /// The check of the restored volume: integrity_check, with the output the staged copy gave
-    /// (these very bytes, before the rename).
-    func resultVerifier(integrity: [String]?) -> LiveVerifier {
+    /// (these very bytes, before the rename), and the database's other checks the lane ran on
+    /// them; without a lane, all of them run.
+    func resultVerifier(after lane: DatabaseLane?) -> LiveVerifier {
         var verifier = LiveVerifier(configuration: configuration)
         verifier.full = true
-        verifier.integrityLines = integrity
+        verifier.integrityLines = lane?.integrity
+        verifier.databaseChecks = lane?.checks
         return verifier
     }
 
@@ -271,7 +270,7 @@ public struct Restorer {
         // The check of the restored volume, its database part: here, beside the media, on the
         // same bytes (what remains after the rename looks only at the files), and beside
         // integrity_check (both only read the copy).
-        var checker = resultVerifier(integrity: nil)
+        var checker = resultVerifier(after: nil)
         checker.checksIntegrity = false
         let checks = DispatchGroup()
         DispatchQueue.global().async(group: checks) { [checker] in lane.checks = try? checker.databaseChecks(at: path) }
@@ -351,14 +350,10 @@ public struct Restorer {
                               cause: "a database is already there; nothing was changed",
                               hint: "restore into a fresh --db path, or pass --force to replace it")
         }
-        if restoresMedia, case .success(let info) = FileSystem.status(layout.mediaRoot) {
-            var empty = info.kind == .directory
-            if empty { try? DirectoryWalker(root: layout.mediaRoot).list { _ in empty = false } }
-            if !empty {
-                throw CofferError(.failed, operation: "restore into", subject: layout.mediaRoot,
-                                  cause: "the media root is not empty; nothing was changed",
-                                  hint: "restore into a fresh --media-root, or pass --force to write over it")
-            }
+        if restoresMedia, !isFresh(layout.mediaRoot) {
+            throw CofferError(.failed, operation: "restore into", subject: layout.mediaRoot,
+                              cause: "the media root is not empty; nothing was changed",
+                              hint: "restore into a fresh --media-root, or pass --force to write over it")
         }
     }
 
