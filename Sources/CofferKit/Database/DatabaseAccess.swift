@@ -42,6 +42,13 @@ public enum DatabaseAccess {
         try db.execute(sql: "PRAGMA cache_size = -\(checkCacheKiB)")
     }
 
+    /// Column `index` of the current row of a stepped statement as text, as GRDB reads a
+    /// `String?` (nil when NULL), straight from SQLite without a `Row`.
+    static func text(_ statement: SQLiteStatement, _ index: Int32) -> String? {
+        guard sqlite3_column_type(statement, index) != SQLITE_NULL, let text = sqlite3_column_text(statement, index) else { return nil }
+        return String(decoding: UnsafeRawBufferPointer(start: text, count: Int(sqlite3_column_bytes(statement, index))), as: UTF8.self)
+    }
+
     /// Runs `PRAGMA pragma(limit)` (integrity_check or quick_check) with a 4 MB page cache,
     /// given back afterwards (the connection may go on with small scans).
     public static func check(_ db: Database, pragma: String = "integrity_check", limit: Int) throws -> [String] {

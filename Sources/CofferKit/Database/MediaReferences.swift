@@ -30,10 +30,7 @@ public enum MediaReferences {
         let cursor = try Row.fetchCursor(statement)
         while try cursor.next() != nil {
             // As GRDB reads them: the job id as text, the size as SQLite's integer of the value.
-            var jobID: String?
-            if sqlite3_column_type(sqlite, 0) != SQLITE_NULL, let text = sqlite3_column_text(sqlite, 0) {
-                jobID = String(decoding: UnsafeRawBufferPointer(start: text, count: Int(sqlite3_column_bytes(sqlite, 0))), as: UTF8.self)
-            }
+            let jobID = DatabaseAccess.text(sqlite, 0)
             let recordedSize = sqlite3_column_type(sqlite, 4) == SQLITE_NULL ? nil : sqlite3_column_int64(sqlite, 4)
             for (offset, column) in columns.enumerated() {
                 let index = Int32(offset + 1)

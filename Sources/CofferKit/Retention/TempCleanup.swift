@@ -86,8 +86,7 @@ public struct TempCleanup {
             do {
                 row = try jobID.flatMap { id in
                     try queue.read { db in
-                        try Row.fetchOne(db, sql: "SELECT status, CAST(strftime('%s', completed_at) AS REAL) AS finished FROM jobs WHERE id = ?",
-                                         arguments: [id])
+                        try Row.fetchOne(db, sql: TempRetention.jobQuery, arguments: [id])
                     }
                 }
             } catch let error as DatabaseError {

@@ -10,6 +10,10 @@ public enum TempRetention {
     public static let failed: TimeInterval = 7 * 24 * 3600
     public static let unknown: TimeInterval = 24 * 3600
 
+    /// What the rules need of a directory's job: its status and when it finished (seconds
+    /// since the epoch), by job id.
+    static let jobQuery = "SELECT status, CAST(strftime('%s', completed_at) AS REAL) AS finished FROM jobs WHERE id = ?"
+
     public enum Decision: Equatable, Sendable {
         /// The job is not finished (or its status cannot be read): never touched.
         case unfinished(status: String?)

@@ -303,9 +303,7 @@ public struct LiveVerifier {
 
     func checkTempDirectories(_ db: Database, into report: inout VerifyReport) throws {
         let root = layout.tempRoot
-        let lookup = try db.makeStatement(sql: """
-            SELECT status, CAST(strftime('%s', completed_at) AS REAL) AS finished FROM jobs WHERE id = ?
-            """)
+        let lookup = try db.makeStatement(sql: TempRetention.jobQuery)
         let names = layout.tempDirectoryNames
         let removing = PathBytes(TempCleanup.removingPrefix.utf8)
         // Looked up by hand on the prepared statement: through a cursor and a `Row` each took
@@ -322,12 +320,8 @@ public struct LiveVerifier {
                 return nil
             case SQLITE_ROW:
                 // Optional: a damaged database can return NULL where the schema forbids it.
-                var status: String?
-                if sqlite3_column_type(sqlite, 0) != SQLITE_NULL, let text = sqlite3_column_text(sqlite, 0) {
-                    status = String(decoding: UnsafeRawBufferPointer(start: text, count: Int(sqlite3_column_bytes(sqlite, 0))), as: UTF8.self)
-                }
                 let finished = sqlite3_column_type(sqlite, 1) == SQLITE_NULL ? nil : sqlite3_column_double(sqlite, 1)
-                return (status, finished)
+                return (DatabaseAccess.text(sqlite, 0), finished)
             default:
                 code = sqlite3_errcode(db.sqliteConnection)
                 throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
