@@ -333,6 +333,11 @@ import Testing
         #expect(details.findings.allSatisfy { $0.kind != .foreignKey || $0.path == nil })
     }
 
+    /// A finding as one comparable line: every field that is shown.
+    static func key(_ finding: Finding) -> String {
+        "\(finding.kind.rawValue) \(finding.jobID ?? "") \(finding.path ?? "") \(finding.expected ?? "") \(finding.actual ?? "") \(finding.message)"
+    }
+
     /// The reconciliation inside a backup takes the library's files from the backup's own walk
     /// (no `stat` of each reference, no second walk) and finds exactly what `verify` finds on
     /// the same volume: every planted problem, plus links in the library (one a media row
@@ -363,10 +368,7 @@ import Testing
         verifier.minFreeSpaceBytes = 0
         verifier.alertFreeSpaceBytes = 0
         let verified = try verifier.run().findings.filter { $0.kind != .integrity }
-        func key(_ finding: Finding) -> String {
-            "\(finding.kind.rawValue) \(finding.jobID ?? "") \(finding.path ?? "") \(finding.expected ?? "") \(finding.actual ?? "") \(finding.message)"
-        }
-        #expect(recorded.map(key).sorted() == verified.map(key).sorted())
+        #expect(recorded.map(Self.key).sorted() == verified.map(Self.key).sorted())
         #expect(Set(recorded.map(\.kind)).isSuperset(of: [.missingFile, .sizeMismatch, .orphanFile, .notAFile]))
         #expect(recorded.contains { $0.kind == .orphanFile && $0.path?.hasSuffix("/orphan-link.mkv") == true })
         let used = try #require(walk)
@@ -381,15 +383,12 @@ import Testing
         let fixture = try BackupFixture(jobs: 60, hostile: true)
         _ = try ProblemPlanter.plantAll(in: fixture.volume.generated)
         try fixture.backup()
-        func key(_ finding: Finding) -> String {
-            "\(finding.kind.rawValue) \(finding.jobID ?? "") \(finding.path ?? "") \(finding.expected ?? "") \(finding.actual ?? "") \(finding.message)"
-        }
         func verified(_ name: String) throws -> [String] {
             var verifier = LiveVerifier(configuration: try fixture.configuration([
                 .dbPath: fixture.volume.directory.child("\(name)/data/db.sqlite"), .mediaRoot: fixture.volume.directory.child("\(name)/media"),
             ]))
             verifier.full = true
-            return try verifier.run().findings.map(key).sorted()
+            return try verifier.run().findings.map(Self.key).sorted()
         }
 
         let fresh = try fixture.restore(into: "fresh")
@@ -398,7 +397,7 @@ import Testing
         #expect(Set(check.findings.map(\.kind)).isSuperset(of: [.missingFile, .sizeMismatch, .orphanFile, .foreignKey]))
         #expect(check.findings.allSatisfy { $0.path.map { !$0.contains(".coffer-restore") } ?? true })
         #expect(check.counts.libraryFiles > 20 && check.counts.tempDirectories > 0)
-        #expect(check.findings.map(key).sorted() == (try verified("fresh")))
+        #expect(check.findings.map(Self.key).sorted() == (try verified("fresh")))
 
         let media = fixture.volume.directory.child("forced/media")
         try FileManager.default.createDirectory(atPath: media + "/library/already here", withIntermediateDirectories: true)
@@ -407,14 +406,14 @@ import Testing
         #expect(!forced.checkedWhileStaged)
         let after = try #require(forced.verify)
         #expect(after.findings.contains { $0.kind == .orphanFile && $0.path?.hasSuffix("/already here/old.mkv") == true })
-        #expect(after.findings.map(key).sorted() == (try verified("forced")))
+        #expect(after.findings.map(Self.key).sorted() == (try verified("forced")))
 
         // Over a database that is there (its space is freed only when it is replaced): after.
         try FileManager.default.createDirectory(atPath: fixture.volume.directory.child("over/data"), withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: fixture.volume.directory.child("fresh/data/db.sqlite"), toPath: fixture.volume.directory.child("over/data/db.sqlite"))
         let over = try fixture.restore(into: "over", force: true)
         #expect(!over.checkedWhileStaged)
-        #expect(try #require(over.verify).findings.map(key).sorted() == (try verified("over")))
+        #expect(try #require(over.verify).findings.map(Self.key).sorted() == (try verified("over")))
     }
 
     /// The walk tells the reconciliation how it ended: whole (use what it saw), stopped by an
