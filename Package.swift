@@ -33,11 +33,13 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"]), .brew(["sqlite"])]
         ),
+        // Linux calls glibc declares only under _GNU_SOURCE (sync_file_range), wrapped in C.
+        .target(name: "CLinux"),
         // Everything Coffer knows. Does not import ArgumentParser.
         .target(
             name: "CofferKit",
             dependencies: [
-                "CArchive", "CSQLiteConfig",
+                "CArchive", "CSQLiteConfig", "CLinux",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // The system SQLite's C API, as GRDB links it: export-jobs reads cells in place.
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
@@ -85,7 +87,7 @@ let package = Package(
         .testTarget(
             name: "CofferKitTests",
             dependencies: [
-                "CofferKit", "CofferFixtures", "CArchive",
+                "CofferKit", "CofferFixtures", "CArchive", "CLinux",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

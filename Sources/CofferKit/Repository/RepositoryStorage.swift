@@ -130,7 +130,10 @@ final class LocalPendingObject: PendingObject {
     func write(_ bytes: UnsafeRawBufferPointer) throws {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
         try RawIO.writeAll(fd, base, bytes.count, path: temporaryPath)
+        writeback.wrote(bytes.count, fd: fd)
     }
+
+    var writeback = EarlyWriteback()
 }
 
 /// A repository in a local directory.

@@ -36,11 +36,13 @@ enum DatabaseExtractor {
         var hasher = SHA256()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
+        var writeback = EarlyWriteback()
         while true {
             let n = try reader.read(into: buffer)
             if n == 0 { break }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             try RawIO.writeAll(output, buffer.baseAddress!, n, path: destination)
+            writeback.wrote(n, fd: output)
         }
         try RawIO.sync(output, path: destination)
         return Digest.hex(hasher.finalize())

@@ -547,6 +547,7 @@ public struct Restorer {
         defer { close(fd) }
         var written: Int64 = 0
         var endsInHole = false
+        var writeback = EarlyWriteback()
         while true {
             let buffer = pipeline.acquire()
             let n = try reader.read(into: buffer)
@@ -569,8 +570,10 @@ public struct Restorer {
             }
             if n > pending { try RawIO.writeAll(fd, chunk.baseAddress! + pending, n - pending, path: shown) }
             written += Int64(n)
+            writeback.wrote(n, fd: fd)
             progress?.advance(by: Int64(n))
         }
+        writeback.finish(fd: fd) // the syncfs before anything is renamed into place makes it durable
         pipeline.endEntry(entry) // its digest is checked against the record before anything is published
         // A file whose last block was skipped (a hole) gets its size here.
         if endsInHole { guard ftruncate(fd, off_t(written)) == 0 else { throw failure("set size of") } }

@@ -27,6 +27,7 @@ struct CSVWriter {
     private(set) var bytes: Int64 = 0
     private(set) var rows = 0
     private(set) var hasher = SHA256()
+    private var writeback = EarlyWriteback()
 
     init(fd: Int32, path: String, spreadsheetSafe: Bool = false) {
         self.fd = fd
@@ -127,6 +128,7 @@ struct CSVWriter {
     mutating func flush() throws {
         guard !buffer.isEmpty else { return }
         try buffer.withUnsafeBytes { try RawIO.writeAll(fd, $0.baseAddress!, $0.count, path: path) }
+        writeback.wrote(buffer.count, fd: fd)
         hasher.update(data: buffer)
         bytes += Int64(buffer.count)
         buffer.removeAll(keepingCapacity: true)

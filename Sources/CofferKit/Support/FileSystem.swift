@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import SystemPackage
 #if canImport(Glibc)
@@ -110,7 +111,7 @@ public enum FileSystem {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw CofferError.system("open", path, errno: errno) }
         defer { close(fd) }
-        if linuxSyncfs(fd) != 0 { throw CofferError.system("sync filesystem of", path, errno: errno) }
+        if coffer_syncfs(fd) != 0 { throw CofferError.system("sync filesystem of", path, errno: errno) }
     }
 
     /// Removes a directory tree (names as bytes, links not followed). Missing is fine.
@@ -149,6 +150,3 @@ public struct DiskSpace: Sendable, Equatable {
     public var available: UInt64
     public var total: UInt64
 }
-
-/// glibc's `syncfs(2)`; the Glibc module does not export it (it needs _GNU_SOURCE).
-@_silgen_name("syncfs") private func linuxSyncfs(_ fd: Int32) -> Int32

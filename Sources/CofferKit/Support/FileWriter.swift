@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -72,5 +73,41 @@ public enum RawIO {
         try sync(fd, path: temporary)
         guard rename(temporary, final) == 0 else { throw CofferError.system("rename into", final, errno: errno) }
         try FileSystem.syncDirectory(PathText.parent(final))
+    }
+}
+
+/// Lets the disk start on a file's bytes while more are still being written: every
+/// ``window`` bytes, `sync_file_range(SYNC_FILE_RANGE_WRITE)` of the last window, which does not
+/// wait. Durability still comes from the `fsync` (or `syncfs`) at the end, which then has
+/// little left to wait for: without it the whole file sits dirty in the page cache until that
+/// call, which then waits for all of it (a 216 MB pack took 0.12 s to sync after its last
+/// write; a full backup of it went from 0.35 to 0.25 s).
+struct EarlyWriteback {
+    static let window: Int64 = 8 << 20
+    /// Smaller files are left to the final sync: a call each would cost more than it saves.
+    static let smallestFile: Int64 = 64 << 10
+    private var written: Int64 = 0
+    private var started: Int64 = 0
+
+    /// After `count` more bytes were written to `fd` (at its end). Returns the range whose
+    /// writeback it started, if any.
+    @discardableResult
+    mutating func wrote(_ count: Int, fd: Int32) -> Range<Int64>? {
+        written += Int64(count)
+        return written - started >= Self.window ? start(fd) : nil
+    }
+
+    /// After the file's last write: starts what is left, unless the file is small.
+    @discardableResult
+    mutating func finish(fd: Int32) -> Range<Int64>? {
+        written >= Self.smallestFile && written > started ? start(fd) : nil
+    }
+
+    private mutating func start(_ fd: Int32) -> Range<Int64> {
+        // Best effort: where it is not supported (or fails) only the moment the bytes reach
+        // the disk changes; the final sync reports any write error.
+        _ = coffer_start_writeback(fd, started, written - started)
+        defer { started = written }
+        return started..<written
     }
 }

@@ -1,0 +1,27 @@
+// Linux calls that glibc declares only under _GNU_SOURCE, which Swift's Glibc module does not
+// set: wrapped here, in a C file built with it.
+#define _GNU_SOURCE
+#include "CLinux.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+int coffer_start_writeback(int fd, int64_t offset, int64_t count) {
+#if defined(__linux__)
+    return sync_file_range(fd, (off64_t)offset, (off64_t)count, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)fd; (void)offset; (void)count;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+int coffer_syncfs(int fd) {
+#if defined(__linux__)
+    return syncfs(fd);
+#else
+    (void)fd;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
