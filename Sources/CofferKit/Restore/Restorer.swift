@@ -121,6 +121,7 @@ public struct Restorer {
             try FileSystem.makeDirectories(parent, mode: 0o755)
             let staging = try ScratchDirectory(prefix: ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)", in: parent)
             cleanup.append { staging.remove() }
+            let stagingSync = try FilesystemSync(staging.path) // before any file is written (see FilesystemSync)
             progress?.start(total: report.bytes)
             // The files to write wait in a spool (unlinked, in the staging folder), not in memory.
             let spool = try Spool<PlannedFile>(in: staging.path)
@@ -162,7 +163,7 @@ public struct Restorer {
             }
             // One syncfs for the whole staged tree instead of an fsync per file: everything is
             // on disk before anything is renamed into place.
-            try FileSystem.syncFilesystem(of: staging.path)
+            try stagingSync.sync()
             logger.debug("media synced", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             stagedMedia = staging.path
         }
@@ -463,15 +464,20 @@ public struct Restorer {
         var checks: [(entry: Int, file: PlannedFile)] = []
         var checked = 0
         var entries = 0
+        let backgroundSync: BackgroundSync
 
         init(restorer: Restorer, staging: String) throws {
             self.restorer = restorer
             self.staging = staging
             stagingFD = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             guard stagingFD >= 0 else { throw CofferError.system("open", staging, errno: errno) }
+            backgroundSync = BackgroundSync(fd: stagingFD)
         }
 
-        deinit { close(stagingFD) }
+        deinit {
+            backgroundSync.wait()
+            close(stagingFD)
+        }
 
         /// Reads `pack` front to back; every entry is checked (only regular files under
         /// `media/`, safe paths), and the file `wanted` returns for its path is written.
@@ -493,6 +499,7 @@ public struct Restorer {
                     throw RestorePlan.refuse(entry.path, "size \(entry.size) in the pack, \(file.size) in the snapshot", in: packPath)
                 }
                 try restorer.write(file, from: reader, stagingFD: stagingFD, staging: staging, created: &created, pipeline: pipeline, entry: entries)
+                backgroundSync.wrote(file.size)
                 checks.append((entries, file))
                 entries += 1
                 try checkDigests(waitingForAll: false)
@@ -510,6 +517,7 @@ public struct Restorer {
 
         /// Every digest in and matching.
         func finish() throws {
+            backgroundSync.wait()
             try checkDigests(waitingForAll: true)
             guard checked == checks.count else {
                 throw CofferError(.failed, operation: "restore", subject: staging, cause: "a digest of a restored file is missing; nothing was written to the targets")

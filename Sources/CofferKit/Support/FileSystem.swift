@@ -107,11 +107,11 @@ public enum FileSystem {
     }
 
     /// Flushes every dirty page of the filesystem that holds `path` (Linux `syncfs`).
+    /// A write error is reported only to descriptors opened before it happened: to learn of
+    /// the errors of files written earlier, sync through a ``FilesystemSync`` opened before
+    /// they were.
     public static func syncFilesystem(of path: String) throws {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CofferError.system("open", path, errno: errno) }
-        defer { close(fd) }
-        if coffer_syncfs(fd) != 0 { throw CofferError.system("sync filesystem of", path, errno: errno) }
+        try FilesystemSync(path).sync()
     }
 
     /// Removes a directory tree (names as bytes, links not followed). Missing is fine.
@@ -149,4 +149,25 @@ public enum FileSystem {
 public struct DiskSpace: Sendable, Equatable {
     public var available: UInt64
     public var total: UInt64
+}
+
+/// A descriptor on a folder, opened before files are written there and kept for the `syncfs`
+/// that makes them durable: the kernel reports a writeback error (EIO, ENOSPC of a thin
+/// volume) to the descriptors that were open when it happened, so one opened at the end would
+/// miss an error from the background writeback of files written before it.
+final class FilesystemSync {
+    let path: String
+    let fd: Int32
+
+    init(_ path: String) throws {
+        self.path = path
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CofferError.system("open", path, errno: errno) }
+    }
+
+    deinit { close(fd) }
+
+    func sync() throws {
+        if coffer_syncfs(fd) != 0 { throw CofferError.system("sync filesystem of", path, errno: errno) }
+    }
 }

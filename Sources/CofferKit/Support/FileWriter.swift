@@ -111,3 +111,46 @@ struct EarlyWriteback {
         return started..<written
     }
 }
+
+/// Many small files written one after another (a restore's staged tree): a `syncfs` on a
+/// thread of its own whenever about ``threshold`` more bytes (a file counting at least a
+/// block) were written since the last one started, so the disk writes the tree while it is
+/// being made and the final `syncfs` has little left to wait for. `sync_file_range` cannot
+/// do this: it starts one file's data, not its inode and directory entry, and a call per small
+/// file would cost more than it saves. One at a time; ``wait()`` before the final sync, which
+/// must be made through a descriptor opened before the files were written
+/// (``FilesystemSync``): it then reports any write error these calls met too.
+final class BackgroundSync: @unchecked Sendable {
+    static let threshold: Int64 = 64 << 20
+    static let blockSize: Int64 = 4096
+    let fd: Int32
+    private var sinceLast: Int64 = 0
+    private let lock = NSLock()
+    private var running = false
+    private let group = DispatchGroup()
+    private(set) var started = 0
+
+    /// `fd`: any descriptor on the filesystem; the caller keeps it open until ``wait()``.
+    init(fd: Int32) { self.fd = fd }
+
+    /// After a file of `size` bytes was written.
+    func wrote(_ size: Int64) {
+        sinceLast += max(size, Self.blockSize)
+        guard sinceLast >= Self.threshold else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        guard !running else { return }
+        running = true
+        sinceLast = 0
+        started += 1
+        DispatchQueue.global().async(group: group) { [self] in
+            // Best effort: an error here is reported again by the final syncfs (see above).
+            _ = coffer_syncfs(fd)
+            lock.lock()
+            running = false
+            lock.unlock()
+        }
+    }
+
+    func wait() { group.wait() }
+}

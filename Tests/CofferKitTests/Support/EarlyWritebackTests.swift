@@ -47,6 +47,26 @@ import Glibc
         #expect(try ranges(writing: [Int(EarlyWriteback.smallestFile)], in: folder).started == [0..<EarlyWriteback.smallestFile])
     }
 
+    /// A restore's tree of small files: a syncfs per ``BackgroundSync/threshold`` bytes written,
+    /// each file counted as at least a block, never two at once.
+    @Test func syncsTheFilesystemAsFilesAccumulate() throws {
+        let folder = try TemporaryDirectory()
+        let sync = try FilesystemSync(folder.path)
+        let background = BackgroundSync(fd: sync.fd)
+        let files = Int(BackgroundSync.threshold / BackgroundSync.blockSize)
+        for _ in 0..<(files - 1) { background.wrote(16) }
+        #expect(background.started == 0)
+        background.wrote(16)
+        #expect(background.started == 1)
+        background.wait()
+        background.wrote(BackgroundSync.threshold - 1)
+        #expect(background.started == 1)
+        background.wrote(1)
+        #expect(background.started == 2)
+        background.wait()
+        try sync.sync()
+    }
+
     /// The C wrappers reach the kernel: success on a file, the kernel's own error on a pipe.
     @Test func theLinuxCallsAnswer() throws {
         let folder = try TemporaryDirectory()
