@@ -122,6 +122,25 @@ import Testing
         #expect(result.stdout.contains("snapshots affected: "))
     }
 
+    /// A wrong DB_PATH fails the backup (exit 2, naming the path and the setting) before
+    /// anything is made: no new repository is left where `--repo` pointed.
+    @Test func aBackupOfAMissingDatabaseCreatesNoRepository() throws {
+        let scratch = try Scratch()
+        let repo = scratch.child("new-repo")
+        let result = try CofferBinary.run(["backup", "--repo", repo, "--db", scratch.child("no/db.sqlite"), "--media-root", scratch.child("media")])
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("open database \(scratch.child("no/db.sqlite"))"), "\(result.stderr)")
+        #expect(result.stderr.contains("DB_PATH"))
+        #expect(!FileManager.default.fileExists(atPath: repo))
+        // Nor in an existing one: not a file is added.
+        let v = try volume(scratch)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
+        let before = try FileManager.default.subpathsOfDirectory(atPath: v.repo).sorted()
+        let again = try CofferBinary.run(["backup", "--repo", v.repo, "--db", scratch.child("no/db.sqlite"), "--media-root", scratch.child("media")])
+        #expect(again.status == 2)
+        #expect(try FileManager.default.subpathsOfDirectory(atPath: v.repo).sorted() == before)
+    }
+
     @Test func noRepositoryIsAUsageError() throws {
         let result = try CofferBinary.run(["backup", "--db", "/nonexistent/db.sqlite"])
         #expect(result.status == 64)

@@ -62,6 +62,10 @@ public struct BackupRunner {
             throw CofferError(.usage, operation: "back up into", subject: repo, cause: "the repository is inside the library (\(layout.libraryRoot))",
                               hint: "keep the repository outside MEDIA_ROOT, ideally on another disk")
         }
+        // A database that cannot be opened (a wrong DB_PATH) fails the run before anything is
+        // made: not even a new repository is left behind. (No repository at all is a usage
+        // error, reported first by `Repository.open`.)
+        if configuration.repo != nil { try DatabaseAccess.openExisting(layout.dbPath, readOnly: true).close() }
         // A dry run creates nothing, not even the repository.
         let missing = FileSystem.status((configuration.repo ?? "") + "/config.json").isFailure
         let repository = try Repository.open(configuration.repo, create: !dryRun, allowMissing: dryRun && missing)
