@@ -600,7 +600,6 @@ public struct BackupRunner {
     }
 
     func checkSpace(for bytes: Int64, in location: String) throws {
-        if FileSystem.spaceChecksSkipped { return }
         guard case .success(let space) = FileSystem.freeSpace(location) else { return }
         if Int64(clamping: space.available) < bytes {
             throw CofferError(.failed, operation: "check free space in", subject: location,

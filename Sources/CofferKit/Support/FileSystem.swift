@@ -63,10 +63,6 @@ public enum FileSystem {
         return 0
     }
 
-    /// `COFFER_TEST_SKIP_SPACE_CHECK=1`: backup and restore skip their free-space check up
-    /// front, so that the full-disk tests reach ENOSPC in the middle of a run.
-    static var spaceChecksSkipped: Bool { ProcessInfo.processInfo.environment["COFFER_TEST_SKIP_SPACE_CHECK"] == "1" }
-
     /// The bytes of free space available to an unprivileged user on the filesystem of `path`.
     public static func freeSpace(_ path: String) -> Result<DiskSpace, Errno> {
         var st = statvfs()

@@ -488,6 +488,76 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: media + "/keep.txt"))
     }
 
+    /// The disk of the repository, then of the restore's targets, fills in the middle of a run,
+    /// after the free-space check passed: a file the pipeline is still writing grows past what
+    /// the check counted, and another writer takes the space a restore was promised. Each run
+    /// fails with exit 2 naming the cause and leaves nothing: no partial pack, no record, no
+    /// scratch, the earlier snapshot whole; no target, no staging. A small tmpfs is the disk
+    /// (mounting it needs root: skipped otherwise, saying so).
+    @Test func aDiskThatFillsDuringARunFailsCleanly() throws {
+        guard geteuid() == 0 else {
+            print("skipped: mounting a tmpfs needs root")
+            return
+        }
+        let fixture = try BackupFixture(jobs: 40, hostile: false, maxFileBytes: 64 * 1024)
+        let mount = fixture.volume.directory.child("small")
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false)
+        let mounting = try Process.run(URL(fileURLWithPath: "/bin/mount"), arguments: ["-t", "tmpfs", "-o", "size=8m", "tmpfs", mount])
+        mounting.waitUntilExit()
+        guard mounting.terminationStatus == 0 else {
+            print("skipped: this machine does not allow mounting a tmpfs")
+            return
+        }
+        defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", mount]).waitUntilExit() }
+        let repo = mount + "/repo"
+        func entries(_ folder: String) throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: repo + "/" + folder).sorted() }
+
+        var runner = BackupRunner(configuration: try fixture.configuration([.repo: repo]))
+        #expect(try runner.run().status == .ok)
+        let (packs, records) = (try entries("packs"), try entries("snapshots"))
+
+        // A library file grows by 12 MiB once the walk has counted it: the pack outgrows the disk.
+        var library: String?
+        try DirectoryWalker(root: fixture.volume.mediaRoot + "/library").walk { entry in
+            if library == nil, entry.kind == .regular { library = fixture.volume.mediaRoot + "/library/" + PathText.display(entry.relativePath) }
+        }
+        let growing = try #require(library)
+        runner.full = true
+        runner.afterCollecting = {
+            try FixtureFiles.append(PathBytes(growing.utf8), [UInt8](repeating: 1, count: 12 << 20))
+        }
+        let backupError = #expect(throws: CofferError.self) { try runner.run() }
+        #expect(backupError?.status == .failed)
+        #expect(backupError?.message.contains("No space left on device") == true, "\(backupError?.message ?? "")")
+        #expect(backupError?.message.contains(repo) == true, "\(backupError?.message ?? "")")
+        #expect(try entries("packs") == packs)
+        #expect(try entries("snapshots") == records)
+        #expect(try entries("tmp").isEmpty)
+        #expect(try RepositoryVerifier(repository: repo).run().findings.isEmpty)
+
+        // A restore onto that disk: it fits when checked, then another writer takes all but
+        // 64 KiB.
+        var restorer = Restorer(configuration: try fixture.configuration([
+            .repo: repo, .dbPath: mount + "/new/data/db.sqlite", .mediaRoot: mount + "/new/media",
+        ]))
+        let filler = mount + "/filler"
+        restorer.afterCheckingSpace = {
+            guard case .success(let space) = FileSystem.freeSpace(mount) else { throw CocoaError(.fileWriteUnknown) }
+            let fd = try RawIO.createNew(filler)
+            defer { close(fd) }
+            let chunk = [UInt8](repeating: 0xAB, count: 64 << 10)
+            for _ in 0..<(Int(space.available) / chunk.count - 1) { try RawIO.writeAll(fd, chunk, chunk.count, path: filler) }
+        }
+        let restoreError = #expect(throws: CofferError.self) { try restorer.run() }
+        #expect(restoreError?.status == .failed)
+        #expect(restoreError?.message.contains("No space left on device") == true, "\(restoreError?.message ?? "")")
+        // The targets are not created, no staging is left, and the space is given back.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mount).sorted() == ["filler", "repo"])
+        unlink(filler)
+        restorer.afterCheckingSpace = nil
+        #expect(try restorer.run().verify?.findings.isEmpty == true)
+    }
+
     /// Files that change between the walk and their reading, as the pipeline may: one removed,
     /// one swapped for a link, one for a FIFO. Each is recorded as a problem of its kind, every
     /// other file is backed up, the run ends with findings (exit 1), and it restores.
