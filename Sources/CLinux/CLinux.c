@@ -8,7 +8,7 @@
 
 int coffer_start_writeback(int fd, int64_t offset, int64_t count) {
 #if defined(__linux__)
-    return sync_file_range(fd, (off64_t)offset, (off64_t)count, SYNC_FILE_RANGE_WRITE);
+    return sync_file_range(fd, (off_t)offset, (off_t)count, SYNC_FILE_RANGE_WRITE);
 #else
     (void)fd; (void)offset; (void)count;
     errno = ENOSYS;
@@ -20,8 +20,9 @@ int coffer_syncfs(int fd) {
 #if defined(__linux__)
     return syncfs(fd);
 #else
+    // No per-filesystem sync: flush every filesystem (it waits for the writes, as syncfs does).
     (void)fd;
-    errno = ENOSYS;
-    return -1;
+    sync();
+    return 0;
 #endif
 }

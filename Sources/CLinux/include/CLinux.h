@@ -8,7 +8,7 @@
 /// (ENOSYS where the call does not exist).
 int coffer_start_writeback(int fd, int64_t offset, int64_t count);
 
-/// `syncfs(2)`: flushes every dirty page of the filesystem that holds `fd`. Returns 0, or -1
-/// with errno set (ENOSYS where the call does not exist).
+/// `syncfs(2)`: flushes every dirty page of the filesystem that holds `fd` (`sync(2)` where
+/// there is no syncfs). Returns 0, or -1 with errno set.
 int coffer_syncfs(int fd);
 #endif

@@ -102,14 +102,6 @@ public enum FileSystem {
         if fsync(fd) != 0 { throw CofferError.system("sync directory", path, errno: errno) }
     }
 
-    /// Flushes every dirty page of the filesystem that holds `path` (Linux `syncfs`).
-    /// A write error is reported only to descriptors opened before it happened: to learn of
-    /// the errors of files written earlier, sync through a ``FilesystemSync`` opened before
-    /// they were.
-    public static func syncFilesystem(of path: String) throws {
-        try FilesystemSync(path).sync()
-    }
-
     /// Removes a directory tree (names as bytes, links not followed). Missing is fine.
     public static func removeTree(_ path: String) { removeTree(PathBytes(path.utf8)) }
 
@@ -148,9 +140,11 @@ public struct DiskSpace: Sendable, Equatable {
 }
 
 /// A descriptor on a folder, opened before files are written there and kept for the `syncfs`
-/// that makes them durable: the kernel reports a writeback error (EIO, ENOSPC of a thin
-/// volume) to the descriptors that were open when it happened, so one opened at the end would
-/// miss an error from the background writeback of files written before it.
+/// that makes them durable (Linux `syncfs`; `sync` elsewhere). Since Linux 5.8 `syncfs` reports
+/// a writeback error (EIO, ENOSPC of a thin volume) to each descriptor once: to one opened
+/// before the error, or to one opened after it while no other `syncfs` has seen it yet. With
+/// syncs in the background (``BackgroundSync``) an error can be seen before the final sync,
+/// so that one goes through a descriptor opened before the first file was written.
 final class FilesystemSync {
     let path: String
     let fd: Int32
