@@ -185,8 +185,12 @@ public struct BackupRunner {
         logger.debug("media collected", metadata: ["files": "\(report.files)", "to store": "\(report.filesAdded)", "seconds": "\(Date().timeIntervalSince(started))"])
         try afterCollecting?()
         if dryRun { report.bytesAdded = bytesToWrite }
-        report.estimatedBytes = copy.size + 1 << 20 + bytesToWrite + Int64(report.filesAdded) * Self.entryOverhead
-        try checkSpace(for: report.estimatedBytes, in: repository.location)
+        let compressed = Self.compressedCopyEstimate(copy.size, parent: parent?.summary.database)
+        report.estimatedBytes = compressed + bytesToWrite + Int64(report.filesAdded) * Self.entryOverhead
+        // The compressed copy is made beside the pack first (in a local repository's tmp/) and
+        // copied into it last: at the end both take space there.
+        let scratchBeside = repository.storage.scratchDirectory != nil ? compressed : 0
+        try checkSpace(for: report.estimatedBytes + scratchBeside, in: repository.location)
 
         if dryRun {
             report.findings = try reconciled().count
@@ -597,6 +601,16 @@ public struct BackupRunner {
                   kill(pid, 0) != 0, errno == ESRCH else { return }
             FileSystem.removeTree(PathBytes(directory.utf8).appendingComponent(entry.relativePath))
         }
+    }
+
+    /// The compressed database copy's size, at most: the parent's compression ratio with half
+    /// again as a margin, or (no parent, or a ratio that would not save anything) the copy's
+    /// own size; plus 1 MiB for zstd's framing.
+    static func compressedCopyEstimate(_ size: Int64, parent: Snapshot.Database?) -> Int64 {
+        let framing: Int64 = 1 << 20
+        guard let parent, parent.size > 0, parent.storedSize > 0 else { return size + framing }
+        let ratio = Double(parent.storedSize) / Double(parent.size)
+        return min(size, Int64((Double(size) * ratio * 1.5).rounded(.up))) + framing
     }
 
     func checkSpace(for bytes: Int64, in location: String) throws {

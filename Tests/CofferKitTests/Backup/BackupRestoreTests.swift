@@ -555,6 +555,47 @@ import Testing
         #expect(try restorer.run().verify?.findings.isEmpty == true)
     }
 
+    /// The compressed database copy is counted twice by the free-space check of a local
+    /// repository (made in its tmp/ first, then copied into the pack), at the parent's
+    /// compression ratio with a margin, or at its full size without a parent.
+    @Test func theSpaceCheckCountsTheCompressedCopyBesideThePack() throws {
+        let mib: Int64 = 1 << 20
+        #expect(BackupRunner.compressedCopyEstimate(100 * mib, parent: nil) == 101 * mib)
+        var parent = Snapshot.Database(entry: "db.sqlite.zst", pack: "packs/p.tar", offset: 0, storedSize: 25 * mib, storedSha256: "",
+                                       size: 100 * mib, sha256: "", pageSize: 4096, pageCount: 25_600, schemaVersion: 1,
+                                       rowCounts: [:], integrityCheck: "ok")
+        #expect(BackupRunner.compressedCopyEstimate(200 * mib, parent: parent) == 76 * mib) // 200 × 0.25 × 1.5, + 1
+        parent.storedSize = 90 * mib
+        #expect(BackupRunner.compressedCopyEstimate(200 * mib, parent: parent) == 201 * mib) // never above the copy
+    }
+
+    /// A database that does not compress (5 MiB of random bytes) on a repository disk with
+    /// room for the pack but not for the pack and the compressed copy beside it: refused up
+    /// front, naming the space, with nothing written (it used to fail with ENOSPC at the end).
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func anIncompressibleDatabaseIsCountedTwiceUpFront() throws {
+        let fixture = try BackupFixture(jobs: 10, hostile: false, maxFileBytes: 1024)
+        try DatabaseQueue(path: fixture.volume.dbPath).write { db in
+            try db.execute(sql: "CREATE TABLE attachments (data BLOB); INSERT INTO attachments VALUES (randomblob(5 * 1024 * 1024))")
+        }
+        let mount = fixture.volume.directory.child("small")
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false)
+        let mounting = try Process.run(URL(fileURLWithPath: "/bin/mount"), arguments: ["-t", "tmpfs", "-o", "size=12m", "tmpfs", mount])
+        mounting.waitUntilExit()
+        guard mounting.terminationStatus == 0 else {
+            print("skipped: this machine does not allow mounting a tmpfs")
+            return
+        }
+        defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", mount]).waitUntilExit() }
+        let repo = mount + "/repo"
+        let runner = BackupRunner(configuration: try fixture.configuration([.repo: repo]))
+        let error = #expect(throws: CofferError.self) { try runner.run() }
+        #expect(error?.message.contains("check free space in \(repo)") == true, "\(error?.message ?? "")")
+        for folder in ["packs", "snapshots", "tmp"] {
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: repo + "/" + folder))?.isEmpty ?? true, "\(folder)")
+        }
+    }
+
     /// Files that change between the walk and their reading, as the pipeline may: one removed,
     /// one swapped for a link, one for a FIFO. Each is recorded as a problem of its kind, every
     /// other file is backed up, the run ends with findings (exit 1), and it restores.
