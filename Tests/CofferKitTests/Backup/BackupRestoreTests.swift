@@ -497,15 +497,9 @@ import Testing
     @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
     func aDiskThatFillsDuringARunFailsCleanly() throws {
         let fixture = try BackupFixture(jobs: 40, hostile: false, maxFileBytes: 64 * 1024)
-        let mount = fixture.volume.directory.child("small")
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false)
-        let mounting = try Process.run(URL(fileURLWithPath: "/bin/mount"), arguments: ["-t", "tmpfs", "-o", "size=8m", "tmpfs", mount])
-        mounting.waitUntilExit()
-        guard mounting.terminationStatus == 0 else {
-            print("skipped: this machine does not allow mounting a tmpfs")
-            return
-        }
-        defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", mount]).waitUntilExit() }
+        guard let disk = try SmallDisk(megabytes: 8, in: fixture.volume.directory.child("small")) else { return }
+        let mount = disk.path
+        defer { withExtendedLifetime(disk) {} } // mounted until the end
         let repo = mount + "/repo"
         func entries(_ folder: String) throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: repo + "/" + folder).sorted() }
 
@@ -578,15 +572,9 @@ import Testing
         try DatabaseQueue(path: fixture.volume.dbPath).write { db in
             try db.execute(sql: "CREATE TABLE attachments (data BLOB); INSERT INTO attachments VALUES (randomblob(5 * 1024 * 1024))")
         }
-        let mount = fixture.volume.directory.child("small")
-        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: false)
-        let mounting = try Process.run(URL(fileURLWithPath: "/bin/mount"), arguments: ["-t", "tmpfs", "-o", "size=12m", "tmpfs", mount])
-        mounting.waitUntilExit()
-        guard mounting.terminationStatus == 0 else {
-            print("skipped: this machine does not allow mounting a tmpfs")
-            return
-        }
-        defer { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", mount]).waitUntilExit() }
+        guard let disk = try SmallDisk(megabytes: 12, in: fixture.volume.directory.child("small")) else { return }
+        let mount = disk.path
+        defer { withExtendedLifetime(disk) {} } // mounted until the end
         let repo = mount + "/repo"
         let runner = BackupRunner(configuration: try fixture.configuration([.repo: repo]))
         let error = #expect(throws: CofferError.self) { try runner.run() }

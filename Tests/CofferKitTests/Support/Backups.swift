@@ -111,3 +111,23 @@ func flipByte(_ path: String, at offset: Int64) throws {
     byte ^= 0x5A
     _ = pwrite(fd, &byte, 1, off_t(offset))
 }
+
+/// A small tmpfs mounted for one test, unmounted when released: a real disk that fills. Needs
+/// root (the tests that use it are enabled only for root); `nil`, saying so, where the machine
+/// does not allow the mount.
+final class SmallDisk {
+    let path: String
+
+    init?(megabytes: Int, in path: String) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        let mounting = try Process.run(URL(fileURLWithPath: "/bin/mount"), arguments: ["-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", path])
+        mounting.waitUntilExit()
+        guard mounting.terminationStatus == 0 else {
+            print("skipped: this machine does not allow mounting a tmpfs")
+            return nil
+        }
+        self.path = path
+    }
+
+    deinit { _ = try? Process.run(URL(fileURLWithPath: "/bin/umount"), arguments: ["-l", path]).waitUntilExit() }
+}
