@@ -62,10 +62,10 @@ public struct BackupRunner {
             throw CofferError(.usage, operation: "back up into", subject: repo, cause: "the repository is inside the library (\(layout.libraryRoot))",
                               hint: "keep the repository outside MEDIA_ROOT, ideally on another disk")
         }
-        // A database that cannot be opened (a wrong DB_PATH) fails the run before anything is
-        // made: not even a new repository is left behind. (No repository at all is a usage
-        // error, reported first by `Repository.open`.)
-        if configuration.repo != nil { try DatabaseAccess.openExisting(layout.dbPath, readOnly: true).close() }
+        // The database, opened before anything is made: a wrong DB_PATH fails the run without
+        // leaving even a new repository behind. (No repository at all is a usage error, first.)
+        guard configuration.repo != nil else { throw Repository.noRepository }
+        let source = try DatabaseAccess.openExisting(layout.dbPath, readOnly: true)
         // A dry run creates nothing, not even the repository.
         let missing = FileSystem.status((configuration.repo ?? "") + "/config.json").isFailure
         let repository = try Repository.open(configuration.repo, create: !dryRun, allowMissing: dryRun && missing)
@@ -99,7 +99,7 @@ public struct BackupRunner {
         }
         let copyPath = scratch + "/db-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
         defer { DatabaseCopy.remove(copyPath) }
-        let copy = try DatabaseCopy.take(from: layout.dbPath, to: copyPath)
+        let copy = try DatabaseCopy.take(from: source, source: layout.dbPath, to: copyPath)
         try afterCopying?()
         report.databaseBytes = copy.size
         logger.debug("database copied", metadata: ["bytes": "\(copy.size)", "seconds": "\(Date().timeIntervalSince(started))"])

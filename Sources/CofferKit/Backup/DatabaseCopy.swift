@@ -24,7 +24,11 @@ struct DatabaseCopy {
     var integrityCheck = ""
 
     static func take(from source: String, to path: String) throws -> DatabaseCopy {
-        let reader = try DatabaseAccess.openExisting(source, readOnly: true)
+        try take(from: DatabaseAccess.openExisting(source, readOnly: true), source: source, to: path)
+    }
+
+    /// The same, from `reader`, a connection to `source` already open (read-only); closes it.
+    static func take(from reader: DatabaseQueue, source: String, to path: String) throws -> DatabaseCopy {
         var destination: DatabaseQueue?
         do {
             var config = GRDB.Configuration()

@@ -27,15 +27,16 @@ public final class Repository {
         self.config = config
     }
 
+    /// The usage error of a command run without a repository.
+    static let noRepository = CofferError(.usage, operation: "open repository", cause: "no repository given",
+                                          hint: "set COFFER_REPO or pass --repo DIR (or s3://BUCKET/PREFIX)")
+
     /// Opens the repository at `location`; with `create`, makes it when the directory is
     /// missing or empty. A directory that holds something else is refused (exit 2).
     /// With `allowMissing` (a dry run), a repository that does not exist yet is returned empty,
     /// without creating anything.
     public static func open(_ location: String?, create: Bool = false, allowMissing: Bool = false) throws -> Repository {
-        guard let location else {
-            throw CofferError(.usage, operation: "open repository", cause: "no repository given",
-                              hint: "set COFFER_REPO or pass --repo DIR (or s3://BUCKET/PREFIX)")
-        }
+        guard let location else { throw noRepository }
         if location.hasPrefix("s3://") { return try openInBucket(location, create: create, allowMissing: allowMissing) }
         guard !location.contains("://") else {
             throw CofferError(.usage, operation: "open repository", subject: location,

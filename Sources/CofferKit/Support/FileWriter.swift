@@ -118,8 +118,9 @@ struct EarlyWriteback {
 /// being made and the final `syncfs` has little left to wait for. `sync_file_range` cannot
 /// do this: it starts one file's data, not its inode and directory entry, and a call per small
 /// file would cost more than it saves. One at a time; ``wait()`` before the final sync, which
-/// must be made through a descriptor opened before the files were written
-/// (``FilesystemSync``): it then reports any write error these calls met too.
+/// must be made through another descriptor, opened before the files were written
+/// (``FilesystemSync``): `syncfs` reports an error once per descriptor, so that one still
+/// reports any write error these calls met.
 final class BackgroundSync: @unchecked Sendable {
     static let threshold: Int64 = 64 << 20
     static let blockSize: Int64 = 4096
