@@ -116,6 +116,7 @@ public struct BackupRunner {
         defer { group.wait() } // the copy is removed only after the lane is done with it
         func databaseResult() throws -> DatabaseCopy {
             group.wait()
+            try Interruption.check("backup") // the lane's failure may be the stop's doing
             if let error = databaseLane.error { throw error }
             return databaseLane.copy
         }
@@ -145,13 +146,13 @@ public struct BackupRunner {
         let reconciliation = ReconciliationLane()
         let reconciling = DispatchGroup()
         DispatchQueue.global().async(group: reconciling) { [verifier, copyPath, layout, logger] in
-            defer { logger.debug("reconciliation done", metadata: ["seconds": "\(Date().timeIntervalSince(started))"]) }
             do {
                 reconciliation.findings = try verifier.run().findings.map { finding -> Finding in
                     var finding = finding
                     if finding.path == PathText.display(copyPath) { finding.path = PathText.display(layout.dbPath) }
                     return finding
                 }
+                logger.debug("reconciliation done", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             } catch {
                 reconciliation.error = error
             }
@@ -159,6 +160,7 @@ public struct BackupRunner {
         defer { reconciling.wait() } // it reads the copy, removed after this
         func reconciled() throws -> [Finding] {
             reconciling.wait()
+            try Interruption.check("backup")
             if let error = reconciliation.error { throw error }
             return reconciliation.findings
         }
@@ -396,6 +398,7 @@ public struct BackupRunner {
                 if let zstPath {
                     DispatchQueue.global().async(group: group) { [copy] in
                         compression.run(copy, into: zstPath)
+                        guard compression.error == nil else { return }
                         logger.debug("database copy compressed", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
                     }
                 }

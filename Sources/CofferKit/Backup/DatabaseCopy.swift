@@ -56,14 +56,15 @@ struct DatabaseCopy {
         return DatabaseCopy(path: path, size: (try? FileSystem.status(path).get().size) ?? 0)
     }
 
-    /// Integrity, pages, schema and row counts, read from the copy.
+    /// Integrity, pages, schema and row counts, read from the copy. A stop asked for meanwhile
+    /// ends it (``DatabaseAccess/stoppable(_:_:_:)``).
     mutating func describe() throws {
         var config = DatabaseAccess.configuration(readOnly: true)
         config.label = "coffer.copy.check"
         let queue = try DatabaseQueue(path: path, configuration: config)
         defer { try? queue.close() }
         do {
-            try queue.inDatabase { db in
+            try queue.inDatabase { db in try DatabaseAccess.stoppable(db, "backup") {
                 let lines = try DatabaseAccess.check(db, limit: 20)
                 integrityCheck = lines.joined(separator: "; ")
                 pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 0
@@ -72,7 +73,7 @@ struct DatabaseCopy {
                 for table in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name") {
                     rowCounts[table] = try Int.fetchOne(db, sql: "SELECT count(*) FROM \(table.quotedDatabaseIdentifier)")
                 }
-            }
+            } }
         } catch let error as DatabaseError {
             integrityCheck = "error: \(error.message ?? "\(error.resultCode)")"
         }
@@ -82,7 +83,7 @@ struct DatabaseCopy {
     func fileSHA256() throws -> String { try readHashing { _ in } }
 
     /// Reads the copy in 1 MiB chunks, hashing each and passing it to `body`; returns the
-    /// SHA-256 of the whole.
+    /// SHA-256 of the whole. A stop asked for ends it between chunks.
     func readHashing(_ body: (UnsafeRawBufferPointer) throws -> Void) throws -> String {
         let input = try RawIO.openForReading(path)
         defer { close(input) }
@@ -90,6 +91,7 @@ struct DatabaseCopy {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer { buffer.deallocate() }
         while true {
+            try Interruption.check("backup")
             let n = try RawIO.read(input, buffer.baseAddress!, buffer.count, path: path)
             if n == 0 { break }
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])

@@ -18,6 +18,7 @@ enum DatabaseExtractor {
         do {
             defer { close(out) }
             try repository.storage.read(database.pack, offset: database.offset, length: database.storedSize) { chunk in
+                try Interruption.check("restore")
                 storedHasher.update(bufferPointer: chunk)
                 try RawIO.writeAll(out, chunk.baseAddress!, chunk.count, path: compressedPath)
             }
@@ -38,6 +39,7 @@ enum DatabaseExtractor {
         defer { buffer.deallocate() }
         var writeback = EarlyWriteback()
         while true {
+            try Interruption.check("restore")
             let n = try reader.read(into: buffer)
             if n == 0 { break }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))

@@ -111,8 +111,10 @@ public struct Restorer {
             cleanup.append { staging.remove() }
             let path = staging.path + "/db.sqlite"
             DispatchQueue.global().async(group: group) { [self] in
-                databaseLane.run { try prepareDatabase(snap, from: repository, at: path, lane: databaseLane) }
-                logger.debug("database extracted and checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
+                databaseLane.run {
+                    try prepareDatabase(snap, from: repository, at: path, lane: databaseLane, started: started)
+                    logger.debug("database extracted and checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
+                }
             }
         }
         // The staged volume's check, on its own thread (joined before the staging goes).
@@ -174,6 +176,7 @@ public struct Restorer {
         var stagedDatabase: String?
         if restoresDatabase {
             group.wait()
+            try Interruption.check("restore") // the lane's failure may be the stop's doing
             if let error = databaseLane.error { throw error }
             stagedDatabase = databaseLane.path
             report.pathsRewritten = databaseLane.rewritten
@@ -202,7 +205,11 @@ public struct Restorer {
                 report.verify = try result.get()
                 report.checkedWhileStaged = true
             } else {
-                report.verify = try resultVerifier(after: databaseLane).run()
+                // In place already: a stop no longer cuts this check short (it would leave
+                // the restore done but unreported).
+                var verifier = resultVerifier(after: databaseLane)
+                verifier.stopsWhenAsked = false
+                report.verify = try verifier.run()
                 logger.debug("result checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             }
             // The read-only check leaves an empty -wal and -shm beside the database; one
@@ -257,7 +264,7 @@ public struct Restorer {
 
     /// Extracts the snapshot's database copy to `path`, checks its digest, rewrites its media
     /// paths to the new MEDIA_ROOT and runs integrity_check on the result.
-    func prepareDatabase(_ snap: Snapshot, from repository: Repository, at path: String, lane: DatabaseLane) throws {
+    func prepareDatabase(_ snap: Snapshot, from repository: Repository, at path: String, lane: DatabaseLane, started: Date) throws {
         let sha = try DatabaseExtractor.extract(snap.summary.database, from: repository, to: path)
         guard sha == snap.summary.database.sha256 else {
             throw CofferError(.failed, operation: "restore database from", subject: snap.id,
@@ -272,6 +279,7 @@ public struct Restorer {
                               cause: error.message ?? "\(error.resultCode)",
                               hint: "the snapshot's database is damaged; nothing was written to the targets: restore an earlier snapshot (`coffer snapshots`)")
         }
+        logger.debug("database extracted, paths rewritten", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
         // The check of the restored volume, its database part: here, beside the media, on the
         // same bytes (what remains after the rename looks only at the files), and beside
         // integrity_check (both only read the copy).
@@ -282,7 +290,9 @@ public struct Restorer {
         defer { checks.wait() }
         let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
         do {
-            lane.integrity = try queue.read { try DatabaseAccess.check($0, limit: LiveVerifier.integrityLineLimit) }
+            lane.integrity = try queue.read { db in
+                try DatabaseAccess.stoppable(db, "restore") { try DatabaseAccess.check(db, limit: LiveVerifier.integrityLineLimit) }
+            }
         } catch let error as DatabaseError {
             lane.integrity = ["integrity_check failed: \(error.message ?? "\(error.resultCode)")"]
         }
@@ -680,7 +690,7 @@ public struct Restorer {
         defer { try? queue.close() }
         try queue.inDatabase { try DatabaseAccess.setFlag(SQLITE_DBCONFIG_ENABLE_TRIGGER, "SQLITE_DBCONFIG_ENABLE_TRIGGER", to: false, on: $0) }
         var changed = 0
-        try queue.write { db in
+        try queue.write { db in try DatabaseAccess.stoppable(db, "restore") {
             guard try db.tableExists("media") else { return }
             for column in MediaReferences.columns + ["temp_dir"] {
                 let quoted = column.quotedDatabaseIdentifier
@@ -699,7 +709,7 @@ public struct Restorer {
                     changed += 1
                 }
             }
-        }
+        } }
         try queue.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
         return changed
     }

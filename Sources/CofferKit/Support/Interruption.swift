@@ -25,9 +25,13 @@ public enum Interruption {
         // Past a file size limit (`ulimit -f`) a write then fails with EFBIG, reported and
         // undone like a full disk, instead of SIGXFSZ killing the process mid-write.
         _ = Glibc.signal(SIGXFSZ, SIG_IGN)
+        // A queue of their own: on the global queue the handler would wait for a free worker,
+        // and the work's lanes (integrity_check, compression, reconciliation) can hold them all
+        // for as long as they run.
+        let queue = DispatchQueue(label: "coffer.signals")
         for number in [SIGINT, SIGTERM] {
             _ = Glibc.signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
             source.setEventHandler {
                 lock.lock()
                 let first = received == 0

@@ -39,6 +39,10 @@ public struct LiveVerifier {
     /// database and media tree, each moved into place whole afterwards, checked while they are
     /// synced. Read there; findings name the places they are going to.
     public var staged: (database: String, mediaRoot: String)?
+    /// A stop asked for (SIGINT, SIGTERM, in a command that stops cleanly) ends the database
+    /// checks where they are (``DatabaseAccess/stoppable(_:_:_:)``), off for a check whose
+    /// command is past the point where stopping leaves things as they were.
+    public var stopsWhenAsked = true
 
     /// At most this many lines of `integrity_check` output become findings.
     static let integrityLineLimit = 100
@@ -56,7 +60,7 @@ public struct LiveVerifier {
         let queue = try DatabaseAccess.openExisting(staged?.database ?? layout.dbPath, readOnly: true)
         var referenced = ReferencedPaths()
         do {
-            try queue.inDatabase { db in
+            try queue.inDatabase { db in try stopping(db) {
                 // One read transaction: a consistent view while the pipeline writes. It is
                 // rolled back, not committed: on a damaged file, COMMIT itself can report the
                 // damage the checks already recorded.
@@ -83,7 +87,7 @@ public struct LiveVerifier {
                 report.findings += checks.completeJobs
                 report.findings += temp.findings
                 report.counts.tempDirectories = temp.counts.tempDirectories
-            }
+            } }
         } catch let error as DatabaseError {
             throw DatabaseAccess.databaseFailure("verify database", layout.dbPath, error)
         }
@@ -120,15 +124,19 @@ public struct LiveVerifier {
         let queue = try DatabaseAccess.openExisting(path, readOnly: true)
         defer { try? queue.close() }
         do {
-            return try queue.inDatabase { db in
+            return try queue.inDatabase { db in try stopping(db) {
                 try DatabaseAccess.useCheckCache(db)
                 try db.execute(sql: "BEGIN DEFERRED")
                 defer { try? db.execute(sql: "ROLLBACK") }
                 return try databaseOnlyChecks(db)
-            }
+            } }
         } catch let error as DatabaseError {
             throw DatabaseAccess.databaseFailure("verify database", path, error)
         }
+    }
+
+    func stopping<T>(_ db: Database, _ body: () throws -> T) throws -> T {
+        stopsWhenAsked ? try DatabaseAccess.stoppable(db, "verify", body) : try body()
     }
 
     func databaseOnlyChecks(_ db: Database) throws -> DatabaseChecks {
@@ -154,7 +162,7 @@ public struct LiveVerifier {
     func attempt(_ step: String, into report: inout VerifyReport, _ body: (inout VerifyReport) throws -> Void) throws {
         do {
             try body(&report)
-        } catch let error as DatabaseError where error.resultCode != .SQLITE_NOTADB {
+        } catch let error as DatabaseError where error.resultCode != .SQLITE_NOTADB && error.resultCode != .SQLITE_INTERRUPT {
             report.findings.append(Finding(.databaseUnreadable, path: PathText.display(layout.dbPath),
                                            actual: error.message ?? "\(error.resultCode)",
                                            message: "\(step) failed; restore the database from a snapshot"))
