@@ -123,9 +123,8 @@ public struct Restorer {
         defer { checking.wait() }
         var stagedMedia: String?
         if restoresMedia {
-            let parent = PathText.parent(layout.mediaRoot)
-            try FileSystem.makeDirectories(parent, mode: 0o755)
-            let staging = try ScratchDirectory(prefix: ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)", in: parent)
+            try FileSystem.makeDirectories(PathText.parent(layout.mediaRoot), mode: 0o755)
+            let staging = try ScratchDirectory(prefix: Self.mediaStagingPrefix(layout), in: Self.mediaStagingFolder(layout))
             cleanup.append { staging.remove() }
             let stagingSync = try FilesystemSync(staging.path) // before any file is written (see FilesystemSync)
             progress?.start(total: report.bytes)
@@ -229,12 +228,46 @@ public struct Restorer {
 
     /// Whether `mediaRoot` is missing or an empty folder (one that cannot be listed counts as
     /// empty: the rename into place finds out): a target restore takes without `--force`, and
-    /// the staged tree is then renamed into place whole (``publishMedia(_:to:)``).
+    /// the staged tree is then moved into place whole (``publishMedia(_:to:)``). A new disk
+    /// mounted there is fresh too: its filesystem's empty `lost+found` does not count, nor
+    /// does a staging folder of a restore (swept before the next stages).
     func isFresh(_ mediaRoot: String) -> Bool {
         guard case .success(let info) = FileSystem.status(mediaRoot) else { return true }
         var empty = info.kind == .directory
-        if empty { try? DirectoryWalker(root: mediaRoot).list { _ in empty = false } }
+        guard empty else { return false }
+        let mountPoint = Self.isMountPoint(mediaRoot)
+        let staging = PathBytes(Self.mediaStagingPrefix(mediaRoot).utf8)
+        try? DirectoryWalker(root: mediaRoot).list { entry in
+            let name = entry.relativePath
+            if mountPoint, name.starts(with: staging) { return }
+            if mountPoint, name == PathBytes("lost+found".utf8), entry.kind == .directory {
+                var inside = false
+                try? DirectoryWalker(root: mediaRoot + "/lost+found").list { _ in inside = true }
+                if !inside { return }
+            }
+            empty = false
+        }
         return empty
+    }
+
+    /// Where the media are staged: beside MEDIA_ROOT, to be renamed into place whole; or, when
+    /// MEDIA_ROOT is a mount point (a new disk mounted there, the usual way onto new hardware),
+    /// inside it, since a rename cannot leave a filesystem.
+    static func mediaStagingFolder(_ layout: VolumeLayout) -> String {
+        isMountPoint(layout.mediaRoot) ? layout.mediaRoot : PathText.parent(layout.mediaRoot)
+    }
+
+    static func mediaStagingPrefix(_ layout: VolumeLayout) -> String { mediaStagingPrefix(layout.mediaRoot) }
+
+    static func mediaStagingPrefix(_ mediaRoot: String) -> String {
+        ".coffer-restore-\((mediaRoot as NSString).lastPathComponent)"
+    }
+
+    /// A folder on another filesystem than the folder that holds it.
+    static func isMountPoint(_ path: String) -> Bool {
+        var own = stat(), parent = stat()
+        guard stat(path, &own) == 0, own.st_mode & S_IFMT == S_IFDIR, stat(PathText.parent(path), &parent) == 0 else { return false }
+        return own.st_dev != parent.st_dev
     }
 
     /// The database side of a restore, run on its own core.
@@ -303,7 +336,7 @@ public struct Restorer {
     }
 
     static func stagingPrefixes(_ layout: VolumeLayout) -> [(directory: String, prefix: String)] {
-        [(PathText.parent(layout.mediaRoot), ".coffer-restore-\((layout.mediaRoot as NSString).lastPathComponent)."),
+        [(mediaStagingFolder(layout), mediaStagingPrefix(layout) + "."),
          (PathText.parent(layout.dbPath), ".coffer-restore-db.")]
     }
 
@@ -623,6 +656,26 @@ public struct Restorer {
     /// same name; returns false).
     func publishMedia(_ staging: String, to mediaRoot: String) throws -> Bool {
         chmod(staging, 0o755)
+        if PathText.parent(staging) == mediaRoot {
+            // Staged inside a mount point: into a fresh one, its few top-level folders move up
+            // (a rename each); else the merge below, file by file.
+            guard isFresh(mediaRoot) else {
+                try checkMerge(staging, into: mediaRoot)
+                try merge(staging, into: mediaRoot)
+                return false
+            }
+            var names: [PathBytes] = []
+            try DirectoryWalker(root: staging).list { names.append($0.relativePath) }
+            for name in names {
+                let source = PathBytes(staging.utf8).appendingComponent(name)
+                let target = PathBytes(mediaRoot.utf8).appendingComponent(name)
+                if source.withCPath({ s in target.withCPath { rename(s, $0) } }) != 0 {
+                    throw CofferError.system("rename media into", PathText.display(target), errno: errno)
+                }
+            }
+            try FileSystem.syncDirectory(mediaRoot)
+            return true
+        }
         if case .success(let info) = FileSystem.status(mediaRoot), info.kind == .directory {
             if rmdir(mediaRoot) != 0 {
                 try checkMerge(staging, into: mediaRoot)

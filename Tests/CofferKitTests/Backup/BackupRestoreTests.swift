@@ -549,6 +549,44 @@ import Testing
         #expect(try restorer.run().verify?.findings.isEmpty == true)
     }
 
+    /// A new disk mounted at MEDIA_ROOT, as made (nothing on it but an empty lost+found): fresh,
+    /// so no `--force` is needed; the tree is staged on that disk (a rename cannot leave it)
+    /// and moved into place, checked while staged. A restore killed there leaves its staging
+    /// inside the mount, which the next run sweeps.
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func aRestoreOntoANewlyMountedDiskStagesOnIt() throws {
+        let fixture = try BackupFixture(jobs: 40, hostile: true)
+        try fixture.backup()
+        let target = fixture.volume.directory.child("new")
+        try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: false)
+        guard let disk = try SmallDisk(megabytes: 64, in: target + "/media") else { return }
+        defer { withExtendedLifetime(disk) {} }
+        try FileManager.default.createDirectory(atPath: disk.path + "/lost+found", withIntermediateDirectories: false)
+        // What a killed restore left there.
+        try FileManager.default.createDirectory(atPath: disk.path + "/.coffer-restore-media.ab12cd/library", withIntermediateDirectories: true)
+
+        var restorer = Restorer(configuration: try fixture.configuration([.dbPath: target + "/data/db.sqlite", .mediaRoot: disk.path]))
+        let report = try restorer.run()
+        #expect(report.verify?.findings.isEmpty == true, "\(report.verify?.findingList ?? "")")
+        #expect(report.checkedWhileStaged)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: target).sorted() == ["data", "media"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: disk.path).sorted() == ["library", "lost+found", "tmp"])
+        var recorded = Set<PathBytes>()
+        try fixture.repository().reader(for: try fixture.repository().resolve("latest")).files { recorded.insert($0.path) }
+        let source = try TreeSnapshot(fixture.volume.mediaRoot) { !recorded.contains($0) }
+        let restored = try TreeSnapshot(disk.path) { $0 == PathBytes("lost+found".utf8) }
+        #expect(restored.items == source.items)
+
+        // A disk that holds something is not fresh: refused without --force, merged with it.
+        try FileManager.default.removeItem(atPath: target + "/data")
+        let refused = #expect(throws: CofferError.self) { try restorer.run() }
+        #expect(refused?.message.contains("the media root is not empty") == true, "\(refused?.message ?? "")")
+        restorer.force = true
+        #expect(try restorer.run().verify?.findings.isEmpty == true)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: disk.path).sorted() == ["library", "lost+found", "tmp"])
+        #expect(try TreeSnapshot(disk.path) { $0 == PathBytes("lost+found".utf8) }.items == source.items)
+    }
+
     /// The compressed database copy is counted twice by the free-space check of a local
     /// repository (made in its tmp/ first, then copied into the pack), at the parent's
     /// compression ratio with a margin, or at its full size without a parent.
