@@ -99,6 +99,9 @@ public struct BackupRunner {
         }
         let copyPath = scratch + "/db-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
         defer { DatabaseCopy.remove(copyPath) }
+        // The copy is the first thing written: it must fit (at most the database and its log).
+        let databaseSize = [layout.dbPath, layout.walPath].reduce(Int64(0)) { $0 + ((try? FileSystem.status($1).get().size) ?? 0) }
+        try checkSpace(for: databaseSize, in: scratch)
         let copy = try DatabaseCopy.take(from: source, source: layout.dbPath, to: copyPath)
         try afterCopying?()
         report.databaseBytes = copy.size

@@ -50,6 +50,9 @@ struct DatabaseCopy {
             // copy's connection, by its errno; the error in hand may only say "not an error".
             let code = destination.map(DatabaseAccess.systemErrno) ?? 0
             if code != 0 { throw CofferError.system("write the database copy", path, errno: code) }
+            // A full disk leaves no errno (SQLite's own "database or disk is full"), and the
+            // backup reports it through the source connection, as "not an error".
+            if error.resultCode == .SQLITE_FULL { throw CofferError.system("write the database copy", path, errno: ENOSPC) }
             throw DatabaseAccess.databaseFailure("copy database", source, error)
         }
         // Described (integrity_check, counts) by the caller, which may do it on another core.

@@ -587,6 +587,42 @@ import Testing
         #expect(try TreeSnapshot(disk.path) { $0 == PathBytes("lost+found".utf8) }.items == source.items)
     }
 
+    /// The database copy is the first thing a backup writes (into the repository's tmp/): a
+    /// disk without room for it refuses the run before it starts, saying how much is needed;
+    /// one that fills while the copy is written names the copy and the cause (SQLite itself
+    /// reports only "not an error" then), and nothing is left.
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func aDatabaseCopyThatDoesNotFitFailsCleanly() throws {
+        let fixture = try BackupFixture(jobs: 40, hostile: false)
+        let queue = try DatabaseQueue(path: fixture.volume.dbPath)
+        try queue.write { db in
+            try db.execute(sql: """
+                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+                INSERT INTO job_events (job_id, ts, event, payload)
+                SELECT (SELECT id FROM jobs ORDER BY rowid LIMIT 1), datetime('now'), 'progress', hex(randomblob(2000)) FROM n
+                """)
+        }
+        try queue.close()
+        let size = try FileSystem.status(fixture.volume.dbPath).get().size
+        guard let disk = try SmallDisk(megabytes: 1, in: fixture.volume.directory.child("small")) else { return }
+        defer { withExtendedLifetime(disk) {} }
+        #expect(size > 1 << 20, "the database (\(size) bytes) must not fit")
+
+        let repo = disk.path + "/repo"
+        let refused = #expect(throws: CofferError.self) { try BackupRunner(configuration: try fixture.configuration([.repo: repo])).run() }
+        #expect(refused?.status == .failed)
+        #expect(refused?.message.contains("check free space in \(repo)/tmp") == true, "\(refused?.message ?? "")")
+        #expect(refused?.message.contains("needed") == true, "\(refused?.message ?? "")")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/tmp").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/packs").isEmpty)
+
+        let copy = disk.path + "/copy.sqlite"
+        let failed = #expect(throws: CofferError.self) { try DatabaseCopy.take(from: fixture.volume.dbPath, to: copy) }
+        #expect(failed?.status == .failed)
+        #expect(failed?.message.contains("write the database copy \(copy): No space left on device") == true, "\(failed?.message ?? "")")
+        #expect(failed?.message.contains("not an error") == false)
+    }
+
     /// The compressed database copy is counted twice by the free-space check of a local
     /// repository (made in its tmp/ first, then copied into the pack), at the parent's
     /// compression ratio with a margin, or at its full size without a parent.
