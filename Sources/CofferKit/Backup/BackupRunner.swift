@@ -74,8 +74,20 @@ public struct BackupRunner {
         if !dryRun { repository.storage.sweepTemporaryFiles() }
 
         var report = BackupReport(repository: repository.location, dryRun: dryRun)
-        let parent = full ? nil : try repository.newest {
+        var parent = full ? nil : try repository.newest {
             $0.dbPath == layout.dbPath && $0.mediaRoot == layout.mediaRoot
+        }
+        // A parent whose record changed since it was written would pass its damage on (what an
+        // unchanged file's line says is copied from it): this run then builds on nothing.
+        var damagedParent: Snapshot.Problem?
+        if let candidate = parent {
+            do {
+                try repository.reader(for: candidate).checkDigest()
+            } catch let error as CofferError {
+                damagedParent = .init(kind: "parent_damaged", path: "snapshots/\(candidate.id).jsonl", jobID: nil,
+                                      message: "\(error.cause); every file stored again instead of building on it; `coffer verify --repo` lists the damage")
+                parent = nil
+            }
         }
         report.parent = parent?.id
 
@@ -123,7 +135,7 @@ public struct BackupRunner {
             if let error = databaseLane.error { throw error }
             return databaseLane.copy
         }
-        var problems: [Snapshot.Problem] = []
+        var problems: [Snapshot.Problem] = damagedParent.map { [$0] } ?? []
         func noteIntegrity(_ copy: DatabaseCopy) {
             report.databaseRows = copy.rowCounts
             if copy.integrityCheck != "ok" {

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// A snapshot record, stored as `snapshots/ID.jsonl`: a header line, one line per file, and a
@@ -182,10 +183,15 @@ public struct Snapshot: Sendable {
 }
 
 /// Writes a snapshot record line by line into a pending object.
+///
+/// The summary line ends with the record's digest, its last member: `"record_sha256"`, the
+/// SHA-256 of every byte of the record before that digest's hex (``SnapshotReader/checkDigest()``).
 final class SnapshotWriter {
     let pending: PendingObject
     let encoder: JSONEncoder
     private var buffer: [UInt8] = []
+    private var hasher = SHA256()
+    private var sealed = false
 
     init(pending: PendingObject, header: Snapshot.Header) throws {
         self.pending = pending
@@ -212,7 +218,8 @@ final class SnapshotWriter {
         let bytes = [UInt8](try encoder.encode(shell))
         guard let lists = SummaryLine.lists(in: bytes) else {
             // Not reached (the encoder writes both keys); the plain way stays correct.
-            return try line(summary)
+            buffer.append(contentsOf: try encoder.encode(summary))
+            return try seal()
         }
         var from = 0
         for (name, list) in lists.sorted(by: { $0.value.contents.lowerBound < $1.value.contents.lowerBound }) {
@@ -228,6 +235,18 @@ final class SnapshotWriter {
             from = list.contents.upperBound
         }
         buffer.append(contentsOf: bytes[from...])
+        try seal()
+    }
+
+    /// Ends the summary (the object just written) with the record's digest and a line break.
+    private func seal() throws {
+        guard buffer.last == UInt8(ascii: "}") else { throw CofferError(.failed, operation: "write snapshot record", cause: "summary not an object") }
+        buffer.removeLast()
+        buffer.append(contentsOf: SnapshotReader.digestKey.utf8)
+        hasher.update(data: buffer)
+        sealed = true
+        buffer.append(contentsOf: Digest.hex(hasher.finalize()).utf8)
+        buffer.append(contentsOf: SnapshotReader.digestEnd.utf8)
         try endLine()
     }
 
@@ -251,6 +270,7 @@ final class SnapshotWriter {
     }
 
     func flush() throws {
+        if !sealed { hasher.update(data: buffer) }
         try buffer.withUnsafeBytes { try pending.write($0) }
         buffer.removeAll(keepingCapacity: true)
     }
@@ -271,6 +291,41 @@ public struct SnapshotReader {
     func damaged(_ cause: String = "incomplete or damaged record") -> CofferError {
         CofferError(.failed, operation: "read snapshot", subject: name, cause: cause,
                     hint: "`coffer verify --repo` checks every snapshot")
+    }
+
+    /// The summary line's last member, the record's digest (``SnapshotWriter``): this, 64
+    /// hex digits, ``digestEnd``, a line break.
+    static let digestKey = #","record_sha256":""#
+    static let digestEnd = #""}"#
+
+    /// Reads the whole record once and compares its digest with the one its summary ends with:
+    /// a byte changed anywhere in it (a mode, an mtime, an offset, a row count) is found.
+    /// Throws when they differ, or when the summary does not end with a digest.
+    public func checkDigest() throws {
+        guard let size = try storage.size(name) else { throw damaged() }
+        let tailLength = Int64(Self.digestKey.utf8.count + 64 + Self.digestEnd.utf8.count + 1)
+        guard size > tailLength else { throw damaged("the record is too short to hold its digest") }
+        let tail = [UInt8](try storage.get(name, offset: size - tailLength, length: Int(tailLength)))
+        let key = Array(Self.digestKey.utf8), end = Array(Self.digestEnd.utf8) + [0x0A]
+        let recorded = String(decoding: tail[key.count..<(key.count + 64)], as: UTF8.self)
+        guard tail.starts(with: key), tail.suffix(end.count).elementsEqual(end), SHA256Value(validHex: recorded) != nil else {
+            throw damaged("its summary does not end with the record's digest (record_sha256)")
+        }
+        let covered = size - tailLength + Int64(key.count)
+        let reader = try storage.openReader(name)
+        var hasher = SHA256()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var position: Int64 = 0
+        while position < covered {
+            let count = Int(min(Int64(buffer.count), covered - position))
+            try reader.read(into: buffer.baseAddress!, count: count, at: position)
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            position += Int64(count)
+        }
+        guard Digest.hex(hasher.finalize()) == recorded else {
+            throw damaged("its bytes changed (the SHA-256 of the record differs from the one it ends with)")
+        }
     }
 
     /// Where the header ends and the summary line starts.
@@ -355,6 +410,8 @@ public struct SnapshotReader {
               let summary = try? Self.decodeCounting(layout.summary, with: decoder), summary.type == "end" else {
             throw damaged()
         }
+        // A record is named after its snapshot: one whose header says otherwise was changed.
+        guard name == "snapshots/\(header.id).jsonl" else { throw damaged("its header names snapshot \(header.id)") }
         guard header.format <= Snapshot.formatVersion else {
             throw CofferError(.failed, operation: "read snapshot", subject: name,
                               cause: "format \(header.format) is newer than this coffer knows (\(Snapshot.formatVersion))",

@@ -41,6 +41,8 @@ public struct Restorer {
         let lock = try repository.lock(exclusive: false, command: "restore")
         defer { withExtendedLifetime(lock) {} }
         let snap = try repository.resolve(snapshot)
+        // A record changed since it was written (a mode, an mtime, an offset) is not followed.
+        try repository.reader(for: snap).checkDigest()
         var report = RestoreReport(repository: repository.location, snapshot: snap.id, dbPath: layout.dbPath,
                                    mediaRoot: layout.mediaRoot, dryRun: dryRun)
 

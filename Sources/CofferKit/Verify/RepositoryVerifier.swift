@@ -45,21 +45,29 @@ public struct RepositoryVerifier {
         let lock = try repository.lock(exclusive: false, command: "verify")
         defer { withExtendedLifetime(lock) {} }
         var report = RepositoryReport(repository: repository.location, readData: readData)
-        let (all, damaged) = try repository.snapshots()
+        let (listed, damaged) = try repository.snapshots()
         for (name, error) in damaged where snapshot == nil {
             report.findings.append(.init(kind: "snapshot_damaged", path: name, snapshots: [], message: error.cause))
         }
-        let selected = try snapshot.map { [try repository.resolve($0)] } ?? all
-        report.snapshots = selected.map(\.id)
-        // Listing records counts their problems and findings without decoding them: here they
-        // are decoded, one record at a time, so that damage there is found too.
-        for snap in selected {
+        let chosen = try snapshot.map { [try repository.resolve($0)] } ?? listed
+        report.snapshots = chosen.map(\.id)
+        // Every record's digest (a byte changed anywhere in it) and its problems and findings
+        // (listing records only counts them). A damaged record is reported (when it is one
+        // being verified) and left out of what follows, which reads the records again.
+        var unreadable = Set<String>()
+        for snap in listed {
             do {
-                try repository.reader(for: snap).forEachDetail(problem: { _ in }, finding: { _ in })
+                let reader = try repository.reader(for: snap)
+                try reader.checkDigest()
+                try reader.forEachDetail(problem: { _ in }, finding: { _ in })
             } catch let error as CofferError {
+                unreadable.insert(snap.id)
+                guard chosen.contains(where: { $0.id == snap.id }) else { continue }
                 report.findings.append(.init(kind: "snapshot_damaged", path: "snapshots/\(snap.id).jsonl", snapshots: [snap.id], message: error.cause))
             }
         }
+        let all = listed.filter { !unreadable.contains($0.id) }
+        let selected = chosen.filter { !unreadable.contains($0.id) }
 
         // The packs the selected snapshots need. A pack's digest covers all its entries, so the
         // entries of other snapshots in those packs are read too.

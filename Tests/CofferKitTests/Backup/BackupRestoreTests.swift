@@ -264,6 +264,7 @@ import Testing
         let size = try #require(Int64(lines[index].split(separator: ",").first { $0.hasPrefix(#""size":"#) }?.dropFirst(7) ?? ""))
         chmod(record, 0o644)
         try lines.joined(separator: "\n").write(toFile: record, atomically: false, encoding: .utf8)
+        try resealRecord(record) // the line alone is damaged, not the record's digest
 
         let second = try fixture.backup()
         #expect(second.parent == first.snapshot)

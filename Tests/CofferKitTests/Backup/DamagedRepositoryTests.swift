@@ -173,6 +173,63 @@ import Testing
         #expect(try fixture.backup().parent == first.id)
     }
 
+    /// A record ends with its own digest: a byte changed anywhere in it is found by verify,
+    /// even where the record still reads as valid JSON (a mode, a time, a row count); restore
+    /// does not follow it, and the next backup does not build on it.
+    @Test func aChangedByteInARecordIsFound() throws {
+        let (fixture, first, second) = try twoSnapshots()
+        #expect(try fixture.verifyRepository(readData: false).findings.isEmpty)
+        let record = fixture.repo + "/snapshots/\(first.id).jsonl"
+        chmod(record, 0o644)
+        let original = try Data(contentsOf: URL(fileURLWithPath: record))
+        func damageFound(_ what: String) throws {
+            let findings = try fixture.verifyRepository(readData: false).findings
+            #expect(findings.contains { $0.kind == "snapshot_damaged" && $0.path.contains(first.id) }, "\(what): \(findings)")
+            try original.write(to: URL(fileURLWithPath: record))
+        }
+        /// The first `key` followed by digits, its last digit changed: still valid JSON.
+        func changeNumber(after key: String, from start: Int = 0) throws {
+            var bytes = [UInt8](original)
+            let pattern = [UInt8](key.utf8)
+            var index = try #require((start..<(bytes.count - pattern.count)).first { bytes[$0..<($0 + pattern.count)].elementsEqual(pattern) })
+            index += pattern.count
+            while bytes[index + 1] >= UInt8(ascii: "0") && bytes[index + 1] <= UInt8(ascii: "9") { index += 1 }
+            bytes[index] = bytes[index] == UInt8(ascii: "9") ? UInt8(ascii: "8") : bytes[index] + 1
+            try Data(bytes).write(to: URL(fileURLWithPath: record))
+        }
+        let summaryStart = try #require([UInt8](original).dropLast().lastIndex(of: 0x0A))
+        try changeNumber(after: #""mode":"#)
+        try damageFound("a file's mode")
+        try changeNumber(after: #""time":"20"#)
+        try damageFound("the header's time")
+        try changeNumber(after: #""jobs":"#, from: summaryStart)
+        try damageFound("a row count in the summary")
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<20 {
+            let offset = Int64.random(in: 0..<Int64(original.count), using: &random)
+            try flipByte(record, at: offset)
+            try damageFound("a flipped byte at \(offset)")
+        }
+
+        // The newest record changed: restore refuses it before writing anything, and the next
+        // backup stores everything again, saying why.
+        let newest = fixture.repo + "/snapshots/\(second.id).jsonl"
+        chmod(newest, 0o644)
+        let text = try String(contentsOfFile: newest, encoding: .utf8)
+        let changed = try #require(text.range(of: #""mode":4"#))
+        try text.replacingCharacters(in: changed, with: #""mode":5"#).write(toFile: newest, atomically: false, encoding: .utf8)
+        let refused = #expect(throws: CofferError.self) { try fixture.restore(into: "restored", snapshot: second.id) }
+        #expect(refused?.message.contains("SHA-256 of the record differs") == true, "\(refused?.message ?? "")")
+        #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("restored")))
+        let next = try fixture.backup()
+        #expect(next.parent == nil)
+        #expect(next.filesAdded == next.files)
+        #expect(next.problems.contains { $0.kind == "parent_damaged" && $0.path.contains(second.id) }, "\(next.problems)")
+        #expect(next.status == .findings)
+        let after = try fixture.verifyRepository(readData: true).findings
+        #expect(after.map(\.kind) == ["snapshot_damaged"], "\(after)")
+    }
+
     @Test func aMissingPackAndADamagedRecordAreFound() throws {
         let (fixture, first, second) = try twoSnapshots()
         try FileManager.default.removeItem(atPath: fixture.repo + "/" + second.summary.pack.name)
@@ -444,6 +501,7 @@ import Testing
         let first = try #require(lines.firstIndex { $0.contains(#""type":"file""#) })
         edit(&lines, first)
         try (lines.joined(separator: "\n") + "\n").write(toFile: record, atomically: false, encoding: .utf8)
+        try resealRecord(record)
         return fixture
     }
 

@@ -54,8 +54,14 @@ import Testing
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: repository.location + "/snapshots/x.jsonl")))
         let lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false)
         #expect(lines.count == 3 && lines[2].isEmpty)
-        let details = try SnapshotReader(name: "snapshots/x.jsonl", storage: repository.storage).details()
-        return ([UInt8](lines[1]), details.problems, details.findings)
+        let reader = SnapshotReader(name: "snapshots/x.jsonl", storage: repository.storage)
+        try reader.checkDigest()
+        let details = try reader.details()
+        // The line ends with the record's digest, its last member: the rest is the summary.
+        let digestLength = SnapshotReader.digestKey.utf8.count + 64 + SnapshotReader.digestEnd.utf8.count
+        let line = [UInt8](lines[1])
+        #expect(line.dropLast(digestLength - SnapshotReader.digestKey.utf8.count).suffix(SnapshotReader.digestKey.utf8.count).elementsEqual(SnapshotReader.digestKey.utf8))
+        return (Array(line.dropLast(digestLength)) + [UInt8(ascii: "}")], details.problems, details.findings)
     }
 
     @Test(arguments: [(0, 0), (1, 0), (0, 1), (7, 5), (25_000, 12_000)])
@@ -154,6 +160,7 @@ import Testing
         let damagedText = text.replacingOccurrences(of: #"{"job_id""#, with: #"{"kind":42,"job_id""#)
         #expect(damagedText != text)
         try damagedText.write(toFile: path, atomically: false, encoding: .utf8)
+        try resealRecord(path) // found by decoding, not by the record's digest
         #expect(try fixture.repository().snapshots().snapshots.map(\.id) == [snap.id])
         #expect(throws: CofferError.self) { try fixture.repository().reader(for: snap).details() }
         let verify = try fixture.verifyRepository(readData: false)

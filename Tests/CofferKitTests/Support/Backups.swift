@@ -1,5 +1,6 @@
 import CofferFixtures
 @testable import CofferKit
+import Crypto
 import Foundation
 import GRDB
 import Testing
@@ -99,6 +100,17 @@ struct BackupFixture {
     }
 
     func packs() throws -> [String] { try repository().storage.list("packs").map { repo + "/" + $0 } }
+}
+
+/// Gives a record edited by hand a digest that matches it again, as someone rewriting it on
+/// purpose would: for tests of the checks behind the digest. The edit must leave the summary's
+/// end (its digest) where it was, last.
+func resealRecord(_ path: String) throws {
+    var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+    let covered = bytes.count - (64 + SnapshotReader.digestEnd.utf8.count + 1)
+    let digest = Digest.hex(SHA256.hash(data: bytes[0..<covered]))
+    bytes.replaceSubrange(covered..<(covered + 64), with: Array(digest.utf8))
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
 }
 
 /// Flips one byte of a file at `offset`.
