@@ -121,3 +121,28 @@ import Testing
         }
     }
 }
+
+/// `make demo`'s story (scripts/demo) runs to its end with the exit code it expects at every
+/// step (it stops at any other), and recovers the volume onto a new disk, its paths rewritten.
+@Suite struct DemoTests {
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/sqlite3"), "the demo edits the volume with the sqlite3 shell (`make test` installs it)"))
+    func theDemoRunsItsStoryToTheEnd() throws {
+        let scratch = try Scratch()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/demo").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: script)
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": scratch.path, "TMPDIR": scratch.path,
+                               "COFFER_BIN": CofferBinary.url.deletingLastPathComponent().path]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(output)")
+        #expect(output.contains("(exit 2)"), "the status of the lost volume")
+        #expect(output.range(of: #"restored snapshot \S+ in [0-9.]+ s: [0-9]+ files .* [1-9][0-9]* paths rewritten"#, options: .regularExpression) != nil, "\(output)")
+        #expect(output.contains("Everything stays in \(scratch.path)/coffer-demo."), "its scratch under TMPDIR, removed with the test's")
+    }
+}
