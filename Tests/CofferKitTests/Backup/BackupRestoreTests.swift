@@ -298,6 +298,40 @@ import Testing
         #expect(restored.verify?.findings.map(\.kind) == [.sizeMismatch], "\(restored.verify?.findingList ?? "")")
     }
 
+    /// A file is taken as unchanged only when its size, mtime and inode are all the parent's:
+    /// the same bytes with another mtime, or the same size and mtime under another inode (the
+    /// file replaced by a copy of itself), are read again; the other files are not.
+    @Test func aFileWithTheSameSizeButAnotherMtimeOrInodeIsReadAgain() throws {
+        let fixture = try BackupFixture(jobs: 40, hostile: false)
+        try fixture.backup()
+        let library = PathBytes((fixture.volume.mediaRoot + "/library/").utf8)
+        let files = fixture.volume.generated.filePaths.filter { $0.starts(with: library) && (try? FileSystem.status($0).get().size) ?? 0 > 0 }
+        let (touched, replaced) = (try #require(files.first), try #require(files.last))
+        #expect(touched != replaced)
+        let before = (touched: try FileSystem.status(touched).get(), replaced: try FileSystem.status(replaced).get())
+
+        // Another mtime, nothing else.
+        var times = [timespec(tv_sec: 1_700_000_000, tv_nsec: 0), timespec(tv_sec: 1_700_000_000, tv_nsec: 0)]
+        #expect(touched.withCPath { utimensat(AT_FDCWD, $0, &times, 0) } == 0)
+        // Another inode, the same bytes, size and mtime to the nanosecond.
+        var st = stat()
+        #expect(replaced.withCPath { stat($0, &st) } == 0)
+        let copy = replaced + Array(".copy".utf8)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: PathText.display(replaced)))
+        try bytes.write(to: URL(fileURLWithPath: PathText.display(copy)))
+        times = [st.st_atim, st.st_mtim]
+        #expect(copy.withCPath { utimensat(AT_FDCWD, $0, &times, 0) } == 0)
+        #expect(copy.withCPath { c in replaced.withCPath { rename(c, $0) } } == 0)
+        let after = (touched: try FileSystem.status(touched).get(), replaced: try FileSystem.status(replaced).get())
+        #expect(after.touched.size == before.touched.size && after.touched.inode == before.touched.inode && after.touched.modified != before.touched.modified)
+        #expect(after.replaced.size == before.replaced.size && after.replaced.modified == before.replaced.modified && after.replaced.inode != before.replaced.inode)
+
+        let next = try fixture.backup()
+        #expect(next.filesAdded == 2)
+        #expect(next.bytesRead == after.touched.size + after.replaced.size)
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+    }
+
     @Test func aRepositoryInsideTheLibraryIsRefused() throws {
         let fixture = try BackupFixture(jobs: 4, hostile: false)
         var runner = BackupRunner(configuration: try fixture.configuration([.repo: fixture.volume.mediaRoot + "/library/backups"]))
