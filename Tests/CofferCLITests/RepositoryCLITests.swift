@@ -85,7 +85,10 @@ import Testing
         #expect(misuse.status == 64)
     }
 
-    @Test func aBackupWhileAnotherHoldsTheLockExitsThree() throws {
+    /// A backup refused by the lock names who holds it, a reader (verify, restore: a shared
+    /// lock) as well as a writer: the process, its pid, host and start time.
+    @Test(arguments: [false, true])
+    func aBackupWhileAnotherHoldsTheLockExitsThree(shared: Bool) throws {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/flock") else {
             print("skipped: flock (util-linux) is missing")
             return
@@ -95,13 +98,14 @@ import Testing
         #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
         let holder = Process()
         holder.executableURL = URL(fileURLWithPath: "/usr/bin/flock")
-        holder.arguments = [repo + "/lock", "sleep", "3"]
+        holder.arguments = (shared ? ["--shared"] : []) + [repo + "/lock", "sleep", "3"]
         try holder.run()
         defer { holder.waitUntilExit() }
         Thread.sleep(forTimeInterval: 0.3)
         let second = try CofferBinary.run(["backup"] + flags)
         #expect(second.status == 3)
-        #expect(second.stderr.contains("error: lock repository \(repo): held by"))
+        #expect(second.stderr.contains("error: lock repository \(repo): held by flock, pid \(holder.processIdentifier) on \(ProcessInfo.processInfo.hostName), started 20"),
+                "\(second.stderr)")
     }
 
     @Test func repositoryDamageExitsOneNamingTheFile() throws {
