@@ -5,8 +5,9 @@ SWIFT ?= swift
 # libarchive-tools (bsdtar) and sqlite3 are for the tests that recover a pack by hand;
 # python3 reads the CSV exports in a test, as an operator's script would, and parses the
 # metrics file with prometheus_client as node_exporter's textfile collector would; locales
-# lets a test build a Latin-1 locale, to prove pack names keep their bytes under any locale.
-DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config libarchive-tools sqlite3 python3 python3-prometheus-client locales
+# lets a test build a Latin-1 locale, to prove pack names keep their bytes under any locale;
+# strace shows a test the system calls that write the repository (sync, rename, sync folder).
+DEBIAN_PACKAGES := libsqlite3-dev libarchive-dev pkg-config libarchive-tools sqlite3 python3 python3-prometheus-client locales strace
 
 .PHONY: all deps build test demo bench bench-large bench-export bench-deps profile clean
 

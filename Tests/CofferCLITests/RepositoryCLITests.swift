@@ -151,3 +151,73 @@ import Testing
         #expect(result.stderr.contains("COFFER_REPO"))
     }
 }
+
+/// Every object a backup puts in the repository is written as a temporary file in its tmp/,
+/// fsynced, renamed into place, and its folder fsynced after the rename; nothing is ever
+/// opened for writing under its final name. Seen from the system calls (`strace -f -y`).
+@Suite struct WriteDisciplineTests {
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/strace"), "strace is missing (`make test` installs it)"))
+    func everyRepositoryObjectIsSyncedRenamedAndItsFolderSynced() throws {
+        let scratch = try Scratch()
+        let (flags, repo) = try cliVolume(scratch, jobs: 20)
+        let log = scratch.child("strace.log")
+        func traced(_ arguments: [String]) throws -> Int32 {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
+            process.arguments = ["-f", "-y", "-qq", "-o", log, "-e", "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+                                 CofferBinary.url.path] + arguments
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        var lines: [String] = []
+        for run in 0..<2 {
+            let status = try traced(["backup", "--quiet"] + flags)
+            if run == 0, status != 0, !FileManager.default.fileExists(atPath: repo + "/config.json") {
+                print("skipped: strace cannot trace here (ptrace not permitted?)")
+                return
+            }
+            #expect(status == 0)
+            lines += try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map(String.init)
+            // One more night's change, so that the second run stores something too.
+            try FixtureFiles.append(PathBytes((try #require(try firstLibraryFile(under: flags[3]))).utf8), Array("more".utf8))
+        }
+        var committed = Set<String>()
+        for (index, line) in lines.enumerated() {
+            guard let match = line.firstMatch(of: #/^(\d+)\s+rename\("([^"]+)", "([^"]+)"\) = 0/#) else { continue }
+            let (pid, temporary, final) = (String(match.1), String(match.2), String(match.3))
+            guard final.hasPrefix(repo + "/") else { continue }
+            #expect(temporary.hasPrefix(repo + "/tmp/"), "\(line)")
+            let before = lines[..<index].filter { $0.hasPrefix(pid + " ") }
+            #expect(before.contains { $0.contains("fsync(") && $0.contains("<\(temporary)>") }, "\(final) renamed before its data was synced")
+            let folder = (final as NSString).deletingLastPathComponent
+            let after = lines[(index + 1)...].filter { $0.hasPrefix(pid + " ") }
+            #expect(after.contains { $0.contains("fsync(") && $0.contains("<\(folder)>)") }, "\(folder) not synced after \(final) was renamed into it")
+            committed.insert(final)
+        }
+        for line in lines where line.contains("openat(") {
+            for name in committed where line.contains("\"\(name)\"") {
+                #expect(!line.contains("O_WRONLY") && !line.contains("O_RDWR") && !line.contains("O_CREAT"), "written in place: \(line)")
+            }
+        }
+        // Every pack and record of the repository came in that way.
+        for folder in ["packs", "snapshots"] {
+            for name in try FileManager.default.contentsOfDirectory(atPath: repo + "/" + folder) {
+                #expect(committed.contains(repo + "/" + folder + "/" + name), "\(folder)/\(name)")
+            }
+        }
+        #expect(committed.count >= 5, "config.json, two packs and two records: \(committed)")
+    }
+
+    func firstLibraryFile(under mediaRoot: String) throws -> String? {
+        var found: String?
+        try DirectoryWalker(root: mediaRoot + "/library").walk { entry in
+            if found == nil, entry.kind == .regular, PathText.isUTF8(entry.relativePath) {
+                found = mediaRoot + "/library/" + PathText.display(entry.relativePath)
+            }
+        }
+        return found
+    }
+}
