@@ -109,6 +109,40 @@ import Testing
         #expect(kills > 0, "no restore was killed while it ran")
     }
 
+    /// A restore killed between its two renames (its media in place, its database not yet):
+    /// the same command run again puts the database in place and checks the result, with no
+    /// `--force` needed and nothing left over.
+    @Test func aRestoreKilledBetweenItsTwoRenamesIsFinishedByTheNextRun() throws {
+        let v = try volume(jobs: 40, maxFileBytes: 4096)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
+        let target = v.scratch.child("new")
+        let db = target + "/data/db.sqlite", media = target + "/media"
+        let args = ["restore", "--repo", v.repo, "--db", db, "--media-root", media, "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+        let process = Process()
+        process.executableURL = CofferBinary.url
+        process.arguments = args
+        process.environment = ProcessInfo.processInfo.environment.merging(["COFFER_TEST_PAUSE_BETWEEN_RENAMES": "30"]) { $1 }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: media), process.isRunning, Date() < deadline { usleep(2000) }
+        usleep(50_000)
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal, "the restore ended before it was killed")
+        #expect(FileManager.default.fileExists(atPath: media) && !FileManager.default.fileExists(atPath: db), "\((try? FileManager.default.contentsOfDirectory(atPath: target + "/data")) ?? [])")
+
+        let again = try CofferBinary.run(args)
+        #expect(again.status == 0, "\(again.stderr)\(again.stdout)")
+        #expect(again.stderr.contains("finished the restore of snapshot"), "\(again.stderr)")
+        #expect(again.stdout.contains("no findings"), "\(again.stdout)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: target + "/data") == ["db.sqlite"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: target).sorted() == ["data", "media"])
+        let verify = try CofferBinary.run(["verify", "--full", "--db", db, "--media-root", media, "--min-free-space-gb", "0", "--alert-free-space-gb", "0"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+    }
+
     /// Every job and event id in the database, and in the complete exports under `out`.
     func whereRowsAre(_ v: Volume, out: String) throws -> (database: Set<String>, exported: Set<String>) {
         let database = try DatabaseQueue(path: v.generated.dbPath).read { db in

@@ -89,6 +89,19 @@ public struct Restorer {
         if restoresMedia { folders.append(PathText.parent(layout.mediaRoot)) }
         let targetLock = dryRun ? nil : try TargetLock(folders: folders)
         defer { withExtendedLifetime(targetLock) {} }
+        // A restore of these targets killed between its two renames: its database goes into
+        // place now. When it was this very snapshot, what is left is the check of the result.
+        if !dryRun, restoresDatabase, restoresMedia, let finished = finishPublishing(layout), finished == snap.id {
+            logger.warning("finished the restore of snapshot \(snap.id) stopped while it was put in place (its media were, its database was not)")
+            sweepStaging(layout)
+            var verifier = resultVerifier(after: nil)
+            verifier.stopsWhenAsked = false
+            report.verify = try verifier.run()
+            Self.removeCheckFiles(layout.dbPath)
+            report.restoreSeconds = Date().timeIntervalSince(started)
+            report.seconds = report.restoreSeconds
+            return report
+        }
         try checkTargets(layout)
         try checkSpace(bytes: report.bytes + report.databaseBytes * 2, near: layout)
         try afterCheckingSpace?()
@@ -187,9 +200,19 @@ public struct Restorer {
         // The last moment a stop leaves the targets untouched.
         try Interruption.check("restore")
 
-        // Into place: only now are the targets touched.
+        // Into place: only now are the targets touched. Two renames, the media then the
+        // database: a note beside the staged database first, so that a run killed between
+        // them is finished by the next (``finishPublishing(_:snapshot:)``).
         var wholeMediaRoot = true
+        if let stagedMedia, let stagedDatabase {
+            try PublishNote(snapshot: snap.id, dbPath: layout.dbPath, mediaRoot: layout.mediaRoot, mediaStaging: stagedMedia)
+                .write(into: PathText.parent(stagedDatabase))
+        }
         if let stagedMedia { wholeMediaRoot = try publishMedia(stagedMedia, to: layout.mediaRoot) }
+        // Test-only: holds the run between the two renames, for the kill -9 test there.
+        if let pause = ProcessInfo.processInfo.environment["COFFER_TEST_PAUSE_BETWEEN_RENAMES"].flatMap(Double.init) {
+            Thread.sleep(forTimeInterval: pause)
+        }
         if let stagedDatabase {
             // A write-ahead log left by the database being replaced would be replayed into the
             // restored one: it goes first (the pipeline must be stopped for a forced restore).
@@ -213,11 +236,7 @@ public struct Restorer {
                 report.verify = try verifier.run()
                 logger.debug("result checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             }
-            // The read-only check leaves an empty -wal and -shm beside the database; one
-            // read-write open and close removes them, so the target holds just the database.
-            if let queue = try? DatabaseQueue(path: layout.dbPath, configuration: DatabaseAccess.configuration(readOnly: false)) {
-                try? queue.close()
-            }
+            Self.removeCheckFiles(layout.dbPath)
         }
         report.seconds = Date().timeIntervalSince(started)
         return report
@@ -335,6 +354,63 @@ public struct Restorer {
         checks.wait()
         guard chmod(path, 0o644) == 0 else { throw CofferError.system("set permissions of", path, errno: errno) }
         lane.path = path
+    }
+
+    /// The read-only check leaves an empty -wal and -shm beside the database; one read-write
+    /// open and close removes them, so the target holds just the database.
+    static func removeCheckFiles(_ dbPath: String) {
+        if let queue = try? DatabaseQueue(path: dbPath, configuration: DatabaseAccess.configuration(readOnly: false)) {
+            try? queue.close()
+        }
+    }
+
+    /// What a restore is putting in place, written beside its staged database before the
+    /// first of its two renames (`publishing.json`).
+    struct PublishNote: Codable {
+        var snapshot: String
+        var dbPath: String
+        var mediaRoot: String
+        var mediaStaging: String
+        static let name = "publishing.json"
+
+        func write(into folder: String) throws {
+            let path = folder + "/" + Self.name
+            let fd = try RawIO.createNew(path)
+            defer { close(fd) }
+            let data = try JSONEncoder().encode(self)
+            try data.withUnsafeBytes { try RawIO.writeAll(fd, $0.baseAddress!, $0.count, path: path) }
+            try RawIO.sync(fd, path: path)
+            try FileSystem.syncDirectory(folder)
+        }
+    }
+
+    /// Finishes a restore of these targets killed between its two renames: its media are in
+    /// place (their staging is gone, or empty), its database is still staged beside DB_PATH,
+    /// where nothing is. That database was checked whole before the first rename; it goes into
+    /// place. Returns the snapshot it belongs to. Called under the targets' lock; anything
+    /// else a killed restore left is swept later, as before.
+    func finishPublishing(_ layout: VolumeLayout) -> String? {
+        guard FileSystem.status(layout.dbPath).isFailure, case .success(let media) = FileSystem.status(layout.mediaRoot),
+              media.kind == .directory else { return nil }
+        let directory = PathText.parent(layout.dbPath)
+        var found: String?
+        try? DirectoryWalker(root: directory).list { entry in
+            guard found == nil, entry.kind == .directory, entry.relativePath.starts(with: PathBytes(".coffer-restore-db.".utf8)) else { return }
+            let staging = directory + "/" + PathText.display(entry.relativePath)
+            guard let data = try? Data(contentsOf: URL(fileURLWithPath: staging + "/" + PublishNote.name)),
+                  let note = try? JSONDecoder().decode(PublishNote.self, from: data),
+                  note.dbPath == layout.dbPath, note.mediaRoot == layout.mediaRoot,
+                  !FileSystem.status(staging + "/db.sqlite").isFailure else { return }
+            var mediaLeft = false
+            if case .success = FileSystem.status(note.mediaStaging) {
+                try? DirectoryWalker(root: note.mediaStaging).list { _ in mediaLeft = true }
+            }
+            guard !mediaLeft, rename(staging + "/db.sqlite", layout.dbPath) == 0 else { return }
+            try? FileSystem.syncDirectory(directory)
+            FileSystem.removeTree(PathBytes(staging.utf8))
+            found = note.snapshot
+        }
+        return found
     }
 
     static func stagingPrefixes(_ layout: VolumeLayout) -> [(directory: String, prefix: String)] {
