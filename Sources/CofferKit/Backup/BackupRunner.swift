@@ -729,7 +729,7 @@ public struct BackupRunner {
                                   message: "changed while it was read (size or mtime moved); stored as read"))
         }
         report.bytesAdded += before.size
-        return Snapshot.File(path: candidate.relative, size: before.size, mode: before.mode & 0o7777, mtime: before.modified,
+        return Snapshot.File(path: candidate.relative, size: before.size, mode: before.mode & 0o777, mtime: before.modified,
                              inode: before.inode, sha256: "", pack: pack, offset: offset)
     }
 }

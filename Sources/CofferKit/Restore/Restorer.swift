@@ -56,6 +56,10 @@ public struct Restorer {
         var byteCount: Int64 = 0
         try repository.reader(for: snap).files { file in
             if let reason = RestorePlan.problem(with: file.path) { throw RestorePlan.refuse(file.path, reason, in: snap.id) }
+            // A snapshot records permission bits only: setuid, setgid or sticky is not Coffer's.
+            if file.mode & ~0o777 != 0 {
+                throw RestorePlan.refuse(file.path, "mode \(String(file.mode, radix: 8)) has setuid, setgid or sticky bits", in: snap.id)
+            }
             if let previous, !previous.lexicographicallyPrecedes(file.path) {
                 if previous == file.path { throw RestorePlan.refuse(file.path, "listed twice", in: snap.id) }
                 sorted = false

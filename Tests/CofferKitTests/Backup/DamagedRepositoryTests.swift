@@ -577,6 +577,8 @@ import Testing
 
     /// A file backed up with setuid, setgid and sticky bits is recorded as it was, and restored
     /// with its permission bits only.
+    /// A snapshot records permission bits only (a setuid media file is stored as 0755), and a
+    /// record that holds more (setuid, setgid, sticky: written by hand) is refused by restore.
     @Test func modesAreMaskedToPermissionBits() throws {
         let fixture = try BackupFixture(jobs: 12, hostile: false)
         var chosen: String?
@@ -589,10 +591,21 @@ import Testing
         let snap = try fixture.repository().resolve("latest")
         var recorded: UInt32?
         try fixture.repository().reader(for: snap).files { if PathText.display($0.path) == relative { recorded = $0.mode } }
-        #expect(recorded == 0o7755)
+        #expect(recorded == 0o755)
         _ = try fixture.restore(into: "masked")
         let restored = try #require(try? FileSystem.status(fixture.volume.directory.child("masked/media/") + relative).get())
         #expect(restored.mode & 0o7777 == 0o755)
+    }
+
+    @Test(arguments: [0o4755, 0o2755, 0o1755])
+    func aRecordWithSpecialModeBitsIsRefused(mode: Int) throws {
+        let fixture = try editedRecord(jobs: 8) { lines, index in
+            lines[index] = lines[index].replacingOccurrences(of: #""mode":[0-9]+"#, with: "\"mode\":\(mode)", options: .regularExpression)
+        }
+        let error = #expect(throws: CofferError.self) { try fixture.restore(into: "target") }
+        #expect(error?.status == .failed)
+        #expect(error?.cause.contains("mode \(String(mode, radix: 8)) has setuid, setgid or sticky bits") == true, "\(String(describing: error))")
+        #expect(!FileManager.default.fileExists(atPath: fixture.volume.directory.child("target")))
     }
 
     @Test func pathRulesRefuseOverlongNamesAndNULBytes() {
