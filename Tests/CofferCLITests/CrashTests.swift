@@ -111,13 +111,17 @@ import Testing
 
     /// A restore killed between its two renames (its media in place, its database not yet):
     /// the same command run again puts the database in place and checks the result, with no
-    /// `--force` needed and nothing left over.
+    /// `--force` needed and nothing left over. A restore of another snapshot into those
+    /// targets is refused meanwhile, naming the one to finish, and changes nothing.
     @Test func aRestoreKilledBetweenItsTwoRenamesIsFinishedByTheNextRun() throws {
         let v = try volume(jobs: 40, maxFileBytes: 4096)
         #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
+        let first = try #require(try FileManager.default.contentsOfDirectory(atPath: v.repo + "/snapshots").first?.dropLast(".jsonl".count))
+        #expect(try CofferBinary.run(["backup", "--quiet", "--full"] + v.flags).status == 0)
         let target = v.scratch.child("new")
         let db = target + "/data/db.sqlite", media = target + "/media"
-        let args = ["restore", "--repo", v.repo, "--db", db, "--media-root", media, "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+        let targets = ["--repo", v.repo, "--db", db, "--media-root", media, "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
+        let args = ["restore", "--snapshot", String(first)] + targets
         let process = Process()
         process.executableURL = CofferBinary.url
         process.arguments = args
@@ -132,6 +136,14 @@ import Testing
         process.waitUntilExit()
         #expect(process.terminationReason == .uncaughtSignal, "the restore ended before it was killed")
         #expect(FileManager.default.fileExists(atPath: media) && !FileManager.default.fileExists(atPath: db), "\((try? FileManager.default.contentsOfDirectory(atPath: target + "/data")) ?? [])")
+
+        let before = (data: try FileManager.default.contentsOfDirectory(atPath: target + "/data").sorted(), media: try TreeSnapshot(media))
+        let other = try CofferBinary.run(["restore"] + targets)
+        #expect(other.status == 2)
+        #expect(other.stderr.contains("a restore of snapshot \(first) was stopped while it put these targets in place"), "\(other.stderr)")
+        #expect(other.stderr.contains("coffer restore --snapshot \(first)"), "\(other.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: target + "/data").sorted() == before.data)
+        #expect(try TreeSnapshot(media) == before.media)
 
         let again = try CofferBinary.run(args)
         #expect(again.status == 0, "\(again.stderr)\(again.stdout)")

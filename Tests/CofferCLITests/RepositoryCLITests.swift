@@ -186,7 +186,8 @@ import Testing
         }
         var committed = Set<String>()
         for (index, line) in lines.enumerated() {
-            guard let match = line.firstMatch(of: #/^(\d+)\s+rename\("([^"]+)", "([^"]+)"\) = 0/#) else { continue }
+            // rename, or renameat/renameat2 (AT_FDCWD, with -y its path in <>) where libc uses those.
+            guard let match = line.firstMatch(of: #/^(\d+)\s+rename(?:at2?)?\((?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)", (?:AT_FDCWD(?:<[^>]*>)?, )?"([^"]+)"(?:, \w+)?\) = 0/#) else { continue }
             let (pid, temporary, final) = (String(match.1), String(match.2), String(match.3))
             guard final.hasPrefix(repo + "/") else { continue }
             #expect(temporary.hasPrefix(repo + "/tmp/"), "\(line)")

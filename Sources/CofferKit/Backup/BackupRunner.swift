@@ -79,15 +79,13 @@ public struct BackupRunner {
         }
         // A parent whose record changed since it was written would pass its damage on (what an
         // unchanged file's line says is copied from it): this run then builds on nothing.
+        // (A record that cannot be read at all fails the run, as a repository that cannot be
+        // read does.)
         var damagedParent: Snapshot.Problem?
-        if let candidate = parent {
-            do {
-                try repository.reader(for: candidate).checkDigest()
-            } catch let error as CofferError {
-                damagedParent = .init(kind: "parent_damaged", path: "snapshots/\(candidate.id).jsonl", jobID: nil,
-                                      message: "\(error.cause); every file stored again instead of building on it; `coffer verify --repo` lists the damage")
-                parent = nil
-            }
+        if let candidate = parent, let problem = try repository.reader(for: candidate).digestProblem() {
+            damagedParent = .init(kind: "parent_damaged", path: "snapshots/\(candidate.id).jsonl", jobID: nil,
+                                  message: "\(problem); every file stored again instead of building on it; `coffer verify --repo` lists the damage")
+            parent = nil
         }
         report.parent = parent?.id
 

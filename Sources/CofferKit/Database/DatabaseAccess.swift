@@ -50,12 +50,14 @@ public enum DatabaseAccess {
     }
 
     /// Runs `body` on `db` so that a stop asked for (SIGINT or SIGTERM to a command that stops
-    /// cleanly, see ``Interruption``) ends the statement running then, within milliseconds,
-    /// instead of after it: SQLite's progress handler looks for it every 1,000 virtual machine
-    /// steps, and the statement fails with SQLITE_INTERRUPT. That failure, and any result the
-    /// body made around it, are thrown away: what is thrown is the stop (exit 130), never a
-    /// finding of damage. For long reads (integrity_check of a large database takes seconds
-    /// per gigabyte) and writes inside a transaction (rolled back).
+    /// cleanly, see ``Interruption``) ends the statement running then instead of after it:
+    /// SQLite's progress handler looks for it every 1,000 virtual machine steps, and the
+    /// statement fails with SQLITE_INTERRUPT. (SQLite 3.40 does not call the handler during the
+    /// walk of the b-trees that opens integrity_check, about 0.5 s per GB: a stop there waits
+    /// for it.) That failure, and any result the body made around it, are thrown away: what is
+    /// thrown is the stop (exit 130), never a finding of damage. For long reads (integrity_check
+    /// of a large database takes seconds per gigabyte) and writes inside a transaction (rolled
+    /// back).
     static func stoppable<T>(_ db: Database, _ operation: @autoclosure () -> String, _ body: () throws -> T) throws -> T {
         sqlite3_progress_handler(db.sqliteConnection, 1000, { _ in Interruption.signal == nil ? 0 : 1 }, nil)
         defer { sqlite3_progress_handler(db.sqliteConnection, 0, nil, nil) }

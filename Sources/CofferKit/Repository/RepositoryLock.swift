@@ -46,7 +46,10 @@ public final class RepositoryLock {
             // The written holder only while it holds the lock (a killed one leaves its line).
             func named(_ holder: Holder) -> String { "coffer \(holder.command), pid \(holder.pid) on \(holder.host), started \(holder.started)" }
             let described = live.map { pid in holder.flatMap { $0.pid == pid ? named($0) : nil } ?? describe(pid: pid) }
-            let who = described.isEmpty ? holder.map(named) ?? "another coffer run" : described.joined(separator: "; ")
+            // Without /proc/locks (or a filesystem whose device it names otherwise): the
+            // written holder, if that process still lives.
+            let written = holder.flatMap { kill($0.pid, 0) == 0 || errno == EPERM ? named($0) : nil }
+            let who = described.isEmpty ? written ?? "another coffer run" : described.joined(separator: "; ")
             throw CofferError(.locked, operation: "lock \(what)", subject: PathText.parent(path),
                               cause: "held by \(who)", hint: "wait for it to finish; the lock goes away with its process")
         }
@@ -69,7 +72,7 @@ public final class RepositoryLock {
         var st = stat()
         guard fstat(fd, &st) == 0, let text = try? String(contentsOfFile: "/proc/locks", encoding: .utf8) else { return [] }
         let dev = UInt64(st.st_dev)
-        let major = ((dev >> 8) & 0xFFF) | ((dev >> 32) & ~0xFFF), minor = (dev & 0xFF) | ((dev >> 12) & ~0xFF)
+        let major = ((dev >> 8) & 0xFFF) | ((dev >> 32) & 0xFFFF_F000), minor = (dev & 0xFF) | ((dev >> 12) & 0xFFFF_FF00)
         let file = String(major, radix: 16).leftPadded(to: 2) + ":" + String(minor, radix: 16).leftPadded(to: 2) + ":\(st.st_ino)"
         var pids: [Int32] = []
         for line in text.split(separator: "\n") {
@@ -93,12 +96,13 @@ public final class RepositoryLock {
     /// When process `pid` started: its start in clock ticks after boot (field 22 of
     /// /proc/PID/stat, counted after the parenthesised name), plus the boot time (/proc/stat).
     static func startTime(pid: Int32) -> Date? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")"),
+        // Bytes: the name in parentheses is the process's, any bytes at all.
+        guard let stat = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/stat")),
+              let close = stat.lastIndex(of: UInt8(ascii: ")")),
               let boot = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8))?.split(separator: "\n").first(where: { $0.hasPrefix("btime ") }),
               let bootSeconds = Double(boot.dropFirst(6)) else { return nil }
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 19, let ticks = Double(fields[19]) else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: UInt8(ascii: " "))
+        guard fields.count > 19, let ticks = Double(String(decoding: fields[fields.startIndex + 19], as: UTF8.self)) else { return nil }
         return Date(timeIntervalSince1970: bootSeconds + ticks / Double(sysconf(Int32(_SC_CLK_TCK))))
     }
 }

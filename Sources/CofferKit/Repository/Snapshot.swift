@@ -5,7 +5,8 @@ import Foundation
 /// summary line. The summary comes last, so a record without it is incomplete and refused.
 /// The format is described in FORMAT.md.
 public struct Snapshot: Sendable {
-    public static let formatVersion = 1
+    /// 2: records end with their digest (``SnapshotWriter``); 1 had none.
+    public static let formatVersion = 2
 
     public struct Header: Codable, Sendable {
         public var type = "snapshot"
@@ -300,32 +301,29 @@ public struct SnapshotReader {
 
     /// Reads the whole record once and compares its digest with the one its summary ends with:
     /// a byte changed anywhere in it (a mode, an mtime, an offset, a row count) is found.
-    /// Throws when they differ, or when the summary does not end with a digest.
-    public func checkDigest() throws {
+    /// Returns what is wrong, `nil` when the record is whole (or, written in format 1, has no
+    /// digest to check). Throws only when the record cannot be read (a network or disk error).
+    public func digestProblem() throws -> String? {
         guard let size = try storage.size(name) else { throw damaged() }
+        let (head, firstBreak) = try firstLine(size: size, reading: 4 << 10)
+        guard let header = try? JSONDecoder().decode(Snapshot.Header.self, from: head.prefix(firstBreak)) else { return "its header cannot be read" }
+        guard header.format >= 2 else { return nil }
         let tailLength = Int64(Self.digestKey.utf8.count + 64 + Self.digestEnd.utf8.count + 1)
-        guard size > tailLength else { throw damaged("the record is too short to hold its digest") }
+        guard size > tailLength else { return "the record is too short to hold its digest" }
         let tail = [UInt8](try storage.get(name, offset: size - tailLength, length: Int(tailLength)))
         let key = Array(Self.digestKey.utf8), end = Array(Self.digestEnd.utf8) + [0x0A]
         let recorded = String(decoding: tail[key.count..<(key.count + 64)], as: UTF8.self)
         guard tail.starts(with: key), tail.suffix(end.count).elementsEqual(end), SHA256Value(validHex: recorded) != nil else {
-            throw damaged("its summary does not end with the record's digest (record_sha256)")
+            return "its summary does not end with the record's digest (record_sha256)"
         }
-        let covered = size - tailLength + Int64(key.count)
-        let reader = try storage.openReader(name)
         var hasher = SHA256()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { buffer.deallocate() }
-        var position: Int64 = 0
-        while position < covered {
-            let count = Int(min(Int64(buffer.count), covered - position))
-            try reader.read(into: buffer.baseAddress!, count: count, at: position)
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-            position += Int64(count)
-        }
-        guard Digest.hex(hasher.finalize()) == recorded else {
-            throw damaged("its bytes changed (the SHA-256 of the record differs from the one it ends with)")
-        }
+        try storage.read(name, offset: 0, length: size - tailLength + Int64(key.count)) { hasher.update(bufferPointer: $0) }
+        return Digest.hex(hasher.finalize()) == recorded ? nil : "its bytes changed (the SHA-256 of the record differs from the one it ends with)"
+    }
+
+    /// ``digestProblem()``, thrown as damage.
+    public func checkDigest() throws {
+        if let problem = try digestProblem() { throw damaged(problem) }
     }
 
     /// Where the header ends and the summary line starts.

@@ -93,10 +93,19 @@ public struct Restorer {
         if restoresMedia { folders.append(PathText.parent(layout.mediaRoot)) }
         let targetLock = dryRun ? nil : try TargetLock(folders: folders)
         defer { withExtendedLifetime(targetLock) {} }
-        // A restore of these targets killed between its two renames: its database goes into
-        // place now. When it was this very snapshot, what is left is the check of the result.
-        if !dryRun, restoresDatabase, restoresMedia, let finished = finishPublishing(layout), finished == snap.id {
+        // A restore of these targets killed while it put them in place (its media there, its
+        // database not yet): the same snapshot's restore finishes it, then checks the result.
+        // Another snapshot's is refused without --force (which restores over it).
+        let interrupted = dryRun || !restoresDatabase || !restoresMedia ? nil : interruptedPublish(layout)
+        if let interrupted, interrupted.note.snapshot != snap.id, !force {
+            throw CofferError(.failed, operation: "restore into", subject: layout.mediaRoot,
+                              cause: "a restore of snapshot \(interrupted.note.snapshot) was stopped while it put these targets in place (its media are there, its database is not); nothing was changed",
+                              hint: "run `coffer restore --snapshot \(interrupted.note.snapshot)` with the same targets to finish it, or pass --force to restore \(snap.id) over it")
+        }
+        if let interrupted, interrupted.note.snapshot == snap.id {
+            try finishPublishing(interrupted, layout: layout)
             logger.warning("finished the restore of snapshot \(snap.id) stopped while it was put in place (its media were, its database was not)")
+            report.pathsRewritten = interrupted.note.pathsRewritten
             sweepStaging(layout)
             var verifier = resultVerifier(after: nil)
             verifier.stopsWhenAsked = false
@@ -206,24 +215,18 @@ public struct Restorer {
 
         // Into place: only now are the targets touched. Two renames, the media then the
         // database: a note beside the staged database first, so that a run killed between
-        // them is finished by the next (``finishPublishing(_:snapshot:)``).
+        // them is finished by the next (``finishPublishing(_:layout:)``).
         var wholeMediaRoot = true
         if let stagedMedia, let stagedDatabase {
-            try PublishNote(snapshot: snap.id, dbPath: layout.dbPath, mediaRoot: layout.mediaRoot, mediaStaging: stagedMedia)
-                .write(into: PathText.parent(stagedDatabase))
+            try PublishNote(snapshot: snap.id, dbPath: layout.dbPath, mediaRoot: layout.mediaRoot, mediaStaging: stagedMedia,
+                            pathsRewritten: report.pathsRewritten).write(into: PathText.parent(stagedDatabase))
         }
         if let stagedMedia { wholeMediaRoot = try publishMedia(stagedMedia, to: layout.mediaRoot) }
         // Test-only: holds the run between the two renames, for the kill -9 test there.
         if let pause = ProcessInfo.processInfo.environment["COFFER_TEST_PAUSE_BETWEEN_RENAMES"].flatMap(Double.init) {
             Thread.sleep(forTimeInterval: pause)
         }
-        if let stagedDatabase {
-            // A write-ahead log left by the database being replaced would be replayed into the
-            // restored one: it goes first (the pipeline must be stopped for a forced restore).
-            for suffix in ["-wal", "-shm"] { unlink(layout.dbPath + suffix) }
-            guard rename(stagedDatabase, layout.dbPath) == 0 else { throw CofferError.system("rename database into", layout.dbPath, errno: errno) }
-            try FileSystem.syncDirectory(PathText.parent(layout.dbPath))
-        }
+        if let stagedDatabase { try Self.placeDatabase(stagedDatabase, at: layout.dbPath) }
         report.restoreSeconds = Date().timeIntervalSince(started)
         logger.debug("in place", metadata: ["seconds": "\(report.restoreSeconds)"])
 
@@ -375,6 +378,7 @@ public struct Restorer {
         var dbPath: String
         var mediaRoot: String
         var mediaStaging: String
+        var pathsRewritten = 0
         static let name = "publishing.json"
 
         func write(into folder: String) throws {
@@ -388,33 +392,55 @@ public struct Restorer {
         }
     }
 
-    /// Finishes a restore of these targets killed between its two renames: its media are in
-    /// place (their staging is gone, or empty), its database is still staged beside DB_PATH,
-    /// where nothing is. That database was checked whole before the first rename; it goes into
-    /// place. Returns the snapshot it belongs to. Called under the targets' lock; anything
-    /// else a killed restore left is swept later, as before.
-    func finishPublishing(_ layout: VolumeLayout) -> String? {
-        guard FileSystem.status(layout.dbPath).isFailure, case .success(let media) = FileSystem.status(layout.mediaRoot),
+    /// The staged database in place: a write-ahead log left by a database it replaces would
+    /// be replayed into it, so that goes first (the pipeline must be stopped for a forced
+    /// restore); then the rename, and the folder synced.
+    static func placeDatabase(_ staged: String, at dbPath: String) throws {
+        for suffix in ["-wal", "-shm"] { unlink(dbPath + suffix) }
+        guard rename(staged, dbPath) == 0 else { throw CofferError.system("rename database into", dbPath, errno: errno) }
+        try FileSystem.syncDirectory(PathText.parent(dbPath))
+    }
+
+    /// A restore of these targets killed between its two renames, found by its note: nothing
+    /// at DB_PATH, its database still staged beside it (checked whole before the note was
+    /// written), MEDIA_ROOT there. `staging` is the database's staging folder.
+    func interruptedPublish(_ layout: VolumeLayout) -> (note: PublishNote, staging: String)? {
+        guard FileSystem.status(layout.dbPath).isFailure, case .success(let media) = FileSystem.status(PathBytes(layout.mediaRoot.utf8), followLinks: true),
               media.kind == .directory else { return nil }
         let directory = PathText.parent(layout.dbPath)
-        var found: String?
+        var found: (PublishNote, String)?
         try? DirectoryWalker(root: directory).list { entry in
             guard found == nil, entry.kind == .directory, entry.relativePath.starts(with: PathBytes(".coffer-restore-db.".utf8)) else { return }
             let staging = directory + "/" + PathText.display(entry.relativePath)
             guard let data = try? Data(contentsOf: URL(fileURLWithPath: staging + "/" + PublishNote.name)),
                   let note = try? JSONDecoder().decode(PublishNote.self, from: data),
                   note.dbPath == layout.dbPath, note.mediaRoot == layout.mediaRoot,
-                  !FileSystem.status(staging + "/db.sqlite").isFailure else { return }
-            var mediaLeft = false
-            if case .success = FileSystem.status(note.mediaStaging) {
-                try? DirectoryWalker(root: note.mediaStaging).list { _ in mediaLeft = true }
-            }
-            guard !mediaLeft, rename(staging + "/db.sqlite", layout.dbPath) == 0 else { return }
-            try? FileSystem.syncDirectory(directory)
-            FileSystem.removeTree(PathBytes(staging.utf8))
-            found = note.snapshot
+                  !FileSystem.status(staging + "/db.sqlite").isFailure,
+                  // Its media landed (staged beside: renamed away), or wait inside the mount.
+                  FileSystem.status(note.mediaStaging).isFailure || PathText.parent(note.mediaStaging) == layout.mediaRoot else { return }
+            found = (note, staging)
         }
         return found
+    }
+
+    /// Finishes it: what is left of the media's staging moves into place (staged inside a
+    /// mount point, the top-level folders move one at a time; beside MEDIA_ROOT, the one
+    /// rename was done), then the database. Called under the targets' lock.
+    func finishPublishing(_ interrupted: (note: PublishNote, staging: String), layout: VolumeLayout) throws {
+        let mediaStaging = interrupted.note.mediaStaging
+        if PathText.parent(mediaStaging) == layout.mediaRoot, case .success = FileSystem.status(mediaStaging) {
+            var names: [PathBytes] = []
+            try DirectoryWalker(root: mediaStaging).list { names.append($0.relativePath) }
+            for name in names {
+                let source = PathBytes(mediaStaging.utf8).appendingComponent(name), target = PathBytes(layout.mediaRoot.utf8).appendingComponent(name)
+                if source.withCPath({ s in target.withCPath { rename(s, $0) } }) != 0 {
+                    throw CofferError.system("rename media into", PathText.display(target), errno: errno)
+                }
+            }
+            try FileSystem.syncDirectory(layout.mediaRoot)
+        }
+        try Self.placeDatabase(interrupted.staging + "/db.sqlite", at: layout.dbPath)
+        FileSystem.removeTree(PathBytes(interrupted.staging.utf8))
     }
 
     static func stagingPrefixes(_ layout: VolumeLayout) -> [(directory: String, prefix: String)] {

@@ -55,7 +55,13 @@ public struct Pruner {
         let lock = try repository.lock(exclusive: true, command: "prune")
         defer { withExtendedLifetime(lock) {} }
         if !dryRun { repository.storage.sweepTemporaryFiles() }
-        let (all, damaged) = try repository.snapshots()
+        var (all, damaged) = try repository.snapshots()
+        // A record changed since it was written would be rewritten below with a new digest
+        // that vouches for the change: none is touched while one is damaged.
+        for snap in all {
+            let reader = try repository.reader(for: snap)
+            if let problem = try reader.digestProblem() { damaged.append((reader.name, reader.damaged(problem))) }
+        }
         guard damaged.isEmpty else {
             throw CofferError(.failed, operation: "prune", subject: repository.location,
                               cause: "\(damaged.count) snapshot record(s) are damaged (first: \(damaged[0].name)); nothing was changed",

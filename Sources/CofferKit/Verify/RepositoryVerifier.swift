@@ -51,18 +51,20 @@ public struct RepositoryVerifier {
         }
         let chosen = try snapshot.map { [try repository.resolve($0)] } ?? listed
         report.snapshots = chosen.map(\.id)
-        // Every record's digest (a byte changed anywhere in it) and its problems and findings
-        // (listing records only counts them). A damaged record is reported (when it is one
-        // being verified) and left out of what follows, which reads the records again.
+        // Every record's digest (a byte changed anywhere in it), and the problems and findings
+        // of those being verified (listing records only counts them). A damaged record is
+        // reported (when it is one being verified) and left out of what follows, which reads
+        // the records again.
         var unreadable = Set<String>()
         for snap in listed {
+            let isChosen = chosen.contains { $0.id == snap.id }
             do {
                 let reader = try repository.reader(for: snap)
                 try reader.checkDigest()
-                try reader.forEachDetail(problem: { _ in }, finding: { _ in })
+                if isChosen { try reader.forEachDetail(problem: { _ in }, finding: { _ in }) }
             } catch let error as CofferError {
                 unreadable.insert(snap.id)
-                guard chosen.contains(where: { $0.id == snap.id }) else { continue }
+                guard isChosen else { continue }
                 report.findings.append(.init(kind: "snapshot_damaged", path: "snapshots/\(snap.id).jsonl", snapshots: [snap.id], message: error.cause))
             }
         }

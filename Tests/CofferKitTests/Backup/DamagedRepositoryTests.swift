@@ -230,6 +230,22 @@ import Testing
         #expect(after.map(\.kind) == ["snapshot_damaged"], "\(after)")
     }
 
+    /// A record in format 1 (before records carried a digest) has none to check: it is read,
+    /// verified and restored as before. In format 2 the digest is required.
+    @Test func aFormatOneRecordHasNoDigestToCheck() throws {
+        let (fixture, first, _) = try twoSnapshots()
+        let record = fixture.repo + "/snapshots/\(first.id).jsonl"
+        chmod(record, 0o644)
+        var text = try String(contentsOfFile: record, encoding: .utf8)
+        let digest = try #require(text.range(of: #",\"record_sha256\":\"[0-9a-f]{64}\"\}\n$"#, options: .regularExpression))
+        text.replaceSubrange(digest, with: "}\n")
+        try text.write(toFile: record, atomically: false, encoding: .utf8)
+        #expect(try fixture.verifyRepository(readData: false).findings.map(\.kind) == ["snapshot_damaged"], "format 2 without a digest")
+        try text.replacingOccurrences(of: #""format":2"#, with: #""format":1"#).write(toFile: record, atomically: false, encoding: .utf8)
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+        #expect(try fixture.restore(into: "old", snapshot: first.id).status == .ok)
+    }
+
     @Test func aMissingPackAndADamagedRecordAreFound() throws {
         let (fixture, first, second) = try twoSnapshots()
         try FileManager.default.removeItem(atPath: fixture.repo + "/" + second.summary.pack.name)
@@ -575,8 +591,6 @@ import Testing
         }
     }
 
-    /// A file backed up with setuid, setgid and sticky bits is recorded as it was, and restored
-    /// with its permission bits only.
     /// A snapshot records permission bits only (a setuid media file is stored as 0755), and a
     /// record that holds more (setuid, setgid, sticky: written by hand) is refused by restore.
     @Test func modesAreMaskedToPermissionBits() throws {

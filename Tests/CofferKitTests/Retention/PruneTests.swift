@@ -179,11 +179,23 @@ import Testing
         let error = #expect(throws: CofferError.self) { try prune(fixture, KeepPolicy()) }
         #expect(error?.status == .usage)
         // A damaged record: nothing is deleted (its packs might be all that is left of it).
+        // One that still reads (a mode changed) is damaged too: prune would otherwise rewrite
+        // it with a digest that vouches for the change.
         let all = try fixture.repository().snapshots().snapshots
         let record = fixture.repo + "/snapshots/\(all[1].id).jsonl"
         chmod(record, 0o644)
-        #expect(truncate(record, 100) == 0)
+        let original = try Data(contentsOf: URL(fileURLWithPath: record))
+        let text = String(decoding: original, as: UTF8.self)
+        let mode = try #require(text.range(of: #""mode":4"#))
+        try text.replacingCharacters(in: mode, with: #""mode":5"#).write(toFile: record, atomically: false, encoding: .utf8)
+        let records = try FileManager.default.contentsOfDirectory(atPath: fixture.repo + "/snapshots").sorted()
         let packs = try fixture.packs()
+        let changed = #expect(throws: CofferError.self) { try prune(fixture, KeepPolicy(last: 1)) }
+        #expect(changed?.status == .failed)
+        #expect(changed?.message.contains(all[1].id) == true, "\(changed?.message ?? "")")
+        #expect(try fixture.packs() == packs)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.repo + "/snapshots").sorted() == records)
+        #expect(truncate(record, 100) == 0)
         let damaged = #expect(throws: CofferError.self) { try prune(fixture, KeepPolicy(last: 1)) }
         #expect(damaged?.status == .failed)
         #expect(try fixture.packs() == packs)
