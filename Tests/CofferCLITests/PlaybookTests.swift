@@ -91,19 +91,10 @@ import Testing
         for (number, block) in runnable.enumerated() {
             var script = block.text
             for (from, to) in replacements { script = script.replacingOccurrences(of: from, with: to) }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/bash")
-            process.arguments = ["-e", "-o", "pipefail", "-c", script]
-            process.environment = ["PATH": "\(bin):/usr/bin:/bin", "HOME": scratch.path]
-            process.currentDirectoryURL = URL(fileURLWithPath: scratch.path)
-            let out = Pipe()
-            process.standardOutput = out
-            process.standardError = out
-            try process.run()
-            let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0, "\(playbook), block \(number + 1) exited \(process.terminationStatus):\n\(script)\n---\n\(output)")
-            guard process.terminationStatus == 0 else { return }
+            let (status, output) = try runScript("/bin/bash", ["-e", "-o", "pipefail", "-c", script],
+                                                 environment: ["PATH": "\(bin):/usr/bin:/bin", "HOME": scratch.path], in: scratch.path)
+            #expect(status == 0, "\(playbook), block \(number + 1) exited \(status):\n\(script)\n---\n\(output)")
+            guard status == 0 else { return }
         }
         // Each story ends where it says it does.
         switch playbook {
@@ -130,19 +121,27 @@ import Testing
         let scratch = try Scratch()
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("scripts/demo").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: script)
-        process.environment = ["PATH": "/usr/bin:/bin", "HOME": scratch.path, "TMPDIR": scratch.path,
-                               "COFFER_BIN": CofferBinary.url.deletingLastPathComponent().path]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(output)")
+        let (status, output) = try runScript(script, [], environment: ["PATH": "/usr/bin:/bin", "HOME": scratch.path, "TMPDIR": scratch.path,
+                                                                         "COFFER_BIN": CofferBinary.url.deletingLastPathComponent().path])
+        #expect(status == 0, "\(output)")
         #expect(output.contains("(exit 2)"), "the status of the lost volume")
         #expect(output.range(of: #"restored snapshot \S+ in [0-9.]+ s: [0-9]+ files .* [1-9][0-9]* paths rewritten"#, options: .regularExpression) != nil, "\(output)")
         #expect(output.contains("Everything stays in \(scratch.path)/coffer-demo."), "its scratch under TMPDIR, removed with the test's")
     }
+}
+
+/// Runs a script to its end: its exit status and what it wrote (stdout and stderr together).
+func runScript(_ executable: String, _ arguments: [String], environment: [String: String], in directory: String? = nil) throws -> (Int32, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.environment = environment
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = out
+    try process.run()
+    let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
 }
