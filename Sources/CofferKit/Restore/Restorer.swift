@@ -215,9 +215,10 @@ public struct Restorer {
 
         // Into place: only now are the targets touched. Two renames, the media then the
         // database: a note beside the staged database first, so that a run killed between
-        // them is finished by the next (``finishPublishing(_:layout:)``).
+        // them is finished by the next (``finishPublishing(_:layout:)``). Not for media merged
+        // into a media root that holds files (--force): that is done again, with --force.
         var wholeMediaRoot = true
-        if let stagedMedia, let stagedDatabase {
+        if let stagedMedia, let stagedDatabase, isFresh(layout.mediaRoot) {
             try PublishNote(snapshot: snap.id, dbPath: layout.dbPath, mediaRoot: layout.mediaRoot, mediaStaging: stagedMedia,
                             pathsRewritten: report.pathsRewritten).write(into: PathText.parent(stagedDatabase))
         }
@@ -429,18 +430,24 @@ public struct Restorer {
     func finishPublishing(_ interrupted: (note: PublishNote, staging: String), layout: VolumeLayout) throws {
         let mediaStaging = interrupted.note.mediaStaging
         if PathText.parent(mediaStaging) == layout.mediaRoot, case .success = FileSystem.status(mediaStaging) {
-            var names: [PathBytes] = []
-            try DirectoryWalker(root: mediaStaging).list { names.append($0.relativePath) }
-            for name in names {
-                let source = PathBytes(mediaStaging.utf8).appendingComponent(name), target = PathBytes(layout.mediaRoot.utf8).appendingComponent(name)
-                if source.withCPath({ s in target.withCPath { rename(s, $0) } }) != 0 {
-                    throw CofferError.system("rename media into", PathText.display(target), errno: errno)
-                }
-            }
-            try FileSystem.syncDirectory(layout.mediaRoot)
+            try Self.moveEntries(of: mediaStaging, into: layout.mediaRoot)
         }
         try Self.placeDatabase(interrupted.staging + "/db.sqlite", at: layout.dbPath)
         FileSystem.removeTree(PathBytes(interrupted.staging.utf8))
+    }
+
+    /// The top-level entries of a staging folder inside MEDIA_ROOT (a mount point) moved up
+    /// into it, a rename each, and MEDIA_ROOT synced.
+    static func moveEntries(of staging: String, into mediaRoot: String) throws {
+        var names: [PathBytes] = []
+        try DirectoryWalker(root: staging).list { names.append($0.relativePath) }
+        for name in names {
+            let source = PathBytes(staging.utf8).appendingComponent(name), target = PathBytes(mediaRoot.utf8).appendingComponent(name)
+            if source.withCPath({ s in target.withCPath { rename(s, $0) } }) != 0 {
+                throw CofferError.system("rename media into", PathText.display(target), errno: errno)
+            }
+        }
+        try FileSystem.syncDirectory(mediaRoot)
     }
 
     static func stagingPrefixes(_ layout: VolumeLayout) -> [(directory: String, prefix: String)] {
@@ -772,16 +779,7 @@ public struct Restorer {
                 try merge(staging, into: mediaRoot)
                 return false
             }
-            var names: [PathBytes] = []
-            try DirectoryWalker(root: staging).list { names.append($0.relativePath) }
-            for name in names {
-                let source = PathBytes(staging.utf8).appendingComponent(name)
-                let target = PathBytes(mediaRoot.utf8).appendingComponent(name)
-                if source.withCPath({ s in target.withCPath { rename(s, $0) } }) != 0 {
-                    throw CofferError.system("rename media into", PathText.display(target), errno: errno)
-                }
-            }
-            try FileSystem.syncDirectory(mediaRoot)
+            try Self.moveEntries(of: staging, into: mediaRoot)
             return true
         }
         if case .success(let info) = FileSystem.status(mediaRoot), info.kind == .directory {
