@@ -38,10 +38,17 @@ public struct CofferError: Error, LocalizedError, Equatable, Sendable {
     }
 
     /// A failure (exit 2) from a POSIX call. A full disk and a file size limit get their hint
-    /// unless the caller gives one.
+    /// unless the caller gives one; a full disk also says what is free there now (of what size).
     public static func system(_ operation: String, _ path: String, errno code: Int32, hint: String? = nil) -> CofferError {
-        CofferError(.failed, operation: operation, subject: path, cause: String(cString: strerror(code)),
-                    hint: hint ?? defaultHint(errno: code))
+        var cause = String(cString: strerror(code))
+        if code == ENOSPC {
+            var probe = path
+            while FileSystem.status(probe).isFailure, probe != "/", !probe.isEmpty { probe = PathText.parent(probe) }
+            if case .success(let space) = FileSystem.freeSpace(probe) {
+                cause += " (\(Formatting.bytes(Int64(clamping: space.available))) free of \(Formatting.bytes(Int64(clamping: space.total))) there)"
+            }
+        }
+        return CofferError(.failed, operation: operation, subject: path, cause: cause, hint: hint ?? defaultHint(errno: code))
     }
 
     static func defaultHint(errno code: Int32) -> String? {

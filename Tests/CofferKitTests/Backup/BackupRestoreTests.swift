@@ -556,6 +556,7 @@ import Testing
         #expect(backupError?.status == .failed)
         #expect(backupError?.message.contains("No space left on device") == true, "\(backupError?.message ?? "")")
         #expect(backupError?.message.contains(repo) == true, "\(backupError?.message ?? "")")
+        #expect(backupError?.message.contains(" free of 8.0 MiB there)") == true, "\(backupError?.message ?? "")")
         #expect(try entries("packs") == packs)
         #expect(try entries("snapshots") == records)
         #expect(try entries("tmp").isEmpty)
@@ -654,7 +655,8 @@ import Testing
         let copy = disk.path + "/copy.sqlite"
         let failed = #expect(throws: CofferError.self) { try DatabaseCopy.take(from: fixture.volume.dbPath, to: copy) }
         #expect(failed?.status == .failed)
-        #expect(failed?.message.contains("write the database copy \(copy): No space left on device") == true, "\(failed?.message ?? "")")
+        #expect(failed?.message.contains("write the database copy \(copy): No space left on device (") == true, "\(failed?.message ?? "")")
+        #expect(failed?.message.contains(" free of 1.0 MiB there)") == true, "\(failed?.message ?? "")")
         #expect(failed?.message.contains("not an error") == false)
     }
 
