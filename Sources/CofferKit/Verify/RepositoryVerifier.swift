@@ -184,6 +184,12 @@ public struct RepositoryVerifier {
             report = packReport
             report.findings += databaseReport.findings
             for item in packDamage where seenDamaged.insert(item.key).inserted { damagedEntries.append(item) }
+            // A pack whose digest differs while every entry's data is whole was changed in
+            // its headers: the entry whose header it was is named, when its header says so.
+            let damagedPacks = Set(report.findings.filter { $0.kind == "pack_damaged" }.map(\.path))
+            for item in try damagedHeaders(in: damagedPacks, all: all, repository: repository) where seenDamaged.insert(item.key).inserted {
+                damagedEntries.append(item)
+            }
             progress?.finish()
         }
         if !damagedEntries.isEmpty {
@@ -218,6 +224,41 @@ public struct RepositoryVerifier {
             report.findings.append(.init(kind: "pack_damaged", path: pack.name, snapshots: snapshotsNeeding(pack.name), message: pack.message))
         }
         return merge.damaged
+    }
+
+    /// The entries of `packs` whose tar header (the 512 bytes before their data) is damaged:
+    /// its checksum does not add up, or it gives another size than the record. (A name that
+    /// is not plain ASCII has a pax header before that one, which this does not look at.)
+    func damagedHeaders(in packs: Set<String>, all: [Snapshot], repository: Repository) throws -> [(key: EntryKey, message: String)] {
+        guard !packs.isEmpty else { return [] }
+        var entries: [EntryKey: Int64] = [:]
+        for snap in all {
+            let db = snap.summary.database
+            if packs.contains(db.pack) { entries[EntryKey(pack: db.pack, offset: db.offset)] = db.storedSize }
+            try repository.reader(for: snap).files { if packs.contains($0.pack) { entries[EntryKey(pack: $0.pack, offset: $0.offset)] = $0.size } }
+        }
+        var damaged: [(key: EntryKey, message: String)] = []
+        for (key, size) in entries.sorted(by: { ($0.key.pack, $0.key.offset) < ($1.key.pack, $1.key.offset) }) where key.offset >= 512 {
+            guard let header = try? [UInt8](repository.storage.get(key.pack, offset: key.offset - 512, length: 512)) else { continue }
+            if let problem = Self.tarHeaderProblem(header, size: size) { damaged.append((key, problem)) }
+        }
+        return damaged
+    }
+
+    /// What is wrong with a ustar header for an entry of `size` bytes, if anything.
+    static func tarHeaderProblem(_ header: [UInt8], size: Int64) -> String? {
+        func octal(_ field: ArraySlice<UInt8>) -> Int64? {
+            let digits = field.prefix { $0 != 0 && $0 != 0x20 }.drop { $0 == 0x20 }
+            guard !digits.isEmpty, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x37 }) else { return nil }
+            return digits.reduce(Int64(0)) { $0 * 8 + Int64($1 - 0x30) }
+        }
+        let field = header[148..<156].drop { $0 == 0x20 }
+        let sum = header.enumerated().reduce(Int64(0)) { $0 + Int64((148..<156).contains($1.offset) ? 0x20 : $1.element) }
+        guard let recorded = octal(field), recorded == sum else { return "its tar header is damaged (its checksum does not add up)" }
+        if size < 0o77777777777, let stated = octal(header[124..<136]), stated != size {
+            return "its tar header gives \(stated) bytes, the record \(size)"
+        }
+        return nil
     }
 
     /// Names damaged entries: the file (or database copy) each one holds, and every snapshot

@@ -54,10 +54,20 @@ import Testing
 
     @Test func aFlippedHeaderByteIsFound() throws {
         let (fixture, first, _) = try twoSnapshots()
+        // Whole packs (hostile names: pax headers, non-UTF-8 bytes): no header looks damaged.
+        let repository = try fixture.repository()
+        let all = try repository.snapshots().snapshots
+        let packs = Set(try repository.storage.list("packs"))
+        #expect(packs.count == 2)
+        #expect(try RepositoryVerifier(repository: fixture.repo).damagedHeaders(in: packs, all: all, repository: repository).isEmpty)
         let file = try fixture.firstFile(in: first)
         try flipByte(fixture.repo + "/" + file.pack, at: file.offset - 512 + 10) // inside the entry's ustar header name
         let report = try fixture.verifyRepository()
         #expect(report.findings.contains { $0.kind == "pack_damaged" }, "\(report.findings)")
+        // The file whose header it was, with every snapshot that needs it.
+        #expect(report.findings.contains {
+            $0.kind == "file_damaged" && $0.path == PathText.display(file.path) && $0.message.contains("tar header") && $0.snapshots.contains(first.id)
+        }, "\(report.findings)")
         #expect(throws: CofferError.self) { try fixture.restore(into: "after-header-flip") }
     }
 
