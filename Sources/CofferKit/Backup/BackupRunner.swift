@@ -56,6 +56,7 @@ public struct BackupRunner {
 
     public func run() throws -> BackupReport {
         let started = Date()
+        let timings = Timings(started: started)
         let layout = configuration.layout
         // A repository inside the library would back itself up, growing without end.
         if let repo = configuration.repo, (repo + "/").hasPrefix(layout.libraryRoot + "/") {
@@ -115,7 +116,8 @@ public struct BackupRunner {
         let copy = try DatabaseCopy.take(from: source, source: layout.dbPath, to: copyPath)
         try afterCopying?()
         report.databaseBytes = copy.size
-        logger.debug("database copied", metadata: ["bytes": "\(copy.size)", "seconds": "\(Date().timeIntervalSince(started))"])
+        let copiedAt = timings.mark("database_copied")
+        logger.debug("database copied", metadata: ["bytes": "\(copy.size)", "seconds": "\(copiedAt)"])
 
         // 2. Beside this thread (the media, collected and packed): the copy is integrity-checked,
         // described and compressed on a second, and reconciled with the media on a third; the
@@ -124,7 +126,7 @@ public struct BackupRunner {
         let databaseLane = DatabaseLane(copy: copy, parent: parent?.summary.database)
         let group = DispatchGroup()
         DispatchQueue.global().async(group: group) { [dryRun, logger] in
-            databaseLane.run(compressTo: dryRun ? nil : zstPath, logger: logger, started: started)
+            databaseLane.run(compressTo: dryRun ? nil : zstPath, logger: logger, timings: timings)
         }
         defer { group.wait() } // the copy is removed only after the lane is done with it
         func databaseResult() throws -> DatabaseCopy {
@@ -165,7 +167,8 @@ public struct BackupRunner {
                     if finding.path == PathText.display(copyPath) { finding.path = PathText.display(layout.dbPath) }
                     return finding
                 }
-                logger.debug("reconciliation done", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
+                let reconciledAt = timings.mark("reconciled")
+                logger.debug("reconciliation done", metadata: ["seconds": "\(reconciledAt)"])
             } catch {
                 reconciliation.error = error
             }
@@ -197,7 +200,8 @@ public struct BackupRunner {
         }
         let packNames = parentMerge?.packNames ?? []
         parentMerge = nil
-        logger.debug("media collected", metadata: ["files": "\(report.files)", "to store": "\(report.filesAdded)", "seconds": "\(Date().timeIntervalSince(started))"])
+        let collectedAt = timings.mark("media_collected")
+        logger.debug("media collected", metadata: ["files": "\(report.files)", "to store": "\(report.filesAdded)", "seconds": "\(collectedAt)"])
         try afterCollecting?()
         if dryRun { report.bytesAdded = bytesToWrite }
         let compressed = Self.compressedCopyEstimate(copy.size, parent: parent?.summary.database)
@@ -284,7 +288,8 @@ public struct BackupRunner {
             if waiting.count - head >= 4096 { try recordReady(waitingForAll: true) }
         }
         try recordReady(waitingForAll: true)
-        logger.debug("media stored", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
+        let storedAt = timings.mark("media_stored")
+        logger.debug("media stored", metadata: ["seconds": "\(storedAt)"])
         // Joined before anything is committed: a reconciliation that fails leaves no pack.
         let findings = try reconciled()
         report.findings = findings.count
@@ -318,7 +323,7 @@ public struct BackupRunner {
             files: recordedFiles, bytes: recordedBytes, bytesAdded: report.bytesAdded,
             bytesRead: report.bytesRead, pack: .init(name: packName, size: pack.size, sha256: pack.sha256),
             database: database, problems: Array(problems.prefix(recordedListLimit)), findings: Array(findings.prefix(recordedListLimit)),
-            seconds: ["total": Date().timeIntervalSince(started)],
+            seconds: timings.all.merging(["total": Date().timeIntervalSince(started)]) { $1 },
             problemsTotal: problems.count > recordedListLimit ? problems.count : nil,
             findingsTotal: findings.count > recordedListLimit ? findings.count : nil)
         try snapshotWriter.summary(summary)
@@ -331,6 +336,33 @@ public struct BackupRunner {
         report.problems = problems
         report.seconds = Date().timeIntervalSince(started)
         return report
+    }
+
+    /// When each part of a run ended, in seconds from its start (from the threads that do
+    /// them): logged with `--verbose`, and kept in the record's `seconds`.
+    final class Timings: @unchecked Sendable {
+        let started: Date
+        private let lock = NSLock()
+        private var marks: [String: Double] = [:]
+
+        init(started: Date) { self.started = started }
+
+        /// Notes that `part` ended now; returns the seconds since the start. (Not inside a log
+        /// line: its metadata is evaluated only when the line is logged.)
+        @discardableResult
+        func mark(_ part: String) -> Double {
+            let seconds = Date().timeIntervalSince(started)
+            lock.lock()
+            marks[part] = seconds
+            lock.unlock()
+            return seconds
+        }
+
+        var all: [String: Double] {
+            lock.lock()
+            defer { lock.unlock() }
+            return marks
+        }
     }
 
     /// The reconciliation's result, from its thread.
@@ -396,12 +428,13 @@ public struct BackupRunner {
             self.parent = parent
         }
 
-        func run(compressTo zstPath: String?, logger: Logger, started: Date) {
+        func run(compressTo zstPath: String?, logger: Logger, timings: Timings) {
             do {
                 if let parent, parent.integrityCheck == "ok", parent.size == copy.size, try copy.fileSHA256() == parent.sha256 {
                     copy.adopt(parent)
                     reused = parent
-                    logger.debug("database unchanged since the parent snapshot", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
+                    let checkedAt = timings.mark("database_checked")
+                    logger.debug("database unchanged since the parent snapshot", metadata: ["seconds": "\(checkedAt)"])
                     return
                 }
                 // The check and the compression only read the copy: side by side, they take the
@@ -412,12 +445,14 @@ public struct BackupRunner {
                     DispatchQueue.global().async(group: group) { [copy] in
                         compression.run(copy, into: zstPath)
                         guard compression.error == nil else { return }
-                        logger.debug("database copy compressed", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
+                        let compressedAt = timings.mark("database_compressed")
+                        logger.debug("database copy compressed", metadata: ["seconds": "\(compressedAt)"])
                     }
                 }
                 defer { group.wait() } // the copy is removed only after both are done with it
                 try copy.describe()
-                logger.debug("database copy checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
+                let checkedAt = timings.mark("database_checked")
+                logger.debug("database copy checked", metadata: ["seconds": "\(checkedAt)"])
                 group.wait()
                 if let error = compression.error { throw error }
                 if let result = compression.result {

@@ -98,7 +98,12 @@ import Testing
         #expect(db.rowCounts["jobs"] == fixture.volume.generated.jobs)
         #expect(db.rowCounts["job_events"] == fixture.volume.generated.events)
         #expect(db.pageCount > 0 && db.pageSize > 0 && db.sha256.count == 64)
-        #expect(snapshot.summary.seconds["total"] != nil)
+        // Timings: when each part of the run ended, from its start, the whole run last.
+        let seconds = snapshot.summary.seconds
+        #expect(Set(seconds.keys) == ["database_copied", "media_collected", "media_stored", "reconciled", "database_checked", "database_compressed", "total"], "\(seconds)")
+        let total = try #require(seconds["total"])
+        #expect(seconds.values.allSatisfy { $0 >= 0 && $0 <= total }, "\(seconds)")
+        #expect(seconds["database_copied"]! <= seconds["media_collected"]! && seconds["media_collected"]! <= seconds["media_stored"]!, "\(seconds)")
         var count = 0
         try repository.reader(for: snapshot).files { file in
             count += 1
