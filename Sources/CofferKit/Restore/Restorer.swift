@@ -135,7 +135,7 @@ public struct Restorer {
         if restoresDatabase {
             let directory = PathText.parent(layout.dbPath)
             try FileSystem.makeDirectories(directory, mode: 0o755)
-            let staging = try ScratchDirectory(prefix: ".coffer-restore-db", in: directory)
+            let staging = try ScratchDirectory(prefix: Self.databaseStagingPrefix, in: directory)
             cleanup.append { staging.remove() }
             let path = staging.path + "/db.sqlite"
             DispatchQueue.global().async(group: group) { [self] in
@@ -288,6 +288,9 @@ public struct Restorer {
 
     static func mediaStagingPrefix(_ layout: VolumeLayout) -> String { mediaStagingPrefix(layout.mediaRoot) }
 
+    /// The database's staging folder beside DB_PATH is named this, a dot and a random part.
+    static let databaseStagingPrefix = ".coffer-restore-db"
+
     static func mediaStagingPrefix(_ mediaRoot: String) -> String {
         ".coffer-restore-\((mediaRoot as NSString).lastPathComponent)"
     }
@@ -411,7 +414,7 @@ public struct Restorer {
         let directory = PathText.parent(layout.dbPath)
         var found: (PublishNote, String)?
         try? DirectoryWalker(root: directory).list { entry in
-            guard found == nil, entry.kind == .directory, entry.relativePath.starts(with: PathBytes(".coffer-restore-db.".utf8)) else { return }
+            guard found == nil, entry.kind == .directory, entry.relativePath.starts(with: PathBytes((Self.databaseStagingPrefix + ".").utf8)) else { return }
             let staging = directory + "/" + PathText.display(entry.relativePath)
             guard let data = try? Data(contentsOf: URL(fileURLWithPath: staging + "/" + PublishNote.name)),
                   let note = try? JSONDecoder().decode(PublishNote.self, from: data),
@@ -433,7 +436,7 @@ public struct Restorer {
             try Self.moveEntries(of: mediaStaging, into: layout.mediaRoot)
         }
         try Self.placeDatabase(interrupted.staging + "/db.sqlite", at: layout.dbPath)
-        FileSystem.removeTree(PathBytes(interrupted.staging.utf8))
+        FileSystem.removeTree(interrupted.staging)
     }
 
     /// The top-level entries of a staging folder inside MEDIA_ROOT (a mount point) moved up
@@ -452,7 +455,7 @@ public struct Restorer {
 
     static func stagingPrefixes(_ layout: VolumeLayout) -> [(directory: String, prefix: String)] {
         [(mediaStagingFolder(layout), mediaStagingPrefix(layout) + "."),
-         (PathText.parent(layout.dbPath), ".coffer-restore-db.")]
+         (PathText.parent(layout.dbPath), databaseStagingPrefix + ".")]
     }
 
     func sweepStaging(_ layout: VolumeLayout) {
@@ -521,8 +524,7 @@ public struct Restorer {
     }
 
     func checkSpace(bytes: Int64, near layout: VolumeLayout) throws {
-        var probe = restoresMedia ? layout.mediaRoot : layout.dbPath
-        while case .failure = FileSystem.status(probe), probe != "/" { probe = PathText.parent(probe) }
+        let probe = FileSystem.nearestExisting(restoresMedia ? layout.mediaRoot : layout.dbPath)
         guard case .success(let space) = FileSystem.freeSpace(probe) else { return }
         if Int64(clamping: space.available) < bytes {
             throw CofferError(.failed, operation: "check free space in", subject: probe,

@@ -42,9 +42,7 @@ public struct CofferError: Error, LocalizedError, Equatable, Sendable {
     public static func system(_ operation: String, _ path: String, errno code: Int32, hint: String? = nil) -> CofferError {
         var cause = String(cString: strerror(code))
         if code == ENOSPC {
-            var probe = path
-            while FileSystem.status(probe).isFailure, probe != "/", !probe.isEmpty { probe = PathText.parent(probe) }
-            if case .success(let space) = FileSystem.freeSpace(probe) {
+            if case .success(let space) = FileSystem.freeSpace(FileSystem.nearestExisting(path)) {
                 cause += " (\(Formatting.bytes(Int64(clamping: space.available))) free of \(Formatting.bytes(Int64(clamping: space.total))) there)"
             }
         }

@@ -63,6 +63,13 @@ public enum FileSystem {
         return 0
     }
 
+    /// `path`, or its nearest ancestor that exists: where a path about to be made will be.
+    static func nearestExisting(_ path: String) -> String {
+        var probe = path
+        while status(probe).isFailure, probe != "/", !probe.isEmpty { probe = PathText.parent(probe) }
+        return probe
+    }
+
     /// The bytes of free space available to an unprivileged user on the filesystem of `path`.
     public static func freeSpace(_ path: String) -> Result<DiskSpace, Errno> {
         var st = statvfs()
