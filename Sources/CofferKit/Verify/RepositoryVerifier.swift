@@ -226,39 +226,36 @@ public struct RepositoryVerifier {
         return merge.damaged
     }
 
-    /// The entries of `packs` whose tar header (the 512 bytes before their data) is damaged:
-    /// its checksum does not add up, or it gives another size than the record. (A name that
-    /// is not plain ASCII has a pax header before that one, which this does not look at.)
+    /// The entries of `packs` whose tar headers are damaged: the ustar header (the 512 bytes
+    /// before their data) whose checksum does not add up or that gives another size than the
+    /// record, or the pax extended header in front of it (a name that is not plain ASCII, or
+    /// too long for ustar) that does not parse or names another path or size.
     func damagedHeaders(in packs: Set<String>, all: [Snapshot], repository: Repository) throws -> [(key: EntryKey, message: String)] {
         guard !packs.isEmpty else { return [] }
-        var entries: [EntryKey: Int64] = [:]
+        var entries: [EntryKey: (size: Int64, name: PathBytes)] = [:]
         for snap in all {
             let db = snap.summary.database
-            if packs.contains(db.pack) { entries[EntryKey(pack: db.pack, offset: db.offset)] = db.storedSize }
-            try repository.reader(for: snap).files { if packs.contains($0.pack) { entries[EntryKey(pack: $0.pack, offset: $0.offset)] = $0.size } }
+            if packs.contains(db.pack) { entries[EntryKey(pack: db.pack, offset: db.offset)] = (db.storedSize, PathBytes(db.entry.utf8)) }
+            try repository.reader(for: snap).files {
+                if packs.contains($0.pack) { entries[EntryKey(pack: $0.pack, offset: $0.offset)] = ($0.size, $0.entryName) }
+            }
         }
         var damaged: [(key: EntryKey, message: String)] = []
-        for (key, size) in entries.sorted(by: { ($0.key.pack, $0.key.offset) < ($1.key.pack, $1.key.offset) }) where key.offset >= 512 {
+        var previous: (pack: String, end: Int64)?
+        for (key, entry) in entries.sorted(by: { ($0.key.pack, $0.key.offset) < ($1.key.pack, $1.key.offset) }) where key.offset >= 512 {
+            // What lies between the previous entry's data and this header: its pax header, if any.
+            let gapStart = previous?.pack == key.pack ? previous!.end : 0
+            previous = (key.pack, key.offset + TarHeader.padded(entry.size))
             guard let header = try? [UInt8](repository.storage.get(key.pack, offset: key.offset - 512, length: 512)) else { continue }
-            if let problem = Self.tarHeaderProblem(header, size: size) { damaged.append((key, problem)) }
+            if let problem = TarHeader.problem(header, size: entry.size) {
+                damaged.append((key, problem))
+            } else if gapStart < key.offset - 512, let problem = try? TarHeader.extendedHeaderProblem(
+                from: gapStart, to: key.offset - 512, name: entry.name, size: entry.size,
+                read: { [UInt8](try repository.storage.get(key.pack, offset: $0, length: $1)) }) {
+                damaged.append((key, problem))
+            }
         }
         return damaged
-    }
-
-    /// What is wrong with a ustar header for an entry of `size` bytes, if anything.
-    static func tarHeaderProblem(_ header: [UInt8], size: Int64) -> String? {
-        func octal(_ field: ArraySlice<UInt8>) -> Int64? {
-            let digits = field.prefix { $0 != 0 && $0 != 0x20 }.drop { $0 == 0x20 }
-            guard !digits.isEmpty, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x37 }) else { return nil }
-            return digits.reduce(Int64(0)) { $0 * 8 + Int64($1 - 0x30) }
-        }
-        let field = header[148..<156].drop { $0 == 0x20 }
-        let sum = header.enumerated().reduce(Int64(0)) { $0 + Int64((148..<156).contains($1.offset) ? 0x20 : $1.element) }
-        guard let recorded = octal(field), recorded == sum else { return "its tar header is damaged (its checksum does not add up)" }
-        if size < 0o77777777777, let stated = octal(header[124..<136]), stated != size {
-            return "its tar header gives \(stated) bytes, the record \(size)"
-        }
-        return nil
     }
 
     /// Names damaged entries: the file (or database copy) each one holds, and every snapshot

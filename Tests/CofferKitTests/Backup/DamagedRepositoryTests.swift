@@ -71,6 +71,52 @@ import Testing
         #expect(throws: CofferError.self) { try fixture.restore(into: "after-header-flip") }
     }
 
+    /// A name that is not plain ASCII has a pax extended header in front of its ustar header:
+    /// a byte changed there (in its own header, a record's length, the path, the charset, the
+    /// zeros after the records) names the file too. Each byte is flipped back before the next.
+    @Test func aFlippedPaxHeaderByteIsFound() throws {
+        let (fixture, first, _) = try twoSnapshots()
+        var target: Snapshot.File?
+        try fixture.repository().reader(for: first).files { file in
+            if target == nil, file.size > 0, file.path.contains(where: { $0 >= 0x80 }) { target = file }
+        }
+        let file = try #require(target)
+        // The pax header, found by walking the pack's headers from its start.
+        let pack = try [UInt8](Data(contentsOf: URL(fileURLWithPath: fixture.repo + "/" + file.pack)))
+        var position = 0, pax: (header: Int, length: Int)?
+        while position + 512 <= Int(file.offset) - 512 {
+            let header = Array(pack[position..<position + 512])
+            let length = Int(try #require(TarHeader.octal(header[124..<136])))
+            if header[156] == UInt8(ascii: "x") { pax = (position, length) }
+            position += 512 + Int(TarHeader.padded(Int64(length)))
+        }
+        #expect(position == Int(file.offset) - 512)
+        let (header, length) = try #require(pax)
+        #expect(header + 512 + Int(TarHeader.padded(Int64(length))) == Int(file.offset) - 512, "the pax header is the entry's")
+        let records = Array(pack[(header + 512)..<(header + 512 + length)])
+        let text = String(decoding: records, as: UTF8.self)
+        #expect(text.contains("path=media/"), "\(text)")
+        let charset = try #require(text.range(of: "hdrcharset=")).upperBound.utf16Offset(in: text)
+        let places: [(String, Int, saying: String)] = [
+            ("its own header's name", header + 10, "checksum does not add up"),
+            ("a record's length", header + 512, "a record does not parse"),
+            ("the last byte of the path", header + 512 + length - 2, "another path"),
+            ("the charset", header + 512 + charset, "hdrcharset"),
+            ("the zeros after the records", header + 512 + length, "bytes after its records"),
+        ]
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+        for (place, offset, saying) in places {
+            try flipByte(fixture.repo + "/" + file.pack, at: Int64(offset))
+            let report = try fixture.verifyRepository()
+            #expect(report.findings.contains { $0.kind == "pack_damaged" }, "\(place): \(report.findings)")
+            #expect(report.findings.contains {
+                $0.kind == "file_damaged" && $0.path == PathText.display(file.path) && $0.message.contains(saying) && $0.snapshots.contains(first.id)
+            }, "\(place): \(report.findings)")
+            try flipByte(fixture.repo + "/" + file.pack, at: Int64(offset))
+        }
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+    }
+
     @Test func aDamagedDatabaseCopyIsFound() throws {
         let (fixture, _, second) = try twoSnapshots()
         let db = second.summary.database
