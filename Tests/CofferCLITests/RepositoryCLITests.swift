@@ -161,20 +161,9 @@ import Testing
         let scratch = try Scratch()
         let (flags, repo) = try cliVolume(scratch, jobs: 20)
         let log = scratch.child("strace.log")
-        func traced(_ arguments: [String]) throws -> Int32 {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
-            process.arguments = ["-f", "-y", "-qq", "-o", log, "-e", "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
-                                 CofferBinary.url.path] + arguments
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            process.waitUntilExit()
-            return process.terminationStatus
-        }
         var lines: [String] = []
         for run in 0..<2 {
-            let status = try traced(["backup", "--quiet"] + flags)
+            let status = try traced(["backup", "--quiet"] + flags, calls: "openat,fsync,fdatasync,rename,renameat,renameat2", log: log)
             if run == 0, status != 0, !FileManager.default.fileExists(atPath: repo + "/config.json") {
                 print("skipped: strace cannot trace here (ptrace not permitted?)")
                 return
@@ -210,6 +199,60 @@ import Testing
             }
         }
         #expect(committed.count >= 5, "config.json, two packs and two records: \(committed)")
+    }
+
+    /// A dry run writes nothing into the repository, nor into /tmp: only its scratch folder
+    /// beside the database (the database copy, removed after), as a backup to a bucket does.
+    /// Every open for writing, folder made, rename and unlink of the run is looked at.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/strace"), "strace is missing (`make test` installs it)"))
+    func aDryRunWritesOnlyItsScratchBesideTheDatabase() throws {
+        let scratch = try Scratch()
+        let (flags, repo) = try cliVolume(scratch, jobs: 20)
+        let db = flags[1], folder = (flags[1] as NSString).deletingLastPathComponent
+        let log = scratch.child("strace.log")
+        func listing(_ path: String) -> [String] { (FileManager.default.enumerator(atPath: path)?.allObjects as? [String] ?? []).sorted() }
+        for existing in [false, true] {
+            if existing { #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0) }
+            let (repoBefore, folderBefore) = (listing(repo), listing(folder))
+            let status = try traced(["backup", "--dry-run", "--quiet"] + flags,
+                                    calls: "openat,creat,mkdir,mkdirat,rename,renameat,renameat2,unlink,unlinkat,rmdir", log: log)
+            if status != 0, !existing, !FileManager.default.fileExists(atPath: log) {
+                print("skipped: strace cannot trace here (ptrace not permitted?)")
+                return
+            }
+            #expect(status == 0)
+            var writes = 0
+            for line in try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n") {
+                guard let call = line.firstMatch(of: #/^\d+\s+(\w+)\((?:(?:AT_FDCWD|\d+)(?:<([^>]*)>)?, )?"([^"]+)"(.*)\) = \d+/#) else { continue }
+                let (name, named, rest) = (String(call.1), String(call.3), String(call.4))
+                // A name relative to a folder descriptor (or the working folder): -y gives its path.
+                let path = named.hasPrefix("/") ? named : (call.2.map(String.init) ?? "?") + "/" + named
+                if name.hasPrefix("open"), !rest.contains("O_WRONLY"), !rest.contains("O_RDWR"), !rest.contains("O_CREAT") { continue }
+                writes += 1
+                // The live database's own -wal and -shm are SQLite's (a reader maps the -shm);
+                // the repository's lock is taken when it exists.
+                let allowed = path.hasPrefix(folder + "/.coffer-backup-") || path == db + "-wal" || path == db + "-shm"
+                    || (existing && path == repo + "/lock")
+                #expect(allowed, "written outside the scratch: \(line)")
+            }
+            #expect(writes > 0, "the trace saw no write at all")
+            #expect(listing(repo) == repoBefore)
+            let sqliteOwn: Set<String> = ["db.sqlite-wal", "db.sqlite-shm"] // a reader of the live database may leave them
+            #expect(listing(folder).filter { !sqliteOwn.contains($0) } == folderBefore.filter { !sqliteOwn.contains($0) },
+                    "the scratch folder is removed")
+        }
+    }
+
+    /// Runs coffer under `strace -f -y`, tracing the system calls `calls`, into `log`.
+    func traced(_ arguments: [String], calls: String, log: String) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
+        process.arguments = ["-f", "-y", "-qq", "-o", log, "-e", "trace=" + calls, CofferBinary.url.path] + arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
     }
 
     func firstLibraryFile(under mediaRoot: String) throws -> String? {

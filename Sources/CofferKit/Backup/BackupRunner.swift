@@ -91,15 +91,13 @@ public struct BackupRunner {
         report.parent = parent?.id
 
         // 1. The database, first: one consistent cut.
-        // A repository in a bucket has no local tmp/: the run's scratch folder goes beside the
-        // database (same filesystem, so the copy never lands on a small /tmp), swept when its
-        // run is gone.
+        // A repository in a bucket has no local tmp/, and a dry run writes nothing into the
+        // repository: the run's scratch folder goes beside the database (same filesystem, so
+        // the copy never lands on a small /tmp), swept when its run is gone.
         var scratchFolder: ScratchDirectory?
         defer { scratchFolder?.remove() }
         let scratch: String
-        if dryRun {
-            scratch = NSTemporaryDirectory()
-        } else if let own = repository.storage.scratchDirectory {
+        if !dryRun, let own = repository.storage.scratchDirectory {
             scratch = own
         } else {
             let parent = PathText.parent(layout.dbPath)
