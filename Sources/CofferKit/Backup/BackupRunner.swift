@@ -643,14 +643,7 @@ public struct BackupRunner {
     static let scratchPrefix = ".coffer-backup-"
 
     /// Removes scratch folders (`.coffer-backup-PID.XXXXXX`) of runs that are gone.
-    static func sweepScratch(in directory: String) {
-        try? DirectoryWalker(root: directory).list { entry in
-            guard entry.kind == .directory, let name = String(validating: entry.relativePath, as: UTF8.self),
-                  name.hasPrefix(scratchPrefix), let pid = Int32(name.dropFirst(scratchPrefix.count).prefix { $0 != "." }),
-                  kill(pid, 0) != 0, errno == ESRCH else { return }
-            FileSystem.removeTree(PathBytes(directory.utf8).appendingComponent(entry.relativePath))
-        }
-    }
+    static func sweepScratch(in directory: String) { ScratchDirectory.sweep(in: directory, prefix: scratchPrefix) }
 
     /// The compressed database copy's size, at most: the parent's compression ratio with half
     /// again as a margin, or (no parent, or a ratio that would not save anything) the copy's

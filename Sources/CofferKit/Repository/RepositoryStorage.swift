@@ -240,10 +240,12 @@ public final class LocalStorage: RepositoryStorage {
         if unlink(path(name)) != 0, errno != ENOENT { throw CofferError.system("delete", path(name), errno: errno) }
     }
 
-    /// Removes what runs killed before they committed left in `tmp/`. Call under the exclusive lock.
+    /// Removes what runs killed before they committed left in `tmp/` (files, and the scratch
+    /// folders of `verify`). Call under the exclusive lock.
     public func sweepTemporaryFiles() {
         try? DirectoryWalker(root: temporaryDirectory).list { entry in
-            _ = PathBytes(temporaryDirectory.utf8).appendingComponent(entry.relativePath).withCPath { unlink($0) }
+            let path = PathBytes(temporaryDirectory.utf8).appendingComponent(entry.relativePath)
+            if entry.kind == .directory { FileSystem.removeTree(path) } else { _ = path.withCPath { unlink($0) } }
         }
     }
 }

@@ -15,6 +15,8 @@ public struct CofferError: Error, LocalizedError, Equatable, Sendable {
     public var cause: String
     /// What the operator can do next.
     public var hint: String?
+    /// The POSIX error behind it, when a system call failed (``system(_:_:errno:hint:)``).
+    public var errno: Int32?
 
     public init(_ status: ExitStatus, operation: String, subject: String? = nil, cause: String, hint: String? = nil) {
         self.status = status
@@ -46,7 +48,9 @@ public struct CofferError: Error, LocalizedError, Equatable, Sendable {
                 cause += " (\(Formatting.bytes(Int64(clamping: space.available))) free of \(Formatting.bytes(Int64(clamping: space.total))) there)"
             }
         }
-        return CofferError(.failed, operation: operation, subject: path, cause: cause, hint: hint ?? defaultHint(errno: code))
+        var error = CofferError(.failed, operation: operation, subject: path, cause: cause, hint: hint ?? defaultHint(errno: code))
+        error.errno = code
+        return error
     }
 
     static func defaultHint(errno code: Int32) -> String? {

@@ -11,4 +11,15 @@ struct ScratchDirectory {
     }
 
     func remove() { FileSystem.removeTree(path) }
+
+    /// Removes the folders in `directory` made with a prefix `prefix` + pid (``init(prefix:in:)``)
+    /// by processes that are gone (killed before they removed them).
+    static func sweep(in directory: String, prefix: String) {
+        try? DirectoryWalker(root: directory).list { entry in
+            guard entry.kind == .directory, let name = String(validating: entry.relativePath, as: UTF8.self),
+                  name.hasPrefix(prefix), let pid = Int32(name.dropFirst(prefix.count).prefix { $0 != "." }),
+                  kill(pid, 0) != 0, errno == ESRCH else { return }
+            FileSystem.removeTree(PathBytes(directory.utf8).appendingComponent(entry.relativePath))
+        }
+    }
 }

@@ -21,6 +21,8 @@ public struct RepositoryVerifier {
     public var readData = false
     public var logger = Logger(label: "coffer.verify")
     public var progress: Progress?
+    /// Where database copies are decompressed, in place of ``scratchParent(for:)``'s choice.
+    var scratchParent: String?
 
     public init(repository: String?) { repositoryLocation = repository }
 
@@ -280,10 +282,31 @@ public struct RepositoryVerifier {
         }
     }
 
+    /// Where database copies are decompressed: the repository's own tmp/ when it is a local
+    /// folder this run may write (on the backup disk, which holds the packs; what a killed run
+    /// leaves there is swept by the next verify or backup), else `$TMPDIR`.
+    static func scratchParent(for repository: Repository) -> String {
+        if let own = repository.storage.scratchDirectory, access(own, W_OK) == 0 { return own }
+        return NSTemporaryDirectory()
+    }
+
+    static let scratchPrefix = "coffer-verify-"
+
     /// Decompresses a database copy into a scratch folder, re-hashes and integrity-checks it.
+    /// What the stored bytes cause is a finding (`database_damaged`); what the scratch place
+    /// causes (no room, no permission) or a stop fails the run instead: the copy is not damaged.
     func checkDatabase(_ database: Snapshot.Database, snapshots: [String], repository: Repository,
                        into report: inout RepositoryReport) throws {
-        let scratch = try ScratchDirectory(prefix: "coffer-verify")
+        let parent = scratchParent ?? Self.scratchParent(for: repository)
+        ScratchDirectory.sweep(in: parent, prefix: Self.scratchPrefix)
+        // The stored stream and the decompressed copy, side by side.
+        let needed = database.storedSize + database.size
+        if case .success(let space) = FileSystem.freeSpace(parent), space.available < UInt64(clamping: needed) {
+            throw CofferError(.failed, operation: "check the database copy of", subject: snapshots.joined(separator: ", "),
+                              cause: "decompressing it needs \(Formatting.bytes(needed)) in \(parent), where \(Formatting.bytes(Int64(clamping: space.available))) is free of \(Formatting.bytes(Int64(clamping: space.total)))",
+                              hint: "free space there, or set TMPDIR to a folder with room (a repository in a folder this run can write uses its tmp/)")
+        }
+        let scratch = try ScratchDirectory(prefix: "\(Self.scratchPrefix)\(getpid())", in: parent)
         defer { scratch.remove() }
         let path = scratch.path + "/db.sqlite"
         do {
@@ -301,6 +324,8 @@ public struct RepositoryVerifier {
                                              message: "integrity_check: " + check.joined(separator: "; ")))
             }
         } catch let error as CofferError {
+            if error.status == .interrupted { throw error }
+            if let code = error.errno, [ENOSPC, EDQUOT, EFBIG, EROFS, EACCES, EPERM, EMFILE, ENFILE, ENOMEM].contains(code) { throw error }
             report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: snapshots,
                                          message: error.message))
         } catch let error as DatabaseError {

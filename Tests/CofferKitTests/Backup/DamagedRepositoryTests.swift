@@ -117,6 +117,64 @@ import Testing
         #expect(try fixture.verifyRepository().findings.isEmpty)
     }
 
+    /// The database copies are decompressed in the repository's own tmp/ (on the backup disk),
+    /// elsewhere in $TMPDIR. A place too small for one fails the run (exit 2) saying so before
+    /// anything is written; one that runs out during the decompression fails it too. Neither
+    /// is reported as damage to the copy, which is whole.
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func aScratchPlaceWithoutRoomFailsVerifyWithoutCallingTheCopyDamaged() throws {
+        let fixture = try BackupFixture(jobs: 1200, hostile: false, maxFileBytes: 1024)
+        try fixture.backup()
+        let repository = try fixture.repository()
+        #expect(RepositoryVerifier.scratchParent(for: repository) == fixture.repo + "/tmp")
+        let database = try repository.resolve("latest").summary.database
+        #expect(database.size > 1 << 20, "a copy larger than the small disk: \(database.size)")
+        var verifier = RepositoryVerifier(repository: fixture.repo)
+        verifier.readData = true
+
+        guard let small = try SmallDisk(megabytes: 1, in: fixture.volume.directory.child("small")) else { return }
+        verifier.scratchParent = small.path
+        let tooSmall = #expect(throws: CofferError.self) { try verifier.run() }
+        #expect(tooSmall?.status == .failed)
+        #expect(tooSmall?.message.contains("decompressing it needs") == true, "\(String(describing: tooSmall))")
+        #expect(tooSmall?.hint?.contains("TMPDIR") == true)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: small.path).isEmpty)
+
+        // Room enough, but files for only part of the work: the disk runs out during it.
+        guard let few = try SmallDisk(megabytes: 64, in: fixture.volume.directory.child("few"), options: "nr_inodes=3") else { return }
+        verifier.scratchParent = few.path
+        let ranOut = #expect(throws: CofferError.self) { try verifier.run() }
+        #expect(ranOut?.errno == ENOSPC, "\(String(describing: ranOut))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: few.path).isEmpty)
+        withExtendedLifetime((small, few)) {}
+
+        // With room, the copy is whole.
+        verifier.scratchParent = nil
+        #expect(try verifier.run().findings.isEmpty)
+    }
+
+    /// A verify killed while it checked a database copy leaves its scratch folder: the next
+    /// verify removes it (not another live run's), and so does the next backup, in the
+    /// repository's tmp/.
+    @Test func aKilledVerifysScratchIsSweptByTheNextRun() throws {
+        let fixture = try BackupFixture(jobs: 10, hostile: false)
+        try fixture.backup()
+        let tmp = fixture.repo + "/tmp"
+        let gone = try Process.run(URL(fileURLWithPath: "/bin/true"), arguments: [])
+        gone.waitUntilExit()
+        let left = tmp + "/\(RepositoryVerifier.scratchPrefix)\(gone.processIdentifier).AbCdEf"
+        let live = tmp + "/\(RepositoryVerifier.scratchPrefix)\(getpid()).GhIjKl"
+        for folder in [left, live] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
+            try Data(count: 4096).write(to: URL(fileURLWithPath: folder + "/db.sqlite"))
+        }
+        #expect(try fixture.verifyRepository().findings.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: left))
+        #expect(FileManager.default.fileExists(atPath: live), "a live run's scratch stays")
+        try fixture.backup()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp).isEmpty, "the backup sweeps tmp/ under its exclusive lock")
+    }
+
     @Test func aDamagedDatabaseCopyIsFound() throws {
         let (fixture, _, second) = try twoSnapshots()
         let db = second.summary.database

@@ -130,9 +130,11 @@ func flipByte(_ path: String, at offset: Int64) throws {
 final class SmallDisk {
     let path: String
 
-    init?(megabytes: Int, in path: String) throws {
+    /// `options` are more tmpfs mount options (`nr_inodes=N`: a disk that runs out of files).
+    init?(megabytes: Int, in path: String, options: String = "") throws {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
-        let mounting = try Process.run(URL(fileURLWithPath: "/bin/mount"), arguments: ["-t", "tmpfs", "-o", "size=\(megabytes)m", "tmpfs", path])
+        let mounting = try Process.run(URL(fileURLWithPath: "/bin/mount"),
+                                       arguments: ["-t", "tmpfs", "-o", "size=\(megabytes)m" + (options.isEmpty ? "" : "," + options), "tmpfs", path])
         mounting.waitUntilExit()
         guard mounting.terminationStatus == 0 else {
             print("skipped: this machine does not allow mounting a tmpfs")
