@@ -29,7 +29,7 @@ public struct Drill {
         // Held to the end: a prune cannot forget the snapshot between the restore and the re-hash.
         let lock = try repository.lock(exclusive: false, command: "drill")
         defer { withExtendedLifetime(lock) {} }
-        let snap = try repository.resolve(snapshot)
+        let snap = try repository.resolve(snapshot, volume: .init(dbPath: configuration.layout.dbPath, mediaRoot: configuration.layout.mediaRoot))
         let base = try scratchBase()
         Self.sweepStale(in: base)
         try checkSpace(for: snap, at: base)

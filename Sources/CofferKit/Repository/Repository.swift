@@ -178,11 +178,54 @@ public final class Repository {
 
     public func reader(for snapshot: Snapshot) throws -> SnapshotReader { try reader("snapshots/\(snapshot.id).jsonl") }
 
+    /// A volume, as a snapshot's header names it: the host that took it, its DB_PATH and its
+    /// MEDIA_ROOT. Prune's keep rules and `latest` go by it.
+    public struct Volume: Hashable, Sendable {
+        public var host: String
+        public var dbPath: String
+        public var mediaRoot: String
+
+        public init(host: String = ProcessInfo.processInfo.hostName, dbPath: String, mediaRoot: String) {
+            self.host = host
+            self.dbPath = dbPath
+            self.mediaRoot = mediaRoot
+        }
+
+        init(_ header: Snapshot.Header) { self.init(host: header.host, dbPath: header.dbPath, mediaRoot: header.mediaRoot) }
+
+        var description: String { "host \(host), \(PathText.display(dbPath)), \(PathText.display(mediaRoot))" }
+    }
+
     /// `latest`, a full id or a unique prefix of one. Only the records it names are read whole:
     /// ids are the records' file names, and `latest` needs every header but one summary.
-    public func resolve(_ reference: String) throws -> Snapshot {
+    ///
+    /// `latest` is the newest snapshot of `volume` (the one the command was configured for)
+    /// when the repository holds one, else the newest of the only volume it holds. Of several
+    /// volumes, none of them `volume`, it is not guessed: restoring another machine's data,
+    /// or rehearsing with it, would be the wrong thing done without a word.
+    public func resolve(_ reference: String, volume: Volume? = nil) throws -> Snapshot {
         if reference == "latest" {
-            guard let last = try newest(where: { _ in true }) else {
+            let all = try headers()
+            var newestOf: [Volume: Snapshot.Header] = [:]
+            for (_, header) in all {
+                let key = Volume(header)
+                if let known = newestOf[key], !Self.isOlder(known, than: header) { continue }
+                newestOf[key] = header
+            }
+            let chosen: Volume?
+            if let volume, newestOf[volume] != nil {
+                chosen = volume
+            } else if newestOf.count > 1 {
+                let listed = newestOf.sorted { Self.isOlder($1.value, than: $0.value) }
+                    .map { "\($0.value.id) (\($0.key.description))" }
+                throw CofferError(.usage, operation: "find snapshot", subject: "latest",
+                                  cause: "the repository holds snapshots of \(newestOf.count) volumes"
+                                      + (volume.map { ", none of them this one (\($0.description))" } ?? ""),
+                                  hint: "name the snapshot with --snapshot ID; the newest of each volume: " + listed.joined(separator: "; "))
+            } else {
+                chosen = nil
+            }
+            guard let last = try newest(among: all, where: { chosen == nil || Volume($0) == chosen }) else {
                 throw CofferError(.failed, operation: "find snapshot", subject: location, cause: "the repository has no snapshot",
                                   hint: "`coffer backup` takes one")
             }
@@ -202,16 +245,25 @@ public final class Repository {
     /// ``snapshots()``: the headers (first lines) of all records are read, the summary only of
     /// the records tried, newest first (a damaged one is passed over, as the listing leaves it out).
     public func newest(where filter: (Snapshot.Header) -> Bool) throws -> Snapshot? {
+        try newest(among: headers(), where: filter)
+    }
+
+    /// Every record's header (its first line), by record name; damaged ones left out, as by
+    /// the listing.
+    func headers() throws -> [(name: String, header: Snapshot.Header)] {
         var headers: [(name: String, header: Snapshot.Header)] = []
         for name in try recordNames() {
             do {
-                let header = try reader(name).header()
-                if filter(header) { headers.append((name, header)) }
+                headers.append((name, try reader(name).header()))
             } catch is CofferError {
                 continue // damaged: left out, as by the listing
             }
         }
-        headers.sort { Self.isOlder($0.header, than: $1.header) }
+        return headers
+    }
+
+    func newest(among all: [(name: String, header: Snapshot.Header)], where filter: (Snapshot.Header) -> Bool) throws -> Snapshot? {
+        let headers = all.filter { filter($0.header) }.sorted { Self.isOlder($0.header, than: $1.header) }
         for (name, _) in headers.reversed() {
             do {
                 return try reader(name).snapshot()

@@ -40,7 +40,7 @@ public struct Restorer {
         let repository = try Repository.open(configuration.repo)
         let lock = try repository.lock(exclusive: false, command: "restore")
         defer { withExtendedLifetime(lock) {} }
-        let snap = try repository.resolve(snapshot)
+        let snap = try repository.resolve(snapshot, volume: .init(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot))
         // A record changed since it was written (a mode, an mtime, an offset) is not followed.
         try repository.reader(for: snap).checkDigest()
         var report = RestoreReport(repository: repository.location, snapshot: snap.id, dbPath: layout.dbPath,

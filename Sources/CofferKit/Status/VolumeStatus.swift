@@ -31,7 +31,8 @@ public struct VolumeStatus: Sendable, Codable {
     public var jobsByStatus: [String: Int]
     public var oldestUnfinishedJob: UnfinishedJob?
     public var repository: String?
-    /// The newest snapshot in the repository and its age (how much a restore would lose).
+    /// The newest snapshot of this volume (this host, DB_PATH and MEDIA_ROOT) in the repository
+    /// and its age (how much a restore would lose). Another volume's snapshots do not count.
     public var newestSnapshot: NewestSnapshot?
     public var findings: [Finding]
 
@@ -82,7 +83,7 @@ public struct VolumeStatus: Sendable, Codable {
         // Read-only: an existing repository's records, no lock, nothing created.
         var newest: NewestSnapshot?
         if let location = configuration.repo, let repository = try? Repository.open(location),
-           let last = try? repository.newest(where: { _ in true }),
+           let last = try? repository.newest(where: { Repository.Volume($0) == Repository.Volume(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot) }),
            let time = UTCTime.parse(last.header.time) {
             newest = .init(id: last.id, ageSeconds: now.timeIntervalSince(time))
         }
@@ -108,7 +109,7 @@ public struct VolumeStatus: Sendable, Codable {
         } else {
             lines.append("  no unfinished jobs")
         }
-        let snapshot = newestSnapshot.map { ": newest snapshot \($0.id), \(Formatting.age(seconds: $0.ageSeconds)) old" } ?? ": no snapshot"
+        let snapshot = newestSnapshot.map { ": newest snapshot \($0.id), \(Formatting.age(seconds: $0.ageSeconds)) old" } ?? ": no snapshot of this volume"
         lines.append("  repository   " + (repository.map { PathText.display($0) + snapshot } ?? "none configured (COFFER_REPO or --repo)"))
         return lines.joined(separator: "\n")
     }

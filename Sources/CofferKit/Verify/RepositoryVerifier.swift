@@ -21,6 +21,8 @@ public struct RepositoryVerifier {
     public var readData = false
     public var logger = Logger(label: "coffer.verify")
     public var progress: Progress?
+    /// The volume the run was configured for: what `--snapshot latest` prefers.
+    public var volume: Repository.Volume?
     /// Where database copies are decompressed, in place of ``scratchParent(for:)``'s choice.
     var scratchParent: String?
 
@@ -51,7 +53,7 @@ public struct RepositoryVerifier {
         for (name, error) in damaged where snapshot == nil {
             report.findings.append(.init(kind: "snapshot_damaged", path: name, snapshots: [], message: error.cause))
         }
-        let chosen = try snapshot.map { [try repository.resolve($0)] } ?? listed
+        let chosen = try snapshot.map { [try repository.resolve($0, volume: volume)] } ?? listed
         report.snapshots = chosen.map(\.id)
         // Every record's digest (a byte changed anywhere in it), and the problems and findings
         // of those being verified (listing records only counts them). A damaged record is

@@ -27,7 +27,7 @@ struct DrillCommand: ParsableCommand {
     @OptionGroup var options: GlobalOptions
     @OptionGroup var metrics: MetricsOptions
 
-    @Option(help: "The snapshot: an id, a unique prefix of one, or latest.")
+    @Option(help: "The snapshot: an id, a unique prefix of one, or latest (the newest of this volume, or of the only volume in the repository).")
     var snapshot = "latest"
 
     @Option(help: ArgumentHelp("An existing folder to restore into (default: the folder holding MEDIA_ROOT).", valueName: "dir"))

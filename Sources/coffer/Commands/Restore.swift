@@ -20,7 +20,7 @@ struct Restore: ParsableCommand {
 
     @OptionGroup var options: GlobalOptions
 
-    @Option(help: "The snapshot: an id, a unique prefix of one, or latest.")
+    @Option(help: "The snapshot: an id, a unique prefix of one, or latest (the newest of this volume, or of the only volume in the repository).")
     var snapshot = "latest"
 
     @Option(help: "Restore only the database (db) or only the media (media).")

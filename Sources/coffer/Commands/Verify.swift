@@ -26,7 +26,7 @@ struct Verify: ParsableCommand {
     @Flag(help: "Run PRAGMA integrity_check instead of quick_check (slower, also checks indexes).")
     var full = false
 
-    @Option(help: "With --repo: check only this snapshot (an id, a prefix, or latest).")
+    @Option(help: "With --repo: check only this snapshot (an id, a prefix, or latest: the newest of this volume, or of the only volume in the repository).")
     var snapshot: String?
 
     @Flag(name: .customLong("read-data"), help: "With --repo: read every pack and re-hash every byte.")
@@ -53,7 +53,9 @@ struct Verify: ParsableCommand {
 
     func verifyRepository() throws {
         try CofferCLI.run(options, metrics: metrics, command: "verify", repositoryLabel: true) { output in
-            var verifier = RepositoryVerifier(repository: try options.configuration().repo)
+            let configuration = try options.configuration()
+            var verifier = RepositoryVerifier(repository: configuration.repo)
+            verifier.volume = .init(dbPath: configuration.layout.dbPath, mediaRoot: configuration.layout.mediaRoot)
             verifier.snapshot = snapshot
             verifier.readData = readData
             verifier.logger = options.logger("coffer.verify")

@@ -1,0 +1,71 @@
+import CofferFixtures
+@testable import CofferKit
+import Foundation
+import Testing
+
+/// Two volumes (two pipelines) backed up into one repository. `latest` is the newest snapshot
+/// of the volume a command is configured for, or of the only volume there is; of several, none
+/// of them this one, it is refused rather than guessed: a restore must not bring back another
+/// machine's data. `status` ages this volume's newest snapshot, not another's.
+@Suite struct SharedRepositoryTests {
+    /// Volume `a` backs up first, then `b` (newer) into `a`'s repository.
+    func twoVolumes() throws -> (a: BackupFixture, b: BackupFixture, aSnapshot: String, bSnapshot: String) {
+        let a = try BackupFixture(jobs: 6, hostile: false)
+        let b = try BackupFixture(jobs: 8, hostile: false, seed: 9)
+        try a.backup()
+        Thread.sleep(forTimeInterval: 0.01) // b's snapshot is the newer, by its time
+        var runner = BackupRunner(configuration: try b.configuration([.repo: a.repo]))
+        #expect(try runner.run().status == .ok)
+        let all = try a.repository().snapshots().snapshots
+        #expect(all.count == 2)
+        let of = { (fixture: BackupFixture) in all.first { $0.header.dbPath == fixture.volume.dbPath }!.id }
+        return (a, b, of(a), of(b))
+    }
+
+    @Test func latestIsTheConfiguredVolumesNewest() throws {
+        let (a, b, aSnapshot, bSnapshot) = try twoVolumes()
+        let repository = try a.repository()
+        #expect(try repository.resolve("latest", volume: .init(dbPath: a.volume.dbPath, mediaRoot: a.volume.mediaRoot)).id == aSnapshot)
+        #expect(try repository.resolve("latest", volume: .init(dbPath: b.volume.dbPath, mediaRoot: b.volume.mediaRoot)).id == bSnapshot)
+        // Another host with a's paths is another volume.
+        let elsewhere = Repository.Volume(host: "another-host", dbPath: a.volume.dbPath, mediaRoot: a.volume.mediaRoot)
+        #expect(throws: CofferError.self) { try repository.resolve("latest", volume: elsewhere) }
+
+        // A restore into new targets (a new machine): not guessed; the error names both.
+        let error = #expect(throws: CofferError.self) { try a.restore(into: "new") }
+        #expect(error?.status == .usage)
+        #expect(error?.message.contains("2 volumes") == true, "\(String(describing: error))")
+        for id in [aSnapshot, bSnapshot] { #expect(error?.hint?.contains(id) == true, "\(String(describing: error?.hint))") }
+        #expect(!FileManager.default.fileExists(atPath: a.volume.directory.child("new")))
+        // Named, it restores.
+        #expect(try a.restore(into: "new", snapshot: aSnapshot).snapshot == aSnapshot)
+
+        // The drill and verify of volume a take a's newest.
+        var drill = Drill(configuration: try a.configuration())
+        drill.scratch = a.volume.directory.path
+        #expect(try drill.run().snapshot == aSnapshot)
+        var verifier = RepositoryVerifier(repository: a.repo)
+        verifier.snapshot = "latest"
+        verifier.volume = .init(dbPath: a.volume.dbPath, mediaRoot: a.volume.mediaRoot)
+        #expect(try verifier.run().snapshots == [aSnapshot])
+    }
+
+    @Test func statusAgesThisVolumesNewestSnapshot() throws {
+        let (a, b, aSnapshot, _) = try twoVolumes()
+        #expect(try VolumeStatus.read(try a.configuration()).newestSnapshot?.id == aSnapshot)
+        // A volume never backed up into it has none, whatever the others have.
+        let c = try BackupFixture(jobs: 3, hostile: false, seed: 11)
+        let status = try VolumeStatus.read(try c.configuration([.repo: a.repo]))
+        #expect(status.newestSnapshot == nil)
+        #expect(status.text().contains("no snapshot of this volume"))
+        withExtendedLifetime(b) {}
+    }
+
+    /// With one volume in the repository, `latest` is its newest wherever the restore goes.
+    @Test func oneVolumesLatestRestoresAnywhere() throws {
+        let a = try BackupFixture(jobs: 5, hostile: false)
+        try a.backup()
+        let id = try a.repository().snapshots().snapshots[0].id
+        #expect(try a.restore(into: "elsewhere").snapshot == id)
+    }
+}
