@@ -133,7 +133,8 @@ final class LocalPendingObject: PendingObject {
         writeback.wrote(bytes.count, fd: fd)
     }
 
-    var writeback = EarlyWriteback()
+    /// A pack is written once and not read back: what reached the disk leaves the page cache.
+    var writeback = EarlyWriteback(dropsBehind: true)
 }
 
 /// A repository in a local directory.
@@ -162,6 +163,8 @@ public final class LocalStorage: RepositoryStorage {
     public func commit(_ object: PendingObject) throws {
         let pending = object as! LocalPendingObject
         try RawIO.sync(pending.fd, path: pending.temporaryPath)
+        // A write error the early writeback saw is not reported again by the fsync.
+        if let code = pending.writeback.failure { throw CofferError.system("write", pending.temporaryPath, errno: code) }
         guard fchmod(pending.fd, 0o444) == 0 else { throw CofferError.system("set permissions of", pending.temporaryPath, errno: errno) }
         close(pending.fd)
         pending.closed = true
