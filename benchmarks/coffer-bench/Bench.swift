@@ -62,6 +62,27 @@ final class Bench {
          "RESTIC_PASSWORD": "bench", "RESTIC_CACHE_DIR": root + "/restic-cache"]
     }
     func fresh(_ path: String) { FileSystem.removeTree(path) }
+
+    /// Puts what a scenario reads out of the page cache (each file synced, then
+    /// `POSIX_FADV_DONTNEED`), before every run of every contender: a restore or a verify reads
+    /// a backup written long before, from the disk. Coffer's packs leave the cache as they are
+    /// written and a tar does not, so without this the tools would read from different places.
+    func evict(_ paths: [String]) {
+        func drop(_ path: String) {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return }
+            _ = fdatasync(fd)
+            _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
+            close(fd)
+        }
+        for path in paths {
+            guard case .success(let info) = FileSystem.status(path) else { continue }
+            if info.kind == .regular { drop(path); continue }
+            try? DirectoryWalker(root: path).walk { entry in
+                if entry.kind == .regular { drop(path + "/" + PathText.display(entry.relativePath)) }
+            }
+        }
+    }
     /// `path`, emptied (made when missing).
     func emptyFolder(_ path: String) {
         fresh(path)
@@ -242,35 +263,35 @@ final class Bench {
 
         // Verify every byte.
         var verify: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer verify --read-data", {}, { Measure.run([self.coffer, "verify", "--repo", self.root + "/repo", "--read-data", "--quiet"]) }),
-            ("sha256sum (same files)", {}, { Measure.shell("xargs -0 sha256sum < '\(self.root)/files.abs' > /dev/null") }),
+            ("coffer verify --read-data", { self.evict([self.root + "/repo"]) }, { Measure.run([self.coffer, "verify", "--repo", self.root + "/repo", "--read-data", "--quiet"]) }),
+            ("sha256sum (same files)", { self.evict([self.media]) }, { Measure.shell("xargs -0 sha256sum < '\(self.root)/files.abs' > /dev/null") }),
         ]
         if hasRestic {
-            verify.append(("restic check --read-data", {}, { Measure.run(["restic", "check", "-q", "--read-data", "-r", self.root + "/restic"], environment: self.env("")) }))
+            verify.append(("restic check --read-data", { self.evict([self.root + "/restic"]) }, { Measure.run(["restic", "check", "-q", "--read-data", "-r", self.root + "/restic"], environment: self.env("")) }))
         }
         let repoBytes = Int64(directorySize(root + "/repo/packs"))
         compare("verify every byte", bytes: repoBytes, verify)
 
         // Restore.
         var restore: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer restore", { self.nextRun() }, {
+            ("coffer restore", { self.nextRun(); self.evict([self.root + "/repo"]) }, {
                 Measure.run([self.coffer, "restore", "--quiet", "--repo", self.root + "/repo", "--db", self.runBase + "/r/db.sqlite", "--media-root", self.runBase + "/r/media"],
                             environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"])
             }),
         ]
         if hasBsdtar {
-            restore.append(("bsdtar -xf", { self.nextRun() }, {
+            restore.append(("bsdtar -xf", { self.nextRun(); self.evict([self.root + "/tar/media.tar"]) }, {
                 Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: false))
             }))
         }
         if hasBsdtar {
             // The same, made durable as Coffer's restore is (one syncfs before it renames into place).
-            restore.append(("bsdtar -xf + sync", { self.nextRun() }, {
+            restore.append(("bsdtar -xf + sync", { self.nextRun(); self.evict([self.root + "/tar/media.tar"]) }, {
                 Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: true))
             }))
         }
         if hasRestic {
-            restore.append(("restic restore", { self.nextRun() }, { Measure.run(["restic", "restore", "-q", "latest", "-r", self.root + "/restic", "--target", self.runBase + "/rr"], environment: self.env("")) }))
+            restore.append(("restic restore", { self.nextRun(); self.evict([self.root + "/restic"]) }, { Measure.run(["restic", "restore", "-q", "latest", "-r", self.root + "/restic", "--target", self.runBase + "/rr"], environment: self.env("")) }))
         }
         compare("restore", bytes: mediaBytes, restore)
         restorePhases()
@@ -278,11 +299,11 @@ final class Bench {
         // The media alone, as bsdtar restores them: no database, no check of the result.
         if hasBsdtar {
             compare("restore, media only", bytes: mediaBytes, [
-                ("coffer restore --only media", { self.nextRun() }, {
+                ("coffer restore --only media", { self.nextRun(); self.evict([self.root + "/repo"]) }, {
                     Measure.run([self.coffer, "restore", "--quiet", "--only", "media", "--repo", self.root + "/repo", "--db", self.runBase + "/r/db.sqlite", "--media-root", self.runBase + "/r/media"],
                                 environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"])
                 }),
-                ("bsdtar -xf + sync", { self.nextRun() }, {
+                ("bsdtar -xf + sync", { self.nextRun(); self.evict([self.root + "/tar/media.tar"]) }, {
                     Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: true))
                 }),
             ])
