@@ -685,10 +685,12 @@ final class Bench {
             }
         }
         let restoring = "100,000 files: restore (one run each)"
+        evict([base + "/repo"])
         one("coffer restore", Measure.run([coffer, "restore", "--quiet", "--db", base + "/r/db.sqlite", "--media-root", base + "/r/media"], environment: env),
             scenario: restoring)
         if have("bsdtar") {
             try? FileManager.default.createDirectory(atPath: base + "/x", withIntermediateDirectories: true)
+            evict([base + "/tar/media.tar"])
             one("bsdtar -xf + sync", Measure.shell(bsdtarExtract(base + "/tar/media.tar", into: base + "/x", sync: true)), scenario: restoring)
         }
         if have("restic") {
