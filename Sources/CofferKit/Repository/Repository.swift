@@ -199,33 +199,30 @@ public final class Repository {
     /// `latest`, a full id or a unique prefix of one. Only the records it names are read whole:
     /// ids are the records' file names, and `latest` needs every header but one summary.
     ///
-    /// `latest` is the newest snapshot of `volume` (the one the command was configured for)
-    /// when the repository holds one, else the newest of the only volume it holds. Of several
-    /// volumes, none of them `volume`, it is not guessed: restoring another machine's data,
-    /// or rehearsing with it, would be the wrong thing done without a word.
+    /// `latest` is the newest snapshot of `volume` (the one the command was configured for):
+    /// this host's with its DB_PATH and MEDIA_ROOT, else (a host renamed, a container made
+    /// anew) those paths' on any host. Without one, it is the newest of the only DB_PATH and
+    /// MEDIA_ROOT the repository holds; of several, none of them `volume`'s, it is not guessed:
+    /// restoring another machine's data, or rehearsing with it, would be the wrong thing done
+    /// without a word.
     public func resolve(_ reference: String, volume: Volume? = nil) throws -> Snapshot {
         if reference == "latest" {
             let all = try headers()
-            var newestOf: [Volume: Snapshot.Header] = [:]
+            if let volume, let last = try newest(of: volume, among: all) { return last }
+            var newestOf: [Volume: Snapshot.Header] = [:] // by paths; the host of the newest
             for (_, header) in all {
-                let key = Volume(header)
+                let key = Volume(host: "", dbPath: header.dbPath, mediaRoot: header.mediaRoot)
                 if let known = newestOf[key], !Self.isOlder(known, than: header) { continue }
                 newestOf[key] = header
             }
-            let chosen: Volume?
-            if let volume, newestOf[volume] != nil {
-                chosen = volume
-            } else if newestOf.count > 1 {
-                let listed = newestOf.sorted { Self.isOlder($1.value, than: $0.value) }
-                    .map { "\($0.value.id) (\($0.key.description))" }
+            if newestOf.count > 1 {
+                let listed = newestOf.values.sorted { Self.isOlder($1, than: $0) }.map { "\($0.id) (\(Volume($0).description))" }
                 throw CofferError(.usage, operation: "find snapshot", subject: "latest",
                                   cause: "the repository holds snapshots of \(newestOf.count) volumes"
                                       + (volume.map { ", none of them this one (\($0.description))" } ?? ""),
                                   hint: "name the snapshot with --snapshot ID; the newest of each volume: " + listed.joined(separator: "; "))
-            } else {
-                chosen = nil
             }
-            guard let last = try newest(among: all, where: { chosen == nil || Volume($0) == chosen }) else {
+            guard let last = try newest(among: all, where: { _ in true }) else {
                 throw CofferError(.failed, operation: "find snapshot", subject: location, cause: "the repository has no snapshot",
                                   hint: "`coffer backup` takes one")
             }
@@ -246,6 +243,16 @@ public final class Repository {
     /// the records tried, newest first (a damaged one is passed over, as the listing leaves it out).
     public func newest(where filter: (Snapshot.Header) -> Bool) throws -> Snapshot? {
         try newest(among: headers(), where: filter)
+    }
+
+    /// The newest snapshot of `volume`: this host's with its paths, else those paths' on any
+    /// host (a host renamed); nil when there is none.
+    public func newestOfVolume(_ volume: Volume) throws -> Snapshot? { try newest(of: volume, among: headers()) }
+
+    func newest(of volume: Volume, among all: [(name: String, header: Snapshot.Header)]) throws -> Snapshot? {
+        let exact = all.filter { Volume($0.header) == volume }
+        let paths = exact.isEmpty ? all.filter { $0.header.dbPath == volume.dbPath && $0.header.mediaRoot == volume.mediaRoot } : exact
+        return try newest(among: paths, where: { _ in true })
     }
 
     /// Every record's header (its first line), by record name; damaged ones left out, as by

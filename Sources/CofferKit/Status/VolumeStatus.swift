@@ -31,8 +31,9 @@ public struct VolumeStatus: Sendable, Codable {
     public var jobsByStatus: [String: Int]
     public var oldestUnfinishedJob: UnfinishedJob?
     public var repository: String?
-    /// The newest snapshot of this volume (this host, DB_PATH and MEDIA_ROOT) in the repository
-    /// and its age (how much a restore would lose). Another volume's snapshots do not count.
+    /// The newest snapshot of this volume in the repository (this host's with its DB_PATH and
+    /// MEDIA_ROOT, else those paths' on any host) and its age (how much a restore would lose).
+    /// Another volume's snapshots do not count.
     public var newestSnapshot: NewestSnapshot?
     public var findings: [Finding]
 
@@ -83,7 +84,7 @@ public struct VolumeStatus: Sendable, Codable {
         // Read-only: an existing repository's records, no lock, nothing created.
         var newest: NewestSnapshot?
         if let location = configuration.repo, let repository = try? Repository.open(location),
-           let last = try? repository.newest(where: { Repository.Volume($0) == Repository.Volume(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot) }),
+           let last = try? repository.newestOfVolume(.init(dbPath: layout.dbPath, mediaRoot: layout.mediaRoot)),
            let time = UTCTime.parse(last.header.time) {
             newest = .init(id: last.id, ageSeconds: now.timeIntervalSince(time))
         }

@@ -16,6 +16,8 @@ public struct FileInfo: Sendable, Equatable {
     /// Seconds since the epoch.
     public var modified: Double
     public var inode: UInt64
+    /// The owner's user id.
+    public var owner: UInt32 = 0
 
     init(kind: Kind, size: Int64, mode: UInt32, modified: Double, inode: UInt64) {
         self.kind = kind
@@ -40,6 +42,7 @@ public struct FileInfo: Sendable, Equatable {
         modified = Double(st.st_mtimespec.tv_sec) + Double(st.st_mtimespec.tv_nsec) / 1e9
         #endif
         inode = UInt64(st.st_ino)
+        owner = UInt32(st.st_uid)
     }
 }
 

@@ -292,7 +292,11 @@ public struct RepositoryVerifier {
         return NSTemporaryDirectory()
     }
 
-    static let scratchPrefix = "coffer-verify-"
+    /// `coffer-verify-HOST-`, then the pid: a repository's tmp/ may be shared by hosts whose
+    /// verifies run at once (a shared lock each), and a pid is only this host's to judge.
+    static var scratchPrefix: String {
+        "coffer-verify-" + String(ProcessInfo.processInfo.hostName.map { $0 == "/" || $0 == "." ? "_" : $0 }) + "-"
+    }
 
     /// Decompresses a database copy into a scratch folder, re-hashes and integrity-checks it.
     /// What the stored bytes cause is a finding (`database_damaged`); what the scratch place

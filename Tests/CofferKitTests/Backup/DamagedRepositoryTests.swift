@@ -154,8 +154,8 @@ import Testing
     }
 
     /// A verify killed while it checked a database copy leaves its scratch folder: the next
-    /// verify removes it (not another live run's), and so does the next backup, in the
-    /// repository's tmp/.
+    /// verify removes it (not another live run's, not another host's, not another user's),
+    /// and the next backup removes everything in the repository's tmp/.
     @Test func aKilledVerifysScratchIsSweptByTheNextRun() throws {
         let fixture = try BackupFixture(jobs: 10, hostile: false)
         try fixture.backup()
@@ -164,13 +164,19 @@ import Testing
         gone.waitUntilExit()
         let left = tmp + "/\(RepositoryVerifier.scratchPrefix)\(gone.processIdentifier).AbCdEf"
         let live = tmp + "/\(RepositoryVerifier.scratchPrefix)\(getpid()).GhIjKl"
-        for folder in [left, live] {
+        let otherHost = tmp + "/coffer-verify-another-host-\(gone.processIdentifier).MnOpQr"
+        let otherUser = tmp + "/\(RepositoryVerifier.scratchPrefix)\(gone.processIdentifier).StUvWx"
+        for folder in [left, live, otherHost, otherUser] {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
             try Data(count: 4096).write(to: URL(fileURLWithPath: folder + "/db.sqlite"))
         }
+        let foreign = geteuid() == 0 && chown(otherUser, 65534, 65534) == 0
         #expect(try fixture.verifyRepository().findings.isEmpty)
         #expect(!FileManager.default.fileExists(atPath: left))
         #expect(FileManager.default.fileExists(atPath: live), "a live run's scratch stays")
+        #expect(FileManager.default.fileExists(atPath: otherHost), "another host's pids are not this host's to judge")
+        if foreign { #expect(FileManager.default.fileExists(atPath: otherUser), "another user's folder stays") }
+        try? FileManager.default.removeItem(atPath: otherUser)
         try fixture.backup()
         #expect(try FileManager.default.contentsOfDirectory(atPath: tmp).isEmpty, "the backup sweeps tmp/ under its exclusive lock")
     }

@@ -27,9 +27,10 @@ import Testing
         let repository = try a.repository()
         #expect(try repository.resolve("latest", volume: .init(dbPath: a.volume.dbPath, mediaRoot: a.volume.mediaRoot)).id == aSnapshot)
         #expect(try repository.resolve("latest", volume: .init(dbPath: b.volume.dbPath, mediaRoot: b.volume.mediaRoot)).id == bSnapshot)
-        // Another host with a's paths is another volume.
-        let elsewhere = Repository.Volume(host: "another-host", dbPath: a.volume.dbPath, mediaRoot: a.volume.mediaRoot)
-        #expect(throws: CofferError.self) { try repository.resolve("latest", volume: elsewhere) }
+        // A's paths on a host with no snapshot (renamed, or a container made anew): a's.
+        let renamed = Repository.Volume(host: "another-host", dbPath: a.volume.dbPath, mediaRoot: a.volume.mediaRoot)
+        #expect(try repository.resolve("latest", volume: renamed).id == aSnapshot)
+        #expect(try repository.newestOfVolume(renamed)?.id == aSnapshot)
 
         // A restore into new targets (a new machine): not guessed; the error names both.
         let error = #expect(throws: CofferError.self) { try a.restore(into: "new") }
