@@ -173,6 +173,13 @@ public struct RepositoryVerifier {
                 let shared = key(snap.summary.database)
                 if let users = sharing[shared], !users.contains(where: { $0.id == snap.id }) { sharing[shared]!.append(snap) }
             }
+            // Room for the largest copy before hours of reading packs, not after.
+            let scratchPlace = scratchParent ?? Self.scratchParent(for: repository)
+            if let largest = order.map({ sharing[$0]![0] }).max(by: {
+                $0.summary.database.storedSize + $0.summary.database.size < $1.summary.database.storedSize + $1.summary.database.size
+            }) {
+                try checkRoom(for: largest.summary.database, snapshots: (sharing[key(largest.summary.database)] ?? []).map(\.id).sorted(), in: scratchPlace)
+            }
             let databaseLane = { [self] in
                 for key in order {
                     let users = sharing[key]!
@@ -298,6 +305,17 @@ public struct RepositoryVerifier {
         "coffer-verify-" + String(ProcessInfo.processInfo.hostName.map { $0 == "/" || $0 == "." ? "_" : $0 }) + "-"
     }
 
+    /// Fails the run when `parent` has no room for the database copy and its compressed stream
+    /// side by side (before the packs are read for it, and again before each copy).
+    func checkRoom(for database: Snapshot.Database, snapshots: [String], in parent: String) throws {
+        let needed = database.storedSize + database.size
+        if case .success(let space) = FileSystem.freeSpace(parent), space.available < UInt64(clamping: needed) {
+            throw CofferError(.failed, operation: "check the database copy of", subject: snapshots.joined(separator: ", "),
+                              cause: "decompressing it needs \(Formatting.bytes(needed)) in \(parent), where \(Formatting.bytes(Int64(clamping: space.available))) is free of \(Formatting.bytes(Int64(clamping: space.total)))",
+                              hint: "free space there, or set TMPDIR to a folder with room (a repository in a folder this run can write uses its tmp/)")
+        }
+    }
+
     /// Decompresses a database copy into a scratch folder, re-hashes and integrity-checks it.
     /// What the stored bytes cause is a finding (`database_damaged`); what the scratch place
     /// causes (no room, no permission) or a stop fails the run instead: the copy is not damaged.
@@ -305,13 +323,7 @@ public struct RepositoryVerifier {
                        into report: inout RepositoryReport) throws {
         let parent = scratchParent ?? Self.scratchParent(for: repository)
         ScratchDirectory.sweep(in: parent, prefix: Self.scratchPrefix)
-        // The stored stream and the decompressed copy, side by side.
-        let needed = database.storedSize + database.size
-        if case .success(let space) = FileSystem.freeSpace(parent), space.available < UInt64(clamping: needed) {
-            throw CofferError(.failed, operation: "check the database copy of", subject: snapshots.joined(separator: ", "),
-                              cause: "decompressing it needs \(Formatting.bytes(needed)) in \(parent), where \(Formatting.bytes(Int64(clamping: space.available))) is free of \(Formatting.bytes(Int64(clamping: space.total)))",
-                              hint: "free space there, or set TMPDIR to a folder with room (a repository in a folder this run can write uses its tmp/)")
-        }
+        try checkRoom(for: database, snapshots: snapshots, in: parent)
         let scratch = try ScratchDirectory(prefix: "\(Self.scratchPrefix)\(getpid())", in: parent)
         defer { scratch.remove() }
         let path = scratch.path + "/db.sqlite"
@@ -331,10 +343,18 @@ public struct RepositoryVerifier {
             }
         } catch let error as CofferError {
             if error.status == .interrupted { throw error }
-            if let code = error.errno, [ENOSPC, EDQUOT, EFBIG, EROFS, EACCES, EPERM, EMFILE, ENFILE, ENOMEM].contains(code) { throw error }
+            // A system call on the scratch side (its folder, files, disk), or one that ran out
+            // of something, says nothing of the stored bytes.
+            if let code = error.errno, error.subject?.hasPrefix(scratch.path) == true
+                || [ENOSPC, EDQUOT, EFBIG, EROFS, EACCES, EPERM, EMFILE, ENFILE, ENOMEM].contains(code) { throw error }
             report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: snapshots,
                                          message: error.message))
         } catch let error as DatabaseError {
+            // The copy's bytes matched their digest: only what SQLite says of the contents is
+            // damage; a file it could not open or write, or memory, fails the run.
+            guard [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode) else {
+                throw DatabaseAccess.databaseFailure("check the database copy", path, error)
+            }
             report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: snapshots,
                                          message: error.message ?? "\(error.resultCode)"))
         }

@@ -146,7 +146,13 @@ import Testing
         let ranOut = #expect(throws: CofferError.self) { try verifier.run() }
         #expect(ranOut?.errno == ENOSPC, "\(String(describing: ranOut))")
         #expect(try FileManager.default.contentsOfDirectory(atPath: few.path).isEmpty)
-        withExtendedLifetime((small, few)) {}
+        // Files enough to decompress, not for SQLite's own beside the copy: it cannot open it.
+        guard let four = try SmallDisk(megabytes: 64, in: fixture.volume.directory.child("four"), options: "nr_inodes=4") else { return }
+        verifier.scratchParent = four.path
+        let cannotOpen = #expect(throws: CofferError.self) { try verifier.run() }
+        #expect(cannotOpen?.operation == "check the database copy", "\(String(describing: cannotOpen))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: four.path).isEmpty)
+        withExtendedLifetime((small, few, four)) {}
 
         // With room, the copy is whole.
         verifier.scratchParent = nil
