@@ -8,8 +8,16 @@ enum TarHeader {
     /// `size` rounded up to whole 512-byte blocks, as an entry's data takes them.
     static func padded(_ size: Int64) -> Int64 { (size + blockSize - 1) / blockSize * blockSize }
 
-    /// A ustar numeric field: octal digits, led by spaces and ended by NUL or space.
+    /// A ustar numeric field: octal digits, led by spaces and ended by NUL or space; or, first
+    /// bit set, a big-endian binary number (GNU's base-256, which libarchive writes for sizes
+    /// past 8 GiB where the format allows it).
     static func octal(_ field: ArraySlice<UInt8>) -> Int64? {
+        if let first = field.first, first & 0x80 != 0 {
+            let rest = field.dropFirst()
+            guard first == 0x80, rest.prefix(max(0, rest.count - 8)).allSatisfy({ $0 == 0 }),
+                  let top = rest.suffix(8).first, top & 0x80 == 0 else { return nil }
+            return rest.suffix(8).reduce(Int64(0)) { $0 << 8 | Int64($1) }
+        }
         let digits = field.drop { $0 == 0x20 }.prefix { $0 != 0 && $0 != 0x20 }
         guard !digits.isEmpty, digits.count <= 21, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x37 }) else { return nil }
         return digits.reduce(Int64(0)) { $0 * 8 + Int64($1 - 0x30) }
@@ -95,6 +103,8 @@ enum TarHeader {
                 guard decimal(fraction: true) else { return "its pax header is damaged (its \(key) does not read)" }
             case "uname", "gname", "linkpath":
                 break
+            case _ where key.hasPrefix("LIBARCHIVE.") || key.hasPrefix("SCHILY.") || key.hasPrefix("GNU."):
+                break // what other libarchive versions may add: not Coffer's to judge
             default:
                 return "its pax header is damaged (an unknown key, \(String(reflecting: key)))"
             }
