@@ -68,8 +68,8 @@ final class Bench {
     /// a backup written long before, from the disk. Coffer's packs leave the cache as they are
     /// written and a tar does not, so without this the tools would read from different places.
     func evict(_ paths: [String]) {
-        func drop(_ path: String) {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
+        func drop(_ path: PathBytes) {
+            let fd = path.withCPath { open($0, O_RDONLY | O_CLOEXEC) } // names are bytes (the volume's are hostile)
             guard fd >= 0 else { return }
             _ = fdatasync(fd)
             _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
@@ -77,9 +77,9 @@ final class Bench {
         }
         for path in paths {
             guard case .success(let info) = FileSystem.status(path) else { continue }
-            if info.kind == .regular { drop(path); continue }
+            if info.kind == .regular { drop(PathBytes(path.utf8)); continue }
             try? DirectoryWalker(root: path).walk { entry in
-                if entry.kind == .regular { drop(path + "/" + PathText.display(entry.relativePath)) }
+                if entry.kind == .regular { drop(PathBytes(path.utf8).appendingComponent(entry.relativePath)) }
             }
         }
     }
