@@ -231,9 +231,15 @@ import Testing
                 writes += 1
                 // The live database's own -wal and -shm are SQLite's (a reader maps the -shm);
                 // the repository's lock is taken when it exists.
-                let allowed = path.hasPrefix(folder + "/.coffer-backup-") || path == db + "-wal" || path == db + "-shm"
-                    || (existing && path == repo + "/lock")
-                #expect(allowed, "written outside the scratch: \(line)")
+                func allowed(_ path: String) -> Bool {
+                    path.hasPrefix(folder + "/.coffer-backup-") || path == db + "-wal" || path == db + "-shm"
+                        || (existing && path == repo + "/lock")
+                }
+                #expect(allowed(path), "written outside the scratch: \(line)")
+                // A rename's target too (its second path, absolute where Coffer renames).
+                if name.hasPrefix("rename"), let target = rest.firstMatch(of: #/"([^"]+)"/#) {
+                    #expect(allowed(String(target.1)), "renamed outside the scratch: \(line)")
+                }
             }
             #expect(writes > 0, "the trace saw no write at all")
             #expect(listing(repo) == repoBefore)

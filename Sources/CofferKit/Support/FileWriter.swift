@@ -103,6 +103,11 @@ struct EarlyWriteback {
 
     init(dropsBehind: Bool = false) { self.dropsBehind = dropsBehind }
 
+    /// Keeps the first write error the disk reported while a window was waited for.
+    mutating func noteFailure(_ code: Int32) {
+        if failure == nil { failure = code }
+    }
+
     /// After `count` more bytes were written to `fd` (at its end). Returns the range whose
     /// writeback it started, if any.
     @discardableResult
@@ -125,7 +130,7 @@ struct EarlyWriteback {
         let settled = started - Self.window * Self.dropLag
         if dropsBehind, settled > dropped {
             let code = coffer_drop_written(fd, dropped, settled - dropped)
-            if code != 0, failure == nil { failure = code }
+            if code != 0 { noteFailure(code) }
             dropped = settled
         }
         return started..<written
