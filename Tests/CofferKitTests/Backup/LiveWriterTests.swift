@@ -76,6 +76,7 @@ import Testing
         final class State: @unchecked Sendable {
             let lock = NSLock()
             var running = true
+            var stopped = false
             var commits = 0
             var copy: Result<DatabaseCopy, Error>?
         }
@@ -89,9 +90,17 @@ import Testing
                 n += 1
                 state.lock.withLock { state.commits += 1 }
             }
+            state.lock.withLock { state.stopped = true }
         }
         load.start()
-        defer { state.lock.withLock { state.running = false } }
+        // The writer stopped and closed before the folder goes: a write after its removal
+        // began left the folder behind (75 MB a run).
+        defer {
+            state.lock.withLock { state.running = false }
+            while !state.lock.withLock({ state.stopped }) { Thread.sleep(forTimeInterval: 0.005) }
+            try? writer.close()
+            withExtendedLifetime(directory) {}
+        }
         while state.lock.withLock({ state.commits }) < 50 { Thread.sleep(forTimeInterval: 0.005) }
         for round in 0..<3 {
             let target = directory.path + "/copy-\(round).sqlite"
