@@ -54,6 +54,7 @@ enum TarHeader {
                 return "the header before its tar header is damaged (its checksum does not add up)"
             }
             guard let length = octal(header[124..<136]) else { return "the header before its tar header is damaged (its size does not read)" }
+            guard length <= end - position - blockSize else { return "the header before its tar header is damaged (its size runs past it)" }
             let next = position + blockSize + padded(length)
             guard next <= end else { return "the header before its tar header is damaged (its size runs past it)" }
             if header[156] == UInt8(ascii: "x"), next == end {

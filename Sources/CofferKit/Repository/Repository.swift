@@ -200,18 +200,18 @@ public final class Repository {
     /// ids are the records' file names, and `latest` needs every header but one summary.
     ///
     /// `latest` is the newest snapshot of `volume` (the one the command was configured for):
-    /// this host's with its DB_PATH and MEDIA_ROOT, else (a host renamed, a container made
-    /// anew) those paths' on any host. Without one, it is the newest of the only DB_PATH and
-    /// MEDIA_ROOT the repository holds; of several, none of them `volume`'s, it is not guessed:
-    /// restoring another machine's data, or rehearsing with it, would be the wrong thing done
-    /// without a word.
+    /// this host's with its DB_PATH and MEDIA_ROOT, else those paths' when a single host took
+    /// them (this host renamed, a container made anew). Without one, it is the newest of the
+    /// only volume (host, DB_PATH, MEDIA_ROOT) the repository holds. Otherwise it is not
+    /// guessed: restoring another machine's data, or rehearsing with it, would be the wrong
+    /// thing done without a word.
     public func resolve(_ reference: String, volume: Volume? = nil) throws -> Snapshot {
         if reference == "latest" {
             let all = try headers()
             if let volume, let last = try newest(of: volume, among: all) { return last }
-            var newestOf: [Volume: Snapshot.Header] = [:] // by paths; the host of the newest
+            var newestOf: [Volume: Snapshot.Header] = [:]
             for (_, header) in all {
-                let key = Volume(host: "", dbPath: header.dbPath, mediaRoot: header.mediaRoot)
+                let key = Volume(header)
                 if let known = newestOf[key], !Self.isOlder(known, than: header) { continue }
                 newestOf[key] = header
             }
@@ -245,13 +245,16 @@ public final class Repository {
         try newest(among: headers(), where: filter)
     }
 
-    /// The newest snapshot of `volume`: this host's with its paths, else those paths' on any
-    /// host (a host renamed); nil when there is none.
+    /// The newest snapshot of `volume`: this host's with its paths, else those paths' when a
+    /// single host took them (this host renamed); nil when there is none, or several hosts
+    /// took them (whose is not guessed).
     public func newestOfVolume(_ volume: Volume) throws -> Snapshot? { try newest(of: volume, among: headers()) }
 
     func newest(of volume: Volume, among all: [(name: String, header: Snapshot.Header)]) throws -> Snapshot? {
         let exact = all.filter { Volume($0.header) == volume }
-        let paths = exact.isEmpty ? all.filter { $0.header.dbPath == volume.dbPath && $0.header.mediaRoot == volume.mediaRoot } : exact
+        if !exact.isEmpty { return try newest(among: exact, where: { _ in true }) }
+        let paths = all.filter { $0.header.dbPath == volume.dbPath && $0.header.mediaRoot == volume.mediaRoot }
+        guard Set(paths.map(\.header.host)).count == 1 else { return nil }
         return try newest(among: paths, where: { _ in true })
     }
 

@@ -7,8 +7,15 @@ import Glibc
 /// Gets a snapshot's database copy out of its pack: the stored zstd stream by a streamed ranged
 /// read (checked against its recorded SHA-256), then decompressed to `destination`.
 enum DatabaseExtractor {
-    /// Returns the SHA-256 of the decompressed file. Throws when the stored stream is damaged.
+    /// Returns the SHA-256 of the decompressed file. Throws when the stored stream is damaged
+    /// (the error marked ``CofferError/storedBytesDamaged``), and for any other failure.
     static func extract(_ database: Snapshot.Database, from repository: Repository, to destination: String) throws -> String {
+        /// `error`, marked as damage to the stored bytes (a stop is never that).
+        func damage(_ error: Error) -> Error {
+            guard var marked = error as? CofferError, marked.status != .interrupted else { return error }
+            marked.storedBytesDamaged = true
+            return marked
+        }
         let compressedPath = destination + ".zst"
         defer { unlink(compressedPath) }
         // The stored stream goes to a scratch file beside the destination, hashed on the way
@@ -17,20 +24,36 @@ enum DatabaseExtractor {
         let out = try RawIO.createNew(compressedPath)
         do {
             defer { close(out) }
-            try repository.storage.read(database.pack, offset: database.offset, length: database.storedSize) { chunk in
-                try Interruption.check("restore")
-                storedHasher.update(bufferPointer: chunk)
-                try RawIO.writeAll(out, chunk.baseAddress!, chunk.count, path: compressedPath)
+            var writeFailure: Error?
+            do {
+                try repository.storage.read(database.pack, offset: database.offset, length: database.storedSize) { chunk in
+                    try Interruption.check("restore")
+                    storedHasher.update(bufferPointer: chunk)
+                    do { try RawIO.writeAll(out, chunk.baseAddress!, chunk.count, path: compressedPath) } catch {
+                        writeFailure = error
+                        throw error
+                    }
+                }
+            } catch {
+                // The scratch side's failure, a stop, or the network's is not the copy's; a
+                // missing object, a read past its end or an unreadable sector is.
+                if let writeFailure { throw writeFailure }
+                guard let failure = error as? CofferError else { throw error }
+                let missing = ["file ends early", "no such object"].contains(failure.cause) || failure.cause.hasPrefix("bad range")
+                    || [ENOENT, EIO].contains(failure.errno ?? 0)
+                throw missing ? damage(failure) : failure
             }
         }
         guard Digest.hex(storedHasher.finalize()) == database.storedSha256 else {
-            throw CofferError(.failed, operation: "read database copy", subject: "\(database.pack):\(database.entry)",
-                              cause: "its bytes changed (SHA-256 differs from the one recorded)",
-                              hint: "restore an older snapshot; `coffer verify --repo --read-data` lists what is damaged")
+            throw damage(CofferError(.failed, operation: "read database copy", subject: "\(database.pack):\(database.entry)",
+                                     cause: "its bytes changed (SHA-256 differs from the one recorded)",
+                                     hint: "restore an older snapshot; `coffer verify --repo --read-data` lists what is damaged"))
         }
         let reader = try ArchiveReader(path: compressedPath, kind: .zstdRaw)
-        guard try reader.next() != nil else {
-            throw CofferError(.failed, operation: "decompress", subject: compressedPath, cause: "empty stream")
+        let first: Bool
+        do { first = try reader.next() != nil } catch { throw damage(error) }
+        guard first else {
+            throw damage(CofferError(.failed, operation: "decompress", subject: compressedPath, cause: "empty stream"))
         }
         let output = try RawIO.createNew(destination)
         defer { close(output) }
@@ -40,7 +63,8 @@ enum DatabaseExtractor {
         var writeback = EarlyWriteback()
         while true {
             try Interruption.check("restore")
-            let n = try reader.read(into: buffer)
+            let n: Int
+            do { n = try reader.read(into: buffer) } catch { throw damage(error) }
             if n == 0 { break }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             try RawIO.writeAll(output, buffer.baseAddress!, n, path: destination)

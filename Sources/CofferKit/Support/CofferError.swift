@@ -17,6 +17,9 @@ public struct CofferError: Error, LocalizedError, Equatable, Sendable {
     public var hint: String?
     /// The POSIX error behind it, when a system call failed (``system(_:_:errno:hint:)``).
     public var errno: Int32?
+    /// The stored bytes themselves are missing or changed (a digest, a decoding, a read past
+    /// the end), as opposed to the place the work was done in, the network or a stop.
+    public var storedBytesDamaged = false
 
     public init(_ status: ExitStatus, operation: String, subject: String? = nil, cause: String, hint: String? = nil) {
         self.status = status

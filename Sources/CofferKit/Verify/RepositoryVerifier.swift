@@ -175,6 +175,7 @@ public struct RepositoryVerifier {
             }
             // Room for the largest copy before hours of reading packs, not after.
             let scratchPlace = scratchParent ?? Self.scratchParent(for: repository)
+            ScratchDirectory.sweep(in: scratchPlace, prefix: Self.scratchPrefix) // a killed run's copy takes room
             if let largest = order.map({ sharing[$0]![0] }).max(by: {
                 $0.summary.database.storedSize + $0.summary.database.size < $1.summary.database.storedSize + $1.summary.database.size
             }) {
@@ -256,7 +257,7 @@ public struct RepositoryVerifier {
         for (key, entry) in entries.sorted(by: { ($0.key.pack, $0.key.offset) < ($1.key.pack, $1.key.offset) }) where key.offset >= 512 {
             // What lies between the previous entry's data and this header: its pax header, if any.
             let gapStart = previous?.pack == key.pack ? previous!.end : 0
-            previous = (key.pack, key.offset + TarHeader.padded(entry.size))
+            previous = (key.pack, key.offset + TarHeader.padded(min(entry.size, Int64.max / 4))) // a size no record can mean
             guard let header = try? [UInt8](repository.storage.get(key.pack, offset: key.offset - 512, length: 512)) else { continue }
             if let problem = TarHeader.problem(header, size: entry.size) {
                 damaged.append((key, problem))
@@ -342,11 +343,9 @@ public struct RepositoryVerifier {
                                              message: "integrity_check: " + check.joined(separator: "; ")))
             }
         } catch let error as CofferError {
-            if error.status == .interrupted { throw error }
-            // A system call on the scratch side (its folder, files, disk), or one that ran out
-            // of something, says nothing of the stored bytes.
-            if let code = error.errno, error.subject?.hasPrefix(scratch.path) == true
-                || [ENOSPC, EDQUOT, EFBIG, EROFS, EACCES, EPERM, EMFILE, ENFILE, ENOMEM].contains(code) { throw error }
+            // The scratch place (no room, no files), the network or a stop says nothing of
+            // the stored bytes: only their own damage is a finding.
+            guard error.storedBytesDamaged else { throw error }
             report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: snapshots,
                                          message: error.message))
         } catch let error as DatabaseError {

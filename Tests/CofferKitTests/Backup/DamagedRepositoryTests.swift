@@ -154,6 +154,18 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: four.path).isEmpty)
         withExtendedLifetime((small, few, four)) {}
 
+        // Room enough once a killed verify's leftover copy is gone: it is swept first.
+        guard let crowded = try SmallDisk(megabytes: 12, in: fixture.volume.directory.child("crowded")) else { return }
+        let gone = try Process.run(URL(fileURLWithPath: "/bin/true"), arguments: [])
+        gone.waitUntilExit()
+        let leftover = crowded.path + "/\(RepositoryVerifier.scratchPrefix)\(gone.processIdentifier).AbCdEf"
+        try FileManager.default.createDirectory(atPath: leftover, withIntermediateDirectories: false)
+        try Data(count: (12 << 20) - (256 << 10)).write(to: URL(fileURLWithPath: leftover + "/db.sqlite")) // 256 KiB left
+        verifier.scratchParent = crowded.path
+        #expect(try verifier.run().findings.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: leftover))
+        withExtendedLifetime(crowded) {}
+
         // With room, the copy is whole.
         verifier.scratchParent = nil
         #expect(try verifier.run().findings.isEmpty)

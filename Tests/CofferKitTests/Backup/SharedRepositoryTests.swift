@@ -51,6 +51,36 @@ import Testing
         #expect(try verifier.run().snapshots == [aSnapshot])
     }
 
+    /// Two hosts back up the same paths (two machines set up alike): a third host with those
+    /// paths does not get either's by default, nor does its status show either's age.
+    @Test func twoHostsWithTheSamePathsAreNotGuessedBetween() throws {
+        let a = try BackupFixture(jobs: 5, hostile: false)
+        try a.backup()
+        try a.addEvent()
+        try a.backup()
+        let repository = try a.repository()
+        let all = try repository.snapshots().snapshots
+        #expect(all.count == 2)
+        // The older one was taken by another host (its header rewritten and sealed again).
+        let record = a.repo + "/snapshots/\(all[0].id).jsonl"
+        chmod(record, 0o644)
+        let text = try String(contentsOfFile: record, encoding: .utf8)
+        let host = ProcessInfo.processInfo.hostName
+        let quoted = "\"host\":\"\(host)\""
+        #expect(text.contains(quoted))
+        try text.replacingOccurrences(of: quoted, with: "\"host\":\"twin-host\"").write(toFile: record, atomically: true, encoding: .utf8)
+        try resealRecord(record)
+        let paths = (a.volume.dbPath, a.volume.mediaRoot)
+        // This host: its own newest. The twin: its own.
+        #expect(try repository.resolve("latest", volume: .init(dbPath: paths.0, mediaRoot: paths.1)).id == all[1].id)
+        #expect(try repository.resolve("latest", volume: .init(host: "twin-host", dbPath: paths.0, mediaRoot: paths.1)).id == all[0].id)
+        // A third host with the same paths: refused, and no age in its status.
+        let third = Repository.Volume(host: "third-host", dbPath: paths.0, mediaRoot: paths.1)
+        let error = #expect(throws: CofferError.self) { try repository.resolve("latest", volume: third) }
+        #expect(error?.status == .usage)
+        #expect(try repository.newestOfVolume(third) == nil)
+    }
+
     @Test func statusAgesThisVolumesNewestSnapshot() throws {
         let (a, b, aSnapshot, _) = try twoVolumes()
         #expect(try VolumeStatus.read(try a.configuration()).newestSnapshot?.id == aSnapshot)

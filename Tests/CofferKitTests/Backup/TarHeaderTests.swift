@@ -12,6 +12,26 @@ import Testing
         #expect(TarHeader.octal(ArraySlice(Array("12x4".utf8))) == nil)
     }
 
+    /// A header whose checksum adds up but whose base-256 size is near Int64.max (crafted, or
+    /// damage that keeps the byte sum) is damage, not an overflow.
+    @Test func aHugeSizeBeforeAnEntryIsDamageNotACrash() throws {
+        var header = [UInt8](repeating: 0, count: 512)
+        header[124] = 0x80
+        for index in 128..<136 { header[index] = 0xFF }
+        header[128] = 0x7F
+        header[156] = UInt8(ascii: "0")
+        let sum = header.enumerated().reduce(0) { $0 + ((148..<156).contains($1.offset) ? 0x20 : Int($1.element)) }
+        let field = Array(String(sum, radix: 8).utf8)
+        header.replaceSubrange(148..<(148 + field.count), with: field)
+        header[148 + field.count] = 0
+        #expect(TarHeader.checksumAddsUp(header))
+        let bytes = header + [UInt8](repeating: 0, count: 512)
+        let problem = try TarHeader.extendedHeaderProblem(from: 0, to: 1024, name: PathBytes("media/x".utf8), size: 1) { offset, length in
+            Array(bytes[Int(offset)..<min(bytes.count, Int(offset) + length)])
+        }
+        #expect(problem?.contains("runs past it") == true, "\(String(describing: problem))")
+    }
+
     @Test func judgesPaxRecords() {
         let name = PathBytes("media/library/é.mkv".utf8)
         func records(_ lines: [String]) -> (data: [UInt8], length: Int) {
