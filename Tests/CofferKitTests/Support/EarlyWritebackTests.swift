@@ -86,7 +86,12 @@ import Glibc
         // Where /tmp is a tmpfs (a CI machine), the package's own .build folder, on its disk.
         var folder = try TemporaryDirectory()
         if try inMemory(folder.path) {
-            folder = try TemporaryDirectory(base: FileManager.default.currentDirectoryPath + "/.build")
+            let build = FileManager.default.currentDirectoryPath + "/.build"
+            guard FileManager.default.fileExists(atPath: build) else {
+                print("skipped: TMPDIR is in memory (tmpfs), whose pages cannot be dropped, and there is no .build folder here")
+                return
+            }
+            folder = try TemporaryDirectory(base: build)
             guard try !inMemory(folder.path) else {
                 print("skipped: \(folder.path) and TMPDIR are in memory (tmpfs), whose pages cannot be dropped")
                 return
