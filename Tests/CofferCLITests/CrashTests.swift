@@ -77,11 +77,16 @@ import Testing
     @Test func restoreKilledAtRandomMomentsLeavesTargetsWholeOrAbsent() throws {
         let v = try volume(jobs: 300, maxFileBytes: 256 * 1024)
         #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
-        let started = Date()
-        let probe = try CofferBinary.run(["restore", "--quiet", "--repo", v.repo, "--db", v.scratch.child("probe/db.sqlite"),
-                                          "--media-root", v.scratch.child("probe/media"), "--min-free-space-gb", "0", "--alert-free-space-gb", "0"])
-        #expect(probe.status == 0, "\(probe.stderr)")
-        let duration = Date().timeIntervalSince(started)
+        // How long a restore takes, from the second of two (the pack left the page cache as
+        // the backup wrote it: the first reads it from the disk, the killed runs from memory).
+        var duration = Double.infinity
+        for name in ["probe-cold", "probe"] {
+            let started = Date()
+            let probe = try CofferBinary.run(["restore", "--quiet", "--repo", v.repo, "--db", v.scratch.child("\(name)/db.sqlite"),
+                                              "--media-root", v.scratch.child("\(name)/media"), "--min-free-space-gb", "0", "--alert-free-space-gb", "0"])
+            #expect(probe.status == 0, "\(probe.stderr)")
+            duration = min(duration, Date().timeIntervalSince(started))
+        }
         let expected = try TreeSnapshot(v.scratch.child("probe/media"))
         let expectedJobs = try tableRows(v.scratch.child("probe/db.sqlite"), "jobs")
 
@@ -90,7 +95,8 @@ import Testing
             let db = v.scratch.child("r\(round)/db.sqlite"), media = v.scratch.child("r\(round)/media")
             let args = ["restore", "--quiet", "--repo", v.repo, "--db", db, "--media-root", media,
                         "--min-free-space-gb", "0", "--alert-free-space-gb", "0"]
-            if try killed(args, after: Double.random(in: 0.02...max(0.05, duration))) { kills += 1 }
+            // A run that ended before its signal halves the window for the next.
+            if try killed(args, after: Double.random(in: 0.02...max(0.05, duration))) { kills += 1 } else { duration /= 2 }
             let landed = (media: FileManager.default.fileExists(atPath: media), db: FileManager.default.fileExists(atPath: db))
             if landed.media {
                 #expect(try TreeSnapshot(media) == expected, "round \(round): a partial media tree is visible")
