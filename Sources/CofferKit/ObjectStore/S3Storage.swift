@@ -51,7 +51,7 @@ public final class S3Storage: RepositoryStorage {
 
     public func get(_ name: String) throws -> Data {
         guard let data = try client.getObject(key(name)) else {
-            throw CofferError(.failed, operation: "read", subject: display(name), cause: "no such object")
+            throw CofferError.missing("read", display(name), cause: "no such object")
         }
         return data
     }
@@ -74,7 +74,7 @@ public final class S3Storage: RepositoryStorage {
 
     public func openReader(_ name: String) throws -> ObjectReader {
         guard let size = try client.headObject(key(name)) else {
-            throw CofferError(.failed, operation: "open", subject: display(name), cause: "no such object")
+            throw CofferError.missing("open", display(name), cause: "no such object")
         }
         return S3ObjectReader(client: client, key: key(name), display: display(name), size: size)
     }

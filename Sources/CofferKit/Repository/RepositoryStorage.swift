@@ -106,7 +106,7 @@ extension RepositoryStorage {
     /// Refuses a negative range (from a damaged record) before any read.
     func checkRange(_ name: String, offset: Int64, length: Int64) throws {
         guard offset >= 0, length >= 0 else {
-            throw CofferError(.failed, operation: "read", subject: display(name), cause: "bad range \(offset)+\(length) (a damaged record?)")
+            throw CofferError.missing("read", display(name), cause: "bad range \(offset)+\(length) (a damaged record?)")
         }
     }
 }

@@ -39,9 +39,7 @@ enum DatabaseExtractor {
                 // missing object, a read past its end or an unreadable sector is.
                 if let writeFailure { throw writeFailure }
                 guard let failure = error as? CofferError else { throw error }
-                let missing = ["file ends early", "no such object"].contains(failure.cause) || failure.cause.hasPrefix("bad range")
-                    || [ENOENT, EIO].contains(failure.errno ?? 0)
-                throw missing ? damage(failure) : failure
+                throw failure.storedBytesDamaged || [ENOENT, EIO].contains(failure.errno ?? 0) ? damage(failure) : failure
             }
         }
         guard Digest.hex(storedHasher.finalize()) == database.storedSha256 else {

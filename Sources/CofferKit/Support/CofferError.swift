@@ -42,6 +42,15 @@ public struct CofferError: Error, LocalizedError, Equatable, Sendable {
         CofferError(.usage, operation: "read setting", subject: name, cause: "\(cause) (got \(quoted(value)))", hint: hint)
     }
 
+    /// A failure (exit 2) because bytes that should be there are not: an object missing, a
+    /// file shorter than what is read of it, a range no object has. Marked
+    /// ``storedBytesDamaged``: where the bytes are a backup's, that is damage to it.
+    public static func missing(_ operation: String, _ subject: String, cause: String) -> CofferError {
+        var error = CofferError(.failed, operation: operation, subject: subject, cause: cause)
+        error.storedBytesDamaged = true
+        return error
+    }
+
     /// A failure (exit 2) from a POSIX call. A full disk and a file size limit get their hint
     /// unless the caller gives one; a full disk also says what is free there now (of what size).
     public static func system(_ operation: String, _ path: String, errno code: Int32, hint: String? = nil) -> CofferError {

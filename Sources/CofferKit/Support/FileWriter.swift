@@ -42,7 +42,7 @@ public enum RawIO {
                 if errno == EINTR { continue }
                 throw CofferError.system("read", path, errno: errno)
             }
-            if n == 0 { throw CofferError(.failed, operation: "read", subject: path, cause: "file ends early") }
+            if n == 0 { throw CofferError.missing("read", path, cause: "file ends early") }
             done += n
         }
     }
