@@ -101,7 +101,7 @@ public struct BackupRunner {
             scratch = own
         } else {
             let parent = PathText.parent(layout.dbPath)
-            Self.sweepScratch(in: parent)
+            ScratchDirectory.sweep(in: parent, prefix: Self.scratchPrefix) // folders of runs that are gone
             let folder = try ScratchDirectory(prefix: "\(Self.scratchPrefix)\(getpid())", in: parent)
             scratchFolder = folder
             scratch = folder.path
@@ -642,8 +642,6 @@ public struct BackupRunner {
 
     static let scratchPrefix = ".coffer-backup-"
 
-    /// Removes scratch folders (`.coffer-backup-PID.XXXXXX`) of runs that are gone.
-    static func sweepScratch(in directory: String) { ScratchDirectory.sweep(in: directory, prefix: scratchPrefix) }
 
     /// The compressed database copy's size, at most: the parent's compression ratio with half
     /// again as a margin, or (no parent, or a ratio that would not save anything) the copy's

@@ -70,9 +70,9 @@ public struct Pruner {
         var report = PruneReport(repository: repository.location, dryRun: dryRun)
 
         // 1. What stays, per volume.
-        var groups: [String: [Int]] = [:]
+        var groups: [Repository.Volume: [Int]] = [:]
         for (index, snap) in all.enumerated() {
-            groups["\(snap.header.host)\u{0}\(snap.header.dbPath)\u{0}\(snap.header.mediaRoot)", default: []].append(index)
+            groups[Repository.Volume(snap.header), default: []].append(index)
         }
         var keep: [Int: [String]] = [:]
         for members in groups.values {

@@ -184,7 +184,8 @@ public struct RepositoryVerifier {
             let databaseLane = { [self] in
                 for key in order {
                     let users = sharing[key]!
-                    try checkDatabase(users[0].summary.database, snapshots: users.map(\.id).sorted(), repository: repository, into: &databaseReport)
+                    try checkDatabase(users[0].summary.database, snapshots: users.map(\.id).sorted(), repository: repository,
+                                      scratchIn: scratchPlace, into: &databaseReport)
                 }
             }
             failures.withUnsafeMutableBufferPointer { failed in
@@ -320,10 +321,9 @@ public struct RepositoryVerifier {
     /// Decompresses a database copy into a scratch folder, re-hashes and integrity-checks it.
     /// What the stored bytes cause is a finding (`database_damaged`); what the scratch place
     /// causes (no room, no permission) or a stop fails the run instead: the copy is not damaged.
+    /// `parent` is where its scratch folder goes, swept of killed runs' folders by the caller.
     func checkDatabase(_ database: Snapshot.Database, snapshots: [String], repository: Repository,
-                       into report: inout RepositoryReport) throws {
-        let parent = scratchParent ?? Self.scratchParent(for: repository)
-        ScratchDirectory.sweep(in: parent, prefix: Self.scratchPrefix)
+                       scratchIn parent: String, into report: inout RepositoryReport) throws {
         try checkRoom(for: database, snapshots: snapshots, in: parent)
         let scratch = try ScratchDirectory(prefix: "\(Self.scratchPrefix)\(getpid())", in: parent)
         defer { scratch.remove() }
