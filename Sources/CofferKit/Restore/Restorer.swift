@@ -107,9 +107,7 @@ public struct Restorer {
             logger.warning("finished the restore of snapshot \(snap.id) stopped while it was put in place (its media were, its database was not)")
             report.pathsRewritten = interrupted.note.pathsRewritten
             sweepStaging(layout)
-            var verifier = resultVerifier(after: nil)
-            verifier.stopsWhenAsked = false
-            report.verify = try verifier.run()
+            report.verify = try checkInPlace(after: nil)
             Self.removeCheckFiles(layout.dbPath)
             report.restoreSeconds = Date().timeIntervalSince(started)
             report.seconds = report.restoreSeconds
@@ -237,11 +235,7 @@ public struct Restorer {
                 report.verify = try result.get()
                 report.checkedWhileStaged = true
             } else {
-                // In place already: a stop no longer cuts this check short (it would leave
-                // the restore done but unreported).
-                var verifier = resultVerifier(after: databaseLane)
-                verifier.stopsWhenAsked = false
-                report.verify = try verifier.run()
+                report.verify = try checkInPlace(after: databaseLane)
                 logger.debug("result checked", metadata: ["seconds": "\(Date().timeIntervalSince(started))"])
             }
             Self.removeCheckFiles(layout.dbPath)
@@ -325,6 +319,14 @@ public struct Restorer {
         verifier.integrityLines = lane?.integrity
         verifier.databaseChecks = lane?.checks
         return verifier
+    }
+
+    /// The check of the restored volume once it is in place: a stop no longer cuts it short
+    /// (it would leave the restore done but unreported).
+    func checkInPlace(after lane: DatabaseLane?) throws -> VerifyReport {
+        var verifier = resultVerifier(after: lane)
+        verifier.stopsWhenAsked = false
+        return try verifier.run()
     }
 
     /// Extracts the snapshot's database copy to `path`, checks its digest, rewrites its media
