@@ -129,19 +129,3 @@ import Testing
         #expect(output.contains("Everything stays in \(scratch.path)/coffer-demo."), "its scratch under TMPDIR, removed with the test's")
     }
 }
-
-/// Runs a script to its end: its exit status and what it wrote (stdout and stderr together).
-func runScript(_ executable: String, _ arguments: [String], environment: [String: String], in directory: String? = nil) throws -> (Int32, String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.environment = environment
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    let out = Pipe()
-    process.standardOutput = out
-    process.standardError = out
-    try process.run()
-    let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return (process.terminationStatus, output)
-}

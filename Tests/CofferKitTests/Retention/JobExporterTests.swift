@@ -229,16 +229,8 @@ import Testing
                             assert text == str(value), (table, name, text, value)
             print("ok")
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", script, folder, f.volume.dbPath]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0 && output.contains("ok"), "\(output)")
+        let (status, output) = try runScript("/usr/bin/python3", ["-c", script, folder, f.volume.dbPath])
+        #expect(status == 0 && output.contains("ok"), "\(output)")
     }
 
     @Test func purgeDeletesExactlyWhatWasExported() throws {

@@ -1,4 +1,5 @@
 import CLinux
+import CofferFixtures
 @testable import CofferKit
 import Foundation
 import Testing
@@ -74,13 +75,7 @@ import Glibc
     /// a backup writes its pack. (Not on tmpfs, whose pages are the storage itself.)
     @Test func aPackLeavesThePageCacheBehindIt() throws {
         func inMemory(_ path: String) throws -> Bool {
-            let stat = Process(), out = Pipe()
-            stat.executableURL = URL(fileURLWithPath: "/usr/bin/stat")
-            stat.arguments = ["-f", "-c", "%T", path]
-            stat.standardOutput = out
-            try stat.run()
-            stat.waitUntilExit()
-            let type = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let type = try runScript("/usr/bin/stat", ["-f", "-c", "%T", path]).1.trimmingCharacters(in: .whitespacesAndNewlines)
             return type == "tmpfs" || type == "ramfs"
         }
         // Where /tmp is a tmpfs (a CI machine), the package's own .build folder, on its disk.
