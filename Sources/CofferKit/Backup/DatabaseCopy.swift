@@ -68,7 +68,7 @@ struct DatabaseCopy {
         defer { try? queue.close() }
         do {
             try queue.inDatabase { db in try DatabaseAccess.stoppable(db, "backup") {
-                let lines = try DatabaseAccess.check(db, limit: 20)
+                let lines = try DatabaseAccess.check(db, limit: 20, mapped: true)
                 integrityCheck = lines.joined(separator: "; ")
                 pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 0
                 pageCount = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0

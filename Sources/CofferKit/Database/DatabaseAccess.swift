@@ -72,12 +72,32 @@ public enum DatabaseAccess {
         return result
     }
 
+    /// How much of a copy Coffer made itself a check maps into memory (``check(_:pragma:limit:mapped:)``).
+    ///
+    /// Even with the 4 MB cache, integrity_check of a 100 MB copy read pages from the file
+    /// 359,000 times (one `pread` each, a copy into the cache each time): 0.5 s of system time
+    /// of a 100,000-file backup, on the core the media walk needed. Mapped, SQLite reads
+    /// the page cache in place. The mapped pages are the kernel's page cache, not more memory,
+    /// but they count in the process's resident size: hence a bound, not the whole file (a
+    /// 1 GB copy is checked through its first 128 MiB mapped, the rest read).
+    static let checkMappedBytes = 128 << 20
+
     /// Runs `PRAGMA pragma(limit)` (integrity_check or quick_check) with a 4 MB page cache,
     /// given back afterwards (the connection may go on with small scans).
-    public static func check(_ db: Database, pragma: String = "integrity_check", limit: Int) throws -> [String] {
+    ///
+    /// `mapped`: the file is a copy Coffer wrote itself (a backup's copy, a restored or
+    /// verified one, in a scratch or staging folder no other process writes): its first
+    /// ``checkMappedBytes`` are read through a memory map for the check. Never the pipeline's
+    /// own database, which another process may shrink (a read past the end of a map kills the
+    /// reader).
+    public static func check(_ db: Database, pragma: String = "integrity_check", limit: Int, mapped: Bool = false) throws -> [String] {
         let previous = try Int.fetchOne(db, sql: "PRAGMA cache_size") ?? -2000
         try useCheckCache(db)
         defer { try? db.execute(sql: "PRAGMA cache_size = \(previous)") }
+        if mapped {
+            try db.execute(sql: "PRAGMA mmap_size = \(checkMappedBytes)")
+        }
+        defer { if mapped { try? db.execute(sql: "PRAGMA mmap_size = 0") } }
         return try String.fetchAll(db, sql: "PRAGMA \(pragma)(\(limit))")
     }
 

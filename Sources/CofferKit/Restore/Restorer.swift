@@ -358,7 +358,7 @@ public struct Restorer {
         let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
         do {
             lane.integrity = try queue.read { db in
-                try DatabaseAccess.stoppable(db, "restore") { try DatabaseAccess.check(db, limit: LiveVerifier.integrityLineLimit) }
+                try DatabaseAccess.stoppable(db, "restore") { try DatabaseAccess.check(db, limit: LiveVerifier.integrityLineLimit, mapped: true) }
             }
         } catch let error as DatabaseError {
             lane.integrity = ["integrity_check failed: \(error.message ?? "\(error.resultCode)")"]

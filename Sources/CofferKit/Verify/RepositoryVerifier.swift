@@ -336,7 +336,7 @@ public struct RepositoryVerifier {
                 return
             }
             let queue = try DatabaseQueue(path: path, configuration: DatabaseAccess.untrustedConfiguration())
-            let check = try queue.read { try DatabaseAccess.check($0, limit: 20) }
+            let check = try queue.read { try DatabaseAccess.check($0, limit: 20, mapped: true) }
             try queue.close()
             if check != ["ok"] {
                 report.findings.append(.init(kind: "database_damaged", path: database.entry, pack: database.pack, snapshots: snapshots,
