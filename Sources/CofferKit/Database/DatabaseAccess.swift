@@ -75,8 +75,9 @@ public enum DatabaseAccess {
     /// How much of a copy Coffer made itself a check maps into memory (``check(_:pragma:limit:mapped:)``).
     ///
     /// Even with the 4 MB cache, integrity_check of a 100 MB copy read pages from the file
-    /// 359,000 times (one `pread` each, a copy into the cache each time): 0.5 s of system time
-    /// of a 100,000-file backup, on the core the media walk needed. Mapped, SQLite reads
+    /// 359,000 times (one `pread` each, a copy into the cache each time): about 1 s of system
+    /// time of a 100,000-file backup, on the core the media walk needed (an I/O error under a
+    /// map kills the process instead of failing a read: these files were just written here). Mapped, SQLite reads
     /// the page cache in place. The mapped pages are the kernel's page cache, not more memory,
     /// but they count in the process's resident size: hence a bound, not the whole file (a
     /// 1 GB copy is checked through its first 128 MiB mapped, the rest read).
