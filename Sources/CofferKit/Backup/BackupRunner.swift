@@ -264,6 +264,7 @@ public struct BackupRunner {
         var entries = 0
         progress?.start(total: bytesToWrite)
         try spool.rewind()
+        let folders = DirectoryCursor(root: PathBytes(layout.mediaRoot.utf8))
         while let candidate = try spool.next() {
             try Interruption.check("backup")
             if let reuse = candidate.reuse {
@@ -271,8 +272,7 @@ public struct BackupRunner {
                                               mtime: candidate.info.modified, inode: candidate.info.inode, sha256: reuse.sha256.hex,
                                               pack: packNames[Int(reuse.pack)], offset: reuse.offset), nil))
             } else {
-                let absolute = PathBytes(layout.mediaRoot.utf8).appendingComponent(candidate.relative)
-                if let stored = try store(candidate, absolute: absolute, pack: packName, writer: writer, pipeline: pipeline,
+                if let stored = try store(candidate, folders: folders, pack: packName, writer: writer, pipeline: pipeline,
                                           entry: entries, report: &report, problems: &problems) {
                     waiting.append((stored, entries))
                     entries += 1
@@ -685,13 +685,15 @@ public struct BackupRunner {
     /// Reads one media file into the pack, hashing it on the way. A file that changes while it
     /// is read is stored as read, and recorded as a problem.
     /// Its record comes back without its SHA-256: the pipeline has it under `entry`.
-    func store(_ candidate: Candidate, absolute: PathBytes, pack: String, writer: ArchiveWriter,
+    func store(_ candidate: Candidate, folders: DirectoryCursor, pack: String, writer: ArchiveWriter,
                pipeline: HashPipeline, entry: Int, report: inout BackupReport,
                problems: inout [Snapshot.Problem]) throws -> Snapshot.File? {
         // Built only when needed (a message): for 100,000 small files it was 7% of the run.
-        var shown: String { PathText.display(absolute) }
+        var shown: String { PathText.display(folders.root.appendingComponent(candidate.relative)) }
         // O_NONBLOCK: a file swapped for a FIFO since the walk must not hang the backup.
-        let fd = absolute.withCPath { open($0, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) }
+        // Opened relative to its folder, kept open from the previous file (candidates come in
+        // path order).
+        let fd = folders.openFile(candidate.relative, flags: O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
             problems.append(.init(kind: code == ENOENT ? "missing" : "unreadable", path: shown, jobID: nil,

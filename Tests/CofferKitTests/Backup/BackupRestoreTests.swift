@@ -701,8 +701,9 @@ import Testing
     }
 
     /// Files that change between the walk and their reading, as the pipeline may: one removed,
-    /// one swapped for a link, one for a FIFO. Each is recorded as a problem of its kind, every
-    /// other file is backed up, the run ends with findings (exit 1), and it restores.
+    /// one swapped for a link, one for a FIFO, and a whole folder swapped for a link to a copy
+    /// of it (its files are not read through the link). Each is recorded as a problem of its
+    /// kind, every other file is backed up, the run ends with findings (exit 1), and it restores.
     @Test func filesGoneBetweenTheWalkAndTheReadingAreRecorded() throws {
         let fixture = try BackupFixture(jobs: 30, hostile: false)
         let root = fixture.volume.mediaRoot
@@ -713,11 +714,18 @@ import Testing
         library.sort()
         #expect(library.count >= 5)
         let (removed, linked, fifo) = (library[0], library[1], library[2])
+        // The last file's folder, holding none of the files above.
+        let folder = PathText.parent(library.last!)
+        try #require(folder != "library" && !library.prefix(4).contains { PathText.parent($0) == folder })
+        let inFolder = library.filter { PathText.parent($0) == folder }
+        library.removeAll { PathText.parent($0) == folder }
+        let elsewhere = fixture.volume.directory.child("folder-copy")
         var runner = BackupRunner(configuration: try fixture.configuration())
         runner.afterCollecting = {
             #expect(unlink(root + "/" + removed) == 0)
             #expect(unlink(root + "/" + linked) == 0 && symlink("/etc/hostname", root + "/" + linked) == 0)
             #expect(unlink(root + "/" + fifo) == 0 && mkfifo(root + "/" + fifo, 0o644) == 0)
+            #expect(rename(root + "/" + folder, elsewhere) == 0 && symlink(elsewhere, root + "/" + folder) == 0)
         }
         let report = try runner.run()
         #expect(report.status == .findings)
@@ -727,10 +735,11 @@ import Testing
         #expect(kind(of: removed) == "missing", "\(report.problems)")
         #expect(kind(of: linked) == "unreadable", "\(report.problems)")
         #expect(kind(of: fifo) == "not_a_file", "\(report.problems)")
+        for file in inFolder { #expect(kind(of: file) == "unreadable", "\(report.problems)") }
         var stored = Set<String>()
         let repository = try fixture.repository()
         try repository.reader(for: try repository.resolve("latest")).files { stored.insert(PathText.display($0.path)) }
-        #expect(stored.isDisjoint(with: [removed, linked, fifo]))
+        #expect(stored.isDisjoint(with: [removed, linked, fifo] + inFolder))
         #expect(Set(library.dropFirst(3)).isSubset(of: stored))
         #expect(try fixture.verifyRepository().findings.isEmpty)
         _ = try fixture.restore(into: "after")

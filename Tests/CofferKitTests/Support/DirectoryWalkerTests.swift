@@ -1,5 +1,6 @@
 @testable import CofferKit
 import Foundation
+import SystemPackage
 import Testing
 
 @Suite struct DirectoryWalkerTests {
@@ -31,5 +32,39 @@ import Testing
         }
         #expect(sorted == files.sorted { $0.lexicographicallyPrecedes($1) })
         #expect(sorted.count == files.count)
+    }
+
+    /// The cursor opens files below its root by relative path, across folders in any order, and
+    /// never through a folder that is a link: the error is the folder's (ENOENT when missing).
+    @Test func cursorOpensFilesByRelativePathWithoutFollowingFolderLinks() throws {
+        let directory = try TemporaryDirectory()
+        let root = directory.child("root")
+        for folder in ["root", "root/a", "root/a/b", "root/c", "elsewhere"] { #expect(mkdir(directory.child(folder), 0o755) == 0) }
+        let names = ["top", "a/one", "a/b/two", "a/three", "c/four", "a/b/five"]
+        for name in names + ["../elsewhere/six"] {
+            try Data(name.utf8).write(to: URL(fileURLWithPath: root + "/" + name))
+        }
+        #expect(symlink(directory.child("elsewhere"), root + "/linked") == 0)
+        /// The file's text, or the errno of its opening.
+        func contents(_ cursor: DirectoryCursor, _ relative: String) -> Result<String, Errno> {
+            let fd = cursor.openFile(PathBytes(relative.utf8), flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { return .failure(Errno(rawValue: errno)) }
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 64)
+            let n = read(fd, &buffer, buffer.count)
+            return .success(String(decoding: buffer.prefix(max(n, 0)), as: UTF8.self))
+        }
+        let cursor = DirectoryCursor(root: PathBytes(root.utf8))
+        for name in names { #expect(contents(cursor, name) == .success(name)) }
+        let throughLink = contents(cursor, "linked/six")
+        #expect(throughLink == .failure(.tooManySymbolicLinkLevels) || throughLink == .failure(.notDirectory))
+        #expect(contents(cursor, "gone/file") == .failure(.noSuchFileOrDirectory))
+        #expect(contents(cursor, "a/gone") == .failure(.noSuchFileOrDirectory))
+        #expect(contents(cursor, "a/one") == .success("a/one"))
+        // A root that cannot be opened: each file by its whole path (and its reason).
+        let missing = DirectoryCursor(root: PathBytes(directory.child("no-root").utf8))
+        #expect(contents(missing, "top") == .failure(.noSuchFileOrDirectory))
+        let plain = DirectoryCursor(root: PathBytes((root + "/top").utf8))
+        #expect(contents(plain, "x") == .failure(.notDirectory))
     }
 }
