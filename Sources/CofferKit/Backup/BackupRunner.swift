@@ -264,15 +264,17 @@ public struct BackupRunner {
         var entries = 0
         progress?.start(total: bytesToWrite)
         try spool.rewind()
-        let folders = DirectoryCursor(root: PathBytes(layout.mediaRoot.utf8))
-        while let candidate = try spool.next() {
+        let files = MediaPrefetch(root: PathBytes(layout.mediaRoot.utf8), source: spool.next)
+        while true {
             try Interruption.check("backup")
+            guard let opened = try files.next() else { break }
+            let candidate = opened.candidate
             if let reuse = candidate.reuse {
                 waiting.append((Snapshot.File(path: candidate.relative, size: candidate.info.size, mode: reuse.mode,
                                               mtime: candidate.info.modified, inode: candidate.info.inode, sha256: reuse.sha256.hex,
                                               pack: packNames[Int(reuse.pack)], offset: reuse.offset), nil))
             } else {
-                if let stored = try store(candidate, folders: folders, pack: packName, writer: writer, pipeline: pipeline,
+                if let stored = try store(candidate, descriptor: opened.descriptor, root: files.root, pack: packName, writer: writer, pipeline: pipeline,
                                           entry: entries, report: &report, problems: &problems) {
                     waiting.append((stored, entries))
                     entries += 1
@@ -685,17 +687,15 @@ public struct BackupRunner {
     /// Reads one media file into the pack, hashing it on the way. A file that changes while it
     /// is read is stored as read, and recorded as a problem.
     /// Its record comes back without its SHA-256: the pipeline has it under `entry`.
-    func store(_ candidate: Candidate, folders: DirectoryCursor, pack: String, writer: ArchiveWriter,
+    /// `descriptor` is the file opened (``MediaPrefetch``), closed here, or minus the errno of
+    /// its opening.
+    func store(_ candidate: Candidate, descriptor fd: Int32, root: PathBytes, pack: String, writer: ArchiveWriter,
                pipeline: HashPipeline, entry: Int, report: inout BackupReport,
                problems: inout [Snapshot.Problem]) throws -> Snapshot.File? {
         // Built only when needed (a message): for 100,000 small files it was 7% of the run.
-        var shown: String { PathText.display(folders.root.appendingComponent(candidate.relative)) }
-        // O_NONBLOCK: a file swapped for a FIFO since the walk must not hang the backup.
-        // Opened relative to its folder, kept open from the previous file (candidates come in
-        // path order).
-        let fd = folders.openFile(candidate.relative, flags: O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        var shown: String { PathText.display(root.appendingComponent(candidate.relative)) }
         guard fd >= 0 else {
-            let code = errno
+            let code = -fd
             problems.append(.init(kind: code == ENOENT ? "missing" : "unreadable", path: shown, jobID: nil,
                                   message: "cannot be opened: \(String(cString: strerror(code)))"))
             return nil
