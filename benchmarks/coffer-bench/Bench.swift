@@ -65,8 +65,12 @@ final class Bench {
 
     /// Puts what a scenario reads out of the page cache (each file synced, then
     /// `POSIX_FADV_DONTNEED`), before every run of every contender: a restore or a verify reads
-    /// a backup written long before, from the disk. Coffer's packs leave the cache as they are
-    /// written and a tar does not, so without this the tools would read from different places.
+    /// a backup written long before, from the disk, and a nightly full backup reads a library
+    /// written over weeks, mostly from the disk too. Coffer's packs leave the cache as they are
+    /// written and a tar or a copy does not, so without this each tool would find the media
+    /// as the one before it left them (the large volume's do not all fit in memory beside a
+    /// 10 GB output): a backup run after Coffer's read more of them from memory than one after
+    /// bsdtar's. Folders and inodes stay cached (only file contents are dropped).
     func evict(_ paths: [String]) {
         func drop(_ path: PathBytes) {
             let fd = path.withCPath { open($0, O_RDONLY | O_CLOEXEC) } // names are bytes (the volume's are hostile)
@@ -208,10 +212,10 @@ final class Bench {
         // Full backup. Every run writes into a folder of its own (see ``runBase``); the last
         // run's repositories and tar are kept for the scenarios after it.
         var full: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer backup --full", { self.nextRun() }, { Measure.run([self.coffer, "backup", "--full", "--quiet"], environment: self.env(self.keep("repo"))) }),
+            ("coffer backup --full", { self.nextRun(); self.evict([self.media, self.db]) }, { Measure.run([self.coffer, "backup", "--full", "--quiet"], environment: self.env(self.keep("repo"))) }),
         ]
         if hasSqlite && hasBsdtar {
-            full.append(("sqlite3 .backup + bsdtar -cf", { self.nextRun() }, {
+            full.append(("sqlite3 .backup + bsdtar -cf", { self.nextRun(); self.evict([self.media, self.db]) }, {
                 let tar = self.keep("tar")
                 try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
                 return Measure.shell(self.sqliteAndBsdtar(db: self.db, media: self.media, list: self.root + "/files.rel", into: tar, sync: false))
@@ -219,25 +223,25 @@ final class Bench {
         }
         if hasSqlite && hasBsdtar {
             // The same, made durable as Coffer's pack is (fsync of both files).
-            full.append(("sqlite3 + bsdtar + sync", { self.nextRun() }, {
+            full.append(("sqlite3 + bsdtar + sync", { self.nextRun(); self.evict([self.media, self.db]) }, {
                 let tar = self.keep("tar")
                 try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
                 return Measure.shell(self.sqliteAndBsdtar(db: self.db, media: self.media, list: self.root + "/files.rel", into: tar, sync: true))
             }))
         }
         if hasSqlite && hasBsdtar && have("zstd") {
-            full.append(("sqlite3 + integrity_check + zstd + bsdtar + sync", { self.nextRun() }, {
+            full.append(("sqlite3 + integrity_check + zstd + bsdtar + sync", { self.nextRun(); self.evict([self.media, self.db]) }, {
                 let tar = self.runBase + "/tar-checked"
                 try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
                 return Measure.shell(self.sqliteCheckedAndBsdtar(db: self.db, media: self.media, list: self.root + "/files.rel", into: tar))
             }))
         }
         if hasRestic {
-            full.append(("restic backup (first)", { self.nextRun(); _ = Measure.run(["restic", "init", "-r", self.runBase + "/restic"], environment: self.env("")) }, {
+            full.append(("restic backup (first)", { self.nextRun(); self.evict([self.media, self.db]); _ = Measure.run(["restic", "init", "-r", self.runBase + "/restic"], environment: self.env("")) }, {
                 self.resticBackup(self.keep("restic"), media: self.media, db: self.db, environment: self.env(""))
             }))
         }
-        full.append(("cp -a (the disk)", { self.nextRun() }, { Measure.run(["cp", "-a", self.media, self.runBase + "/copy"]) }))
+        full.append(("cp -a (the disk)", { self.nextRun(); self.evict([self.media, self.db]) }, { Measure.run(["cp", "-a", self.media, self.runBase + "/copy"]) }))
         compare("full backup", bytes: mediaBytes, full)
         releaseRuns()
 
@@ -386,12 +390,13 @@ final class Bench {
             for bucket in ["bench-coffer", "bench-restic"] { fresh(store + "/\(bucket)/run-\(round - 1)") }
         }
         var backup: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer backup --full to S3", { round += 1; dropEarlierRound() }, {
+            ("coffer backup --full to S3", { round += 1; dropEarlierRound(); self.evict([self.media, self.db]) }, {
                 Measure.run([self.coffer, "backup", "--full", "--quiet"], environment: self.env(cofferRepo).merging(s3) { $1 })
             }),
         ]
         if hasRestic {
             backup.append(("restic backup to S3", {
+                self.evict([self.media, self.db])
                 _ = Measure.run(["restic", "init", "-q", "-r", resticRepo], environment: s3)
             }, {
                 self.resticBackup(resticRepo, media: self.media, db: self.db, environment: s3)
@@ -658,11 +663,13 @@ final class Bench {
         compareExports(base, rows: rows)
     }
 
-    /// Per-file costs: the same volume's ~100,000 tiny files through backup, verify and restore,
-    /// once each (they take long enough to be stable), beside restic; peak RSS against the small
-    /// profile's shows how memory grows with the number of files.
+    /// Per-file costs: the same volume's ~100,000 tiny files. The full backups alternate run by
+    /// run with the other tools' (each into a folder of its own), as the small volume's do: one
+    /// run each swung by a third from one bench to the next. The rest (unchanged backup, verify,
+    /// restores) run once each. Peak RSS against the small profile's shows how memory grows with
+    /// the number of files.
     func manyFiles(_ base: String) throws {
-        let env = ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0", "COFFER_REPO": base + "/repo",
+        var env = ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0", "COFFER_REPO": "",
                    "DB_PATH": base + "/db.sqlite", "MEDIA_ROOT": base + "/media"]
         let scenario = "100,000 files (one run each)"
         _ = try writeFileLists(db: base + "/db.sqlite", media: base + "/media", to: base + "/files")
@@ -672,32 +679,50 @@ final class Bench {
             rows.append(Row(scenario: named ?? scenario, tool: tool, series: series, bytes: 0))
             log("\(named ?? scenario) / \(tool): \(String(format: "%.3f", series.median)) s, \(sample.peakRSSKiB) KiB")
         }
-        one("coffer backup --full", Measure.run([coffer, "backup", "--quiet", "--full"], environment: env))
-        one("coffer backup (unchanged)", Measure.run([coffer, "backup", "--quiet"], environment: env))
-        one("coffer verify --repo --read-data", Measure.run([coffer, "verify", "--quiet", "--repo", base + "/repo", "--read-data"], environment: env))
+        var full: [(String, prepare: () -> Void, command: () -> Sample)] = [
+            ("coffer backup --full", { self.nextRun(); self.evict([base + "/media", base + "/db.sqlite"]) }, {
+                var environment = env
+                environment["COFFER_REPO"] = self.keep("many-repo")
+                return Measure.run([self.coffer, "backup", "--quiet", "--full"], environment: environment)
+            }),
+        ]
         if have("sqlite3") && have("bsdtar") {
-            try? FileManager.default.createDirectory(atPath: base + "/tar", withIntermediateDirectories: true)
-            one("sqlite3 + bsdtar + sync", Measure.shell(sqliteAndBsdtar(db: base + "/db.sqlite", media: base + "/media", list: base + "/files.rel", into: base + "/tar", sync: true)))
+            full.append(("sqlite3 + bsdtar + sync", { self.nextRun(); self.evict([base + "/media", base + "/db.sqlite"]) }, {
+                let tar = self.keep("many-tar")
+                try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
+                return Measure.shell(self.sqliteAndBsdtar(db: base + "/db.sqlite", media: base + "/media", list: base + "/files.rel", into: tar, sync: true))
+            }))
             if have("zstd") {
-                try? FileManager.default.createDirectory(atPath: base + "/tar-checked", withIntermediateDirectories: true)
-                one("sqlite3 + integrity_check + zstd + bsdtar + sync",
-                    Measure.shell(sqliteCheckedAndBsdtar(db: base + "/db.sqlite", media: base + "/media", list: base + "/files.rel", into: base + "/tar-checked")))
+                full.append(("sqlite3 + integrity_check + zstd + bsdtar + sync", { self.nextRun(); self.evict([base + "/media", base + "/db.sqlite"]) }, {
+                    let tar = self.runBase + "/tar-checked"
+                    try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
+                    return Measure.shell(self.sqliteCheckedAndBsdtar(db: base + "/db.sqlite", media: base + "/media", list: base + "/files.rel", into: tar))
+                }))
             }
         }
+        if have("restic") {
+            full.append(("restic backup (first)", { self.nextRun(); self.evict([base + "/media", base + "/db.sqlite"]); _ = Measure.run(["restic", "init", "-r", self.runBase + "/many-restic"], environment: self.env("")) }, {
+                self.resticBackup(self.keep("many-restic"), media: base + "/media", db: base + "/db.sqlite", environment: self.env(""))
+            }))
+        }
+        compare("100,000 files: full backup", bytes: 0, full)
+        releaseRuns() // the last runs' repository, tar and restic repository: root/many-*
+        env["COFFER_REPO"] = root + "/many-repo"
+        one("coffer backup (unchanged)", Measure.run([coffer, "backup", "--quiet"], environment: env))
+        one("coffer verify --repo --read-data", Measure.run([coffer, "verify", "--quiet", "--repo", root + "/many-repo", "--read-data"], environment: env))
         let restoring = "100,000 files: restore (one run each)"
-        evict([base + "/repo"])
+        evict([root + "/many-repo"])
         one("coffer restore", Measure.run([coffer, "restore", "--quiet", "--db", base + "/r/db.sqlite", "--media-root", base + "/r/media"], environment: env),
             scenario: restoring)
-        if have("bsdtar") {
+        if have("bsdtar") && access(root + "/many-tar/media.tar", F_OK) == 0 {
             try? FileManager.default.createDirectory(atPath: base + "/x", withIntermediateDirectories: true)
-            evict([base + "/tar/media.tar"])
-            one("bsdtar -xf + sync", Measure.shell(bsdtarExtract(base + "/tar/media.tar", into: base + "/x", sync: true)), scenario: restoring)
+            evict([root + "/many-tar/media.tar"])
+            one("bsdtar -xf + sync", Measure.shell(bsdtarExtract(root + "/many-tar/media.tar", into: base + "/x", sync: true)), scenario: restoring)
         }
-        if have("restic") {
-            _ = Measure.run(["restic", "init", "-r", base + "/restic"], environment: self.env(""))
-            one("restic backup (first)", resticBackup(base + "/restic", media: base + "/media", db: base + "/db.sqlite", environment: self.env("")))
-            one("restic backup (again)", resticBackup(base + "/restic", media: base + "/media", db: base + "/db.sqlite", environment: self.env("")))
+        if have("restic") && access(root + "/many-restic", F_OK) == 0 {
+            one("restic backup (again)", resticBackup(root + "/many-restic", media: base + "/media", db: base + "/db.sqlite", environment: self.env("")))
         }
+        for name in ["many-repo", "many-tar", "many-restic"] { fresh(root + "/" + name) }
     }
 
     func report(seconds: Double) -> String {
