@@ -211,35 +211,14 @@ final class Bench {
 
         // Full backup. Every run writes into a folder of its own (see ``runBase``); the last
         // run's repositories and tar are kept for the scenarios after it.
-        var full: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer backup --full", { self.nextRun(); self.evict([self.media, self.db]) }, { Measure.run([self.coffer, "backup", "--full", "--quiet"], environment: self.env(self.keep("repo"))) }),
-        ]
+        var full = fullBackups(db: db, media: media, list: root + "/files.rel", keep: "")
         if hasSqlite && hasBsdtar {
-            full.append(("sqlite3 .backup + bsdtar -cf", { self.nextRun(); self.evict([self.media, self.db]) }, {
+            // The same without the final sync: the tar may still be in memory when it ends.
+            full.insert(("sqlite3 .backup + bsdtar -cf", { self.nextRun(); self.evict([self.media, self.db]) }, {
                 let tar = self.keep("tar")
                 try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
                 return Measure.shell(self.sqliteAndBsdtar(db: self.db, media: self.media, list: self.root + "/files.rel", into: tar, sync: false))
-            }))
-        }
-        if hasSqlite && hasBsdtar {
-            // The same, made durable as Coffer's pack is (fsync of both files).
-            full.append(("sqlite3 + bsdtar + sync", { self.nextRun(); self.evict([self.media, self.db]) }, {
-                let tar = self.keep("tar")
-                try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
-                return Measure.shell(self.sqliteAndBsdtar(db: self.db, media: self.media, list: self.root + "/files.rel", into: tar, sync: true))
-            }))
-        }
-        if hasSqlite && hasBsdtar && have("zstd") {
-            full.append(("sqlite3 + integrity_check + zstd + bsdtar + sync", { self.nextRun(); self.evict([self.media, self.db]) }, {
-                let tar = self.runBase + "/tar-checked"
-                try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
-                return Measure.shell(self.sqliteCheckedAndBsdtar(db: self.db, media: self.media, list: self.root + "/files.rel", into: tar))
-            }))
-        }
-        if hasRestic {
-            full.append(("restic backup (first)", { self.nextRun(); self.evict([self.media, self.db]); _ = Measure.run(["restic", "init", "-r", self.runBase + "/restic"], environment: self.env("")) }, {
-                self.resticBackup(self.keep("restic"), media: self.media, db: self.db, environment: self.env(""))
-            }))
+            }), at: 1)
         }
         full.append(("cp -a (the disk)", { self.nextRun(); self.evict([self.media, self.db]) }, { Measure.run(["cp", "-a", self.media, self.runBase + "/copy"]) }))
         compare("full backup", bytes: mediaBytes, full)
@@ -663,13 +642,50 @@ final class Bench {
         compareExports(base, rows: rows)
     }
 
+    /// The full backups both volumes compare, in this order: Coffer's, `sqlite3 .backup` +
+    /// `bsdtar -cf` + sync, the same with the database checks done by hand, restic's first
+    /// (each where the tools are installed). Every run writes into a folder of its own and
+    /// starts with the volume's media and database out of the page cache (``evict(_:)``); the
+    /// last run's repository, tar and restic repository are kept as `prefix` + repo, tar and
+    /// restic (``keep(_:)``).
+    func fullBackups(db: String, media: String, list: String, keep prefix: String) -> [(String, prepare: () -> Void, command: () -> Sample)] {
+        let fromDisk = { self.nextRun(); self.evict([media, db]) }
+        var full: [(String, prepare: () -> Void, command: () -> Sample)] = [
+            ("coffer backup --full", fromDisk, {
+                let environment = self.env(self.keep(prefix + "repo")).merging(["DB_PATH": db, "MEDIA_ROOT": media]) { $1 }
+                return Measure.run([self.coffer, "backup", "--full", "--quiet"], environment: environment)
+            }),
+        ]
+        if have("sqlite3") && have("bsdtar") {
+            // Made durable as Coffer's pack is (fsync of both files).
+            full.append(("sqlite3 + bsdtar + sync", fromDisk, {
+                let tar = self.keep(prefix + "tar")
+                try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
+                return Measure.shell(self.sqliteAndBsdtar(db: db, media: media, list: list, into: tar, sync: true))
+            }))
+            if have("zstd") {
+                full.append(("sqlite3 + integrity_check + zstd + bsdtar + sync", fromDisk, {
+                    let tar = self.runBase + "/tar-checked"
+                    try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
+                    return Measure.shell(self.sqliteCheckedAndBsdtar(db: db, media: media, list: list, into: tar))
+                }))
+            }
+        }
+        if have("restic") {
+            full.append(("restic backup (first)", { fromDisk(); _ = Measure.run(["restic", "init", "-r", self.runBase + "/" + prefix + "restic"], environment: self.env("")) }, {
+                self.resticBackup(self.keep(prefix + "restic"), media: media, db: db, environment: self.env(""))
+            }))
+        }
+        return full
+    }
+
     /// Per-file costs: the same volume's ~100,000 tiny files. The full backups alternate run by
     /// run with the other tools' (each into a folder of its own), as the small volume's do: one
     /// run each swung by a third from one bench to the next. The rest (unchanged backup, verify,
     /// restores) run once each. Peak RSS against the small profile's shows how memory grows with
     /// the number of files.
     func manyFiles(_ base: String) throws {
-        var env = ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0", "COFFER_REPO": "",
+        let env = ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0", "COFFER_REPO": root + "/many-repo",
                    "DB_PATH": base + "/db.sqlite", "MEDIA_ROOT": base + "/media"]
         let scenario = "100,000 files (one run each)"
         _ = try writeFileLists(db: base + "/db.sqlite", media: base + "/media", to: base + "/files")
@@ -679,35 +695,9 @@ final class Bench {
             rows.append(Row(scenario: named ?? scenario, tool: tool, series: series, bytes: 0))
             log("\(named ?? scenario) / \(tool): \(String(format: "%.3f", series.median)) s, \(sample.peakRSSKiB) KiB")
         }
-        var full: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer backup --full", { self.nextRun(); self.evict([base + "/media", base + "/db.sqlite"]) }, {
-                var environment = env
-                environment["COFFER_REPO"] = self.keep("many-repo")
-                return Measure.run([self.coffer, "backup", "--quiet", "--full"], environment: environment)
-            }),
-        ]
-        if have("sqlite3") && have("bsdtar") {
-            full.append(("sqlite3 + bsdtar + sync", { self.nextRun(); self.evict([base + "/media", base + "/db.sqlite"]) }, {
-                let tar = self.keep("many-tar")
-                try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
-                return Measure.shell(self.sqliteAndBsdtar(db: base + "/db.sqlite", media: base + "/media", list: base + "/files.rel", into: tar, sync: true))
-            }))
-            if have("zstd") {
-                full.append(("sqlite3 + integrity_check + zstd + bsdtar + sync", { self.nextRun(); self.evict([base + "/media", base + "/db.sqlite"]) }, {
-                    let tar = self.runBase + "/tar-checked"
-                    try? FileManager.default.createDirectory(atPath: tar, withIntermediateDirectories: true)
-                    return Measure.shell(self.sqliteCheckedAndBsdtar(db: base + "/db.sqlite", media: base + "/media", list: base + "/files.rel", into: tar))
-                }))
-            }
-        }
-        if have("restic") {
-            full.append(("restic backup (first)", { self.nextRun(); self.evict([base + "/media", base + "/db.sqlite"]); _ = Measure.run(["restic", "init", "-r", self.runBase + "/many-restic"], environment: self.env("")) }, {
-                self.resticBackup(self.keep("many-restic"), media: base + "/media", db: base + "/db.sqlite", environment: self.env(""))
-            }))
-        }
+        let full = fullBackups(db: base + "/db.sqlite", media: base + "/media", list: base + "/files.rel", keep: "many-")
         compare("100,000 files: full backup", bytes: 0, full)
         releaseRuns() // the last runs' repository, tar and restic repository: root/many-*
-        env["COFFER_REPO"] = root + "/many-repo"
         one("coffer backup (unchanged)", Measure.run([coffer, "backup", "--quiet"], environment: env))
         one("coffer verify --repo --read-data", Measure.run([coffer, "verify", "--quiet", "--repo", root + "/many-repo", "--read-data"], environment: env))
         let restoring = "100,000 files: restore (one run each)"
