@@ -41,12 +41,14 @@ public final class ArchiveWriter {
         init(output: ByteSink) { self.output = output }
         deinit { pending.deallocate() }
 
-        /// Takes `length` bytes for the output: gathered, or written at once when they are large.
+        /// Takes `length` bytes for the output: gathered, or written at once when they are large
+        /// (after what was gathered before them: the output keeps the order it was given).
         func take(_ buffer: UnsafeRawPointer, _ length: Int) throws {
-            if pendingCount + length > pending.count { try flush() }
             if length >= pending.count / 2 {
+                try flush()
                 try output.write(UnsafeRawBufferPointer(start: buffer, count: length))
             } else {
+                if pendingCount + length > pending.count { try flush() }
                 (pending.baseAddress! + pendingCount).copyMemory(from: buffer, byteCount: length)
                 pendingCount += length
             }

@@ -121,6 +121,73 @@ import Glibc
         #expect(throws: CofferError.self) { _ = try readLast(cut) }
     }
 
+    /// Pieces of half a megabyte or more go to the file at once, the smaller ones are gathered
+    /// first: a large piece must land after the gathered bytes that came before it (a header, a
+    /// run of small files), never before them. Every entry's bytes are read back where its
+    /// offset says, and through libarchive.
+    @Test func largePiecesLandAfterTheBytesGatheredBeforeThem() throws {
+        let dir = try TemporaryDirectory()
+        let path = dir.path + "/order.tar"
+        // (name, size, the sizes of the writes its data is handed over in)
+        let plan: [(String, Int, [Int])] = [
+            ("a.txt", 3, [3]),
+            ("b.bin", 600 << 10, [600 << 10]),                   // one piece over half a megabyte
+            ("c.txt", 5, [5]),
+            ("d.txt", 700, [700]),
+            ("e.bin", 900 << 10, [700 << 10, 200 << 10]),
+            ("f.bin", 3 << 20, [768 << 10, 768 << 10, 1536 << 10]),
+            ("g.txt", 1, [1]),
+            ("h.bin", (512 << 10) + 1, [512 << 10, 1]),
+        ]
+        func byte(_ entry: Int, _ i: Int) -> UInt8 { UInt8(truncatingIfNeeded: i &* 131 &+ entry &* 7 &+ 1) }
+        let largest = plan.map(\.1).max()!
+        let payload = UnsafeMutableRawBufferPointer.allocate(byteCount: largest, alignment: 64)
+        defer { payload.deallocate() }
+        var offsets: [Int64] = []
+        do {
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            #expect(fd >= 0)
+            defer { close(fd) }
+            let writer = try ArchiveWriter(fd: fd, path: path)
+            for (index, (name, size, pieces)) in plan.enumerated() {
+                for i in 0..<size { payload[i] = byte(index, i) }
+                offsets.append(try writer.beginFile(path: PathBytes("media/library/\(name)".utf8), size: Int64(size), mode: 0o644, modified: 1_700_000_000))
+                var done = 0
+                for piece in pieces {
+                    try writer.write(UnsafeRawPointer(payload.baseAddress! + done), count: piece)
+                    done += piece
+                }
+                try writer.endFile()
+            }
+            _ = try writer.finish()
+        }
+        let bytes = try #require(FileManager.default.contents(atPath: path))
+        for (index, (name, size, _)) in plan.enumerated() {
+            let at = Int(offsets[index])
+            // The entry's own header right before its data, and the data where the offset says.
+            #expect(bytes[at - 512..<at - 512 + 14 + name.count].elementsEqual(PathBytes("media/library/\(name)".utf8)), "\(name): header")
+            #expect(bytes[at..<at + size].elementsEqual((0..<size).lazy.map { byte(index, $0) }), "\(name): data")
+        }
+        let reader = try ArchiveReader(path: path, kind: .tar)
+        var index = 0
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 64)
+        defer { buffer.deallocate() }
+        while let entry = try reader.next() {
+            #expect(entry.path == PathBytes("media/library/\(plan[index].0)".utf8))
+            var read = 0
+            var same = true
+            while true {
+                let n = try reader.read(into: buffer)
+                if n == 0 { break }
+                for i in 0..<n where buffer[i] != byte(index, read + i) { same = false }
+                read += n
+            }
+            #expect(read == plan[index].1 && same, "\(plan[index].0)")
+            index += 1
+        }
+        #expect(index == plan.count)
+    }
+
     private func copyfile(_ from: String, _ to: String, length: Int) -> Bool {
         guard let data = FileManager.default.contents(atPath: from) else { return false }
         return FileManager.default.createFile(atPath: to, contents: data.prefix(length))
