@@ -246,7 +246,8 @@ final class Bench {
 
         // Verify every byte.
         var verify: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer verify --read-data", { self.evict([self.root + "/repo"]) }, { Measure.run([self.coffer, "verify", "--repo", self.root + "/repo", "--read-data", "--quiet"]) }),
+            // Exit 1 here is damage in the packs the backups above wrote: the row says FAILED.
+            ("coffer verify --read-data", { self.evict([self.root + "/repo"]) }, { Measure.run([self.coffer, "verify", "--repo", self.root + "/repo", "--read-data", "--quiet"]).failingOnFindings() }),
             ("sha256sum (same files)", { self.evict([self.media]) }, { Measure.shell("xargs -0 sha256sum < '\(self.root)/files.abs' > /dev/null") }),
         ]
         if hasRestic {
@@ -414,13 +415,28 @@ final class Bench {
         log("generating \(spec.jobs) jobs in \(root)")
         fresh(root + "/v")
         volume = try VolumeGenerator.generate(spec, dbPath: db, mediaRoot: media)
+        var random = RandomSource(seed: 9)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buffer.deallocate() }
         if profile == "large" {
-            var random = RandomSource(seed: 9)
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-            defer { buffer.deallocate() }
             for n in 0..<2 {
                 try FixtureFiles.write(PathBytes("\(media)/library/big/file-\(n).mkv".utf8), size: 2 << 30, random: &random, buffer: buffer)
             }
+        }
+        // Videos of real sizes among the small ones: from 300 KiB to tens of megabytes, each in
+        // a folder of the library between the generated files (the pack then has large files
+        // right after runs of small ones, as a real library has).
+        var folders: [PathBytes] = []
+        try DirectoryWalker(root: media + "/library").list { entry in
+            if entry.kind == .directory, entry.relativePath != PathBytes("big".utf8) { folders.append(entry.relativePath) }
+        }
+        folders.sort { $0.lexicographicallyPrecedes($1) }
+        let (count, largest) = profile == "large" ? (48, 32 << 20) : (24, 24 << 20)
+        let ratio = pow(Double(largest) / Double(300 << 10), 1 / Double(count - 1))
+        for n in 0..<count {
+            let size = Int(Double(300 << 10) * pow(ratio, Double(n)))
+            let path = PathBytes("\(media)/library".utf8).appendingComponent(folders[n % folders.count]).appendingComponent(PathBytes("m-sized-\(n).mkv".utf8))
+            try FixtureFiles.write(path, size: size, random: &random, buffer: buffer)
         }
         mediaBytes = try writeFileLists(db: db, media: media, to: root + "/files")
         log("library: \(Formatting.bytes(mediaBytes))")

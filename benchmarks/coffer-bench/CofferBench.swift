@@ -12,7 +12,7 @@ struct CofferBench: ParsableCommand {
         commandName: "coffer-bench",
         abstract: "Benchmark Coffer against sqlite3 + bsdtar, restic, cp and sha256sum.")
 
-    @Option(help: "small (3-9 minutes on a 2-CPU VM, as fast as its disk) or large.") var profile = "small"
+    @Option(help: "small (10-13 minutes on a 2-CPU VM, as fast as its disk) or large.") var profile = "small"
     @Option(help: "Measured runs per tool and scenario (after one warm-up).") var runs = 3
     @Option(help: "Scratch folder (default: a new one under TMPDIR).") var scratch: String?
     @Option(help: "Where to write the Markdown results (default: benchmarks/results/DATE-HOST-PROFILE.md).") var out: String?

@@ -14,6 +14,16 @@ struct Sample {
     var seconds: Double
     var peakRSSKiB: Int
     var status: Int32
+    /// Set for a run whose exit 1 means the output is wrong (`coffer verify` finding damage in
+    /// a repository the benchmark just wrote), not "done, with findings".
+    var wrong = false
+
+    /// This run, with exit 1 counted as a failure.
+    func failingOnFindings() -> Sample {
+        var sample = self
+        sample.wrong = status == 1
+        return sample
+    }
 }
 
 enum Measure {
@@ -69,6 +79,7 @@ struct Series {
     var min: Double { samples.map(\.seconds).min() ?? 0 }
     var max: Double { samples.map(\.seconds).max() ?? 0 }
     var peakRSSMiB: Double { Double(samples.map(\.peakRSSKiB).max() ?? 0) / 1024 }
-    /// Exit 1 is "done, with findings" for Coffer; anything above is a failure.
-    var failed: Bool { samples.contains { $0.status > 1 } }
+    /// Exit 1 is "done, with findings" for Coffer (unless the run says otherwise); anything
+    /// above is a failure.
+    var failed: Bool { samples.contains { $0.status > 1 || $0.wrong } }
 }
