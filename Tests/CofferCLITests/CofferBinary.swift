@@ -79,9 +79,10 @@ final class Scratch {
 
 /// A generated volume in `scratch/v` and the flags that point Coffer at it and at
 /// `scratch/repo` (thresholds at 0: the test machine's disk is not the subject).
-func cliVolume(_ scratch: Scratch, jobs: Int) throws -> (flags: [String], repo: String) {
+func cliVolume(_ scratch: Scratch, jobs: Int, videoSizes: [Int] = []) throws -> (flags: [String], repo: String) {
     var spec = VolumeSpec()
     spec.jobs = jobs
+    spec.videoSizes = videoSizes
     let generated = try VolumeGenerator.generate(spec, dbPath: scratch.child("v/db.sqlite"), mediaRoot: scratch.child("v/media"))
     let repo = scratch.child("repo")
     return (["--db", generated.dbPath, "--media-root", generated.mediaRoot, "--repo", repo,

@@ -16,11 +16,12 @@ import Testing
         }
     }
 
-    func volume(jobs: Int, maxFileBytes: Int, in base: String? = nil) throws -> Volume {
+    func volume(jobs: Int, maxFileBytes: Int, videoSizes: [Int] = [], in base: String? = nil) throws -> Volume {
         let scratch = try Scratch()
         var spec = VolumeSpec()
         spec.jobs = jobs
         spec.maxFileBytes = maxFileBytes
+        spec.videoSizes = videoSizes
         let root = base ?? scratch.path
         let generated = try VolumeGenerator.generate(spec, dbPath: root + "/v/db.sqlite", mediaRoot: root + "/v/media")
         return Volume(scratch: scratch, generated: generated)
@@ -50,7 +51,7 @@ import Testing
     }
 
     @Test func backupKilledAtRandomMomentsLeavesEarlierSnapshotsIntact() throws {
-        let v = try volume(jobs: 300, maxFileBytes: 256 * 1024)
+        let v = try volume(jobs: 300, maxFileBytes: 256 * 1024, videoSizes: VolumeSpec.testVideoSizes)
         let started = Date()
         #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
         let duration = Date().timeIntervalSince(started)
@@ -75,7 +76,7 @@ import Testing
     }
 
     @Test func restoreKilledAtRandomMomentsLeavesTargetsWholeOrAbsent() throws {
-        let v = try volume(jobs: 300, maxFileBytes: 256 * 1024)
+        let v = try volume(jobs: 300, maxFileBytes: 256 * 1024, videoSizes: VolumeSpec.testVideoSizes)
         #expect(try CofferBinary.run(["backup", "--quiet"] + v.flags).status == 0)
         // How long a restore takes, from the second of two (the pack left the page cache as
         // the backup wrote it: the first reads it from the disk, the killed runs from memory).
@@ -341,7 +342,7 @@ import Testing
     }
 
     @Test func pruneKilledAtRandomMomentsLeavesASoundRepository() throws {
-        let v = try volume(jobs: 200, maxFileBytes: 256 * 1024)
+        let v = try volume(jobs: 200, maxFileBytes: 256 * 1024, videoSizes: VolumeSpec.testVideoSizes)
         let prune = ["prune", "--quiet", "--keep-last", "2"] + v.flags
         for round in 0..<3 {
             try touchSome(v, round: round)

@@ -10,7 +10,7 @@ import Testing
 
     @Test func backupSnapshotsVerifyRestoreEndToEnd() throws {
         let scratch = try Scratch()
-        let (flags, repo) = try volume(scratch)
+        let (flags, repo) = try cliVolume(scratch, jobs: 30, videoSizes: VolumeSpec.testVideoSizes)
         let quiet = try CofferBinary.run(["backup", "--quiet", "--tag", "nightly"] + flags)
         #expect(quiet.status == 0, "\(quiet.stderr)")
         #expect(quiet.stdout.isEmpty && quiet.stderr.isEmpty, "cron mail must stay empty")

@@ -44,7 +44,7 @@ import Testing
     func everyRepositoryCommandWorksOnABucket(_ server: TestObjectStore) throws {
         guard let (environment, bucket) = try Self.bucket(server: server) else { return }
         let scratch = try Scratch()
-        let (local, _) = try cliVolume(scratch, jobs: 30)
+        let (local, _) = try cliVolume(scratch, jobs: 30, videoSizes: VolumeSpec.testVideoSizes)
         let repo = "s3://\(bucket)/coffer/main"
         let flags = Self.pointing(local, at: repo)
         func run(_ arguments: [String], _ step: String) throws -> CofferBinary.Result {

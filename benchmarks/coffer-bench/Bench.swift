@@ -412,6 +412,10 @@ final class Bench {
             spec.jobs = 1_500
             spec.maxFileBytes = 512 * 1024
         }
+        // Videos of real sizes among the small ones (the pack then has large files right after
+        // runs of small ones, as a real library has).
+        spec.videoSizes = profile == "large" ? VolumeSpec.realVideoSizes(count: 48, largest: 32 << 20)
+            : VolumeSpec.realVideoSizes(count: 24, largest: 24 << 20)
         log("generating \(spec.jobs) jobs in \(root)")
         fresh(root + "/v")
         volume = try VolumeGenerator.generate(spec, dbPath: db, mediaRoot: media)
@@ -422,21 +426,6 @@ final class Bench {
             for n in 0..<2 {
                 try FixtureFiles.write(PathBytes("\(media)/library/big/file-\(n).mkv".utf8), size: 2 << 30, random: &random, buffer: buffer)
             }
-        }
-        // Videos of real sizes among the small ones: from 300 KiB to tens of megabytes, each in
-        // a folder of the library between the generated files (the pack then has large files
-        // right after runs of small ones, as a real library has).
-        var folders: [PathBytes] = []
-        try DirectoryWalker(root: media + "/library").list { entry in
-            if entry.kind == .directory, entry.relativePath != PathBytes("big".utf8) { folders.append(entry.relativePath) }
-        }
-        folders.sort { $0.lexicographicallyPrecedes($1) }
-        let (count, largest) = profile == "large" ? (48, 32 << 20) : (24, 24 << 20)
-        let ratio = pow(Double(largest) / Double(300 << 10), 1 / Double(count - 1))
-        for n in 0..<count {
-            let size = Int(Double(300 << 10) * pow(ratio, Double(n)))
-            let path = PathBytes("\(media)/library".utf8).appendingComponent(folders[n % folders.count]).appendingComponent(PathBytes("m-sized-\(n).mkv".utf8))
-            try FixtureFiles.write(path, size: size, random: &random, buffer: buffer)
         }
         mediaBytes = try writeFileLists(db: db, media: media, to: root + "/files")
         log("library: \(Formatting.bytes(mediaBytes))")

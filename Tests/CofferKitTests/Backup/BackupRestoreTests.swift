@@ -6,7 +6,7 @@ import Testing
 
 @Suite struct BackupRestoreTests {
     @Test func hostileVolumeSurvivesBackupAndRestoreExactly() throws {
-        let fixture = try BackupFixture(jobs: 60)
+        let fixture = try BackupFixture(jobs: 60, videoSizes: VolumeSpec.testVideoSizes)
         let report = try fixture.backup()
         #expect(report.status == .ok, "\(report.problems)")
         #expect(report.filesAdded == report.files)
@@ -33,6 +33,8 @@ import Testing
         #expect(target.items.keys.contains { !PathText.isUTF8($0) })
         #expect(target.items.keys.contains { $0.split(separator: UInt8(ascii: "/")).last?.count == 255 })
         #expect(target.items.values.contains { $0.size == 0 })
+        // The videos of real sizes, among the small files.
+        #expect(Set(VolumeSpec.testVideoSizes.map(Int64.init)).isSubset(of: Set(target.items.values.map(\.size))))
 
         // The database: same rows, media paths moved to the new MEDIA_ROOT.
         let newDB = fixture.volume.directory.child("restored/data/db.sqlite")
@@ -278,7 +280,7 @@ import Testing
     }
 
     @Test func anUnchangedSecondBackupReadsNoMediaAndAChangeIsPickedUp() throws {
-        let fixture = try BackupFixture(jobs: 40, hostile: false)
+        let fixture = try BackupFixture(jobs: 40, hostile: false, videoSizes: VolumeSpec.testVideoSizes)
         let first = try fixture.backup()
         let second = try fixture.backup()
         #expect(second.parent == first.snapshot)
@@ -960,7 +962,7 @@ import Testing
             print("skipped: bsdtar is not installed (make test installs libarchive-tools)")
             return
         }
-        let fixture = try BackupFixture(jobs: 30)
+        let fixture = try BackupFixture(jobs: 30, videoSizes: VolumeSpec.testVideoSizes)
         try fixture.backup()
         let pack = try #require(try fixture.packs().first)
         var recorded = Set<PathBytes>()

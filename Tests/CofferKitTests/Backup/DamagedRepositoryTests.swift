@@ -11,7 +11,7 @@ import Testing
     /// A repository with two snapshots: the second reuses the first one's files, and stores a
     /// database copy of its own (the pipeline wrote between them).
     func twoSnapshots() throws -> (BackupFixture, Snapshot, Snapshot) {
-        let fixture = try BackupFixture(jobs: 30, hostile: true)
+        let fixture = try BackupFixture(jobs: 30, hostile: true, videoSizes: VolumeSpec.testVideoSizes)
         try fixture.backup()
         try fixture.addEvent()
         try fixture.backup()

@@ -10,8 +10,10 @@ struct BackupFixture {
     let volume: TestVolume
     var repo: String { volume.directory.child("repo") }
 
-    init(jobs: Int = 40, hostile: Bool = true, maxFileBytes: Int = 4096, seed: UInt64 = 3, base: String? = nil) throws {
-        volume = try TestVolume(jobs: jobs, seed: seed, hostile: hostile, maxFileBytes: maxFileBytes, base: base)
+    /// `videoSizes`: see ``VolumeSpec/videoSizes`` (``VolumeSpec/testVideoSizes`` for videos of
+    /// real sizes among the small files).
+    init(jobs: Int = 40, hostile: Bool = true, maxFileBytes: Int = 4096, videoSizes: [Int] = [], seed: UInt64 = 3, base: String? = nil) throws {
+        volume = try TestVolume(jobs: jobs, seed: seed, hostile: hostile, maxFileBytes: maxFileBytes, videoSizes: videoSizes, base: base)
     }
 
     func configuration(_ extra: [SettingKey: String] = [:]) throws -> CofferConfiguration {

@@ -10,7 +10,7 @@ struct TestVolume {
     var mediaRoot: String { generated.mediaRoot }
 
     init(jobs: Int = 40, seed: UInt64 = 7, hostile: Bool = true, schema: VolumeSpec.SchemaStyle = .pipeline,
-         largeFile: Bool = false, maxFileBytes: Int = 4096, base: String? = nil) throws {
+         largeFile: Bool = false, maxFileBytes: Int = 4096, videoSizes: [Int] = [], base: String? = nil) throws {
         directory = try TemporaryDirectory("coffer-volume", base: base)
         var spec = VolumeSpec()
         spec.jobs = jobs
@@ -19,6 +19,7 @@ struct TestVolume {
         spec.schema = schema
         spec.largeFile = largeFile
         spec.maxFileBytes = maxFileBytes
+        spec.videoSizes = videoSizes
         generated = try VolumeGenerator.generate(spec, dbPath: directory.child("data/db.sqlite"), mediaRoot: directory.child("media"))
     }
 
