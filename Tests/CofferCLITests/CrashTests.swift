@@ -475,6 +475,48 @@ import Testing
         try verifyClean(v.repo)
     }
 
+    /// A backup killed while its database copy sits beside the database (a dry run, or a
+    /// backup into a bucket, make it there: a hidden folder named by the run's pid) leaves a
+    /// copy as large as the database on the pipeline's disk; the next run removes it, and
+    /// leaves a live run's alone.
+    @Test func aKilledRunsCopyBesideTheDatabaseIsRemovedByTheNext() throws {
+        let v = try volume(jobs: 3000, maxFileBytes: 16)
+        let folder = (v.generated.dbPath as NSString).deletingLastPathComponent
+        func scratchFolders() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix(".coffer-backup-") }.sorted()
+        }
+        let process = Process()
+        process.executableURL = CofferBinary.url
+        process.arguments = ["backup", "--dry-run", "--quiet"] + v.flags
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "COFFER_TEST_CHECK_DELAY": "0.01"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Killed once its copy is there.
+        var copied = false
+        for _ in 0..<400 where process.isRunning {
+            if let name = scratchFolders().first,
+               ((try? FileManager.default.contentsOfDirectory(atPath: folder + "/" + name)) ?? []).contains(where: { $0.hasSuffix(".sqlite") }) {
+                copied = true
+                break
+            }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        let stillRunning = process.isRunning
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(stillRunning && copied, "the run ended, or made no copy, before the kill")
+        let left = scratchFolders()
+        #expect(left.count == 1, "\(left)")
+        let live = folder + "/.coffer-backup-\(getpid()).AbCdEf"
+        try FileManager.default.createDirectory(atPath: live, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: live) }
+
+        let next = try CofferBinary.run(["backup", "--dry-run", "--quiet"] + v.flags)
+        #expect(next.status == 0, "\(next.stderr)")
+        #expect(scratchFolders() == [(live as NSString).lastPathComponent], "the killed run's copy is removed, a live run's stays")
+    }
+
     /// A small tmpfs stands in for a full disk (needs root to mount; skipped otherwise).
     @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
     func aFullDiskFailsCleanly() throws {

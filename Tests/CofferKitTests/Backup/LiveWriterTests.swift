@@ -59,6 +59,33 @@ import Testing
         #expect(restored.verify?.findings.isEmpty == true, "\(restored.verify?.findingList ?? "")")
     }
 
+    /// Rows committed but still only in the write-ahead log (no checkpoint yet: the pipeline's
+    /// connection is open) are in the copy: a copy of the database file alone would lose them.
+    @Test func rowsStillOnlyInTheWriteAheadLogAreInTheCopy() throws {
+        let fixture = try BackupFixture(jobs: 20, hostile: false)
+        var configuration = DatabaseAccess.configuration(readOnly: false)
+        configuration.prepareDatabase { try $0.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
+        let writer = try DatabaseQueue(path: fixture.volume.dbPath, configuration: configuration)
+        let mainFileBefore = try Data(contentsOf: URL(fileURLWithPath: fixture.volume.dbPath))
+        try writer.write { db in
+            for n in 0..<600 {
+                try db.execute(sql: "INSERT INTO jobs (id, url, status) VALUES (?, 'https://wal', 'QUEUED')", arguments: ["wal-\(n)"])
+            }
+        }
+        // The premise: the rows are in the log, the database file has not changed.
+        #expect(try Data(contentsOf: URL(fileURLWithPath: fixture.volume.dbPath)) == mainFileBefore)
+        #expect((try FileSystem.status(fixture.volume.dbPath + "-wal").get().size) > 0)
+        let total = try writer.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM jobs")! }
+
+        #expect(try fixture.backup().status == .ok)
+        let snapshot = try fixture.repository().resolve("latest")
+        #expect(snapshot.summary.database.rowCounts["jobs"] == total)
+        _ = try fixture.restore(into: "wal")
+        let restored = try DatabaseQueue(path: fixture.volume.directory.child("wal/data/db.sqlite"))
+        #expect(try restored.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM jobs WHERE url = 'https://wal'") } == 600)
+        try writer.close()
+    }
+
     /// The copy of a database of thousands of pages finishes while a writer commits without
     /// pause, and is one cut. A copy made in steps (a few hundred pages at a time) starts again
     /// after every commit of another connection and, under this load, would never end: the

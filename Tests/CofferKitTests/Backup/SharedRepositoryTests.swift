@@ -51,6 +51,35 @@ import Testing
         #expect(try verifier.run().snapshots == [aSnapshot])
     }
 
+    /// Prune's rules count each volume's snapshots apart: `--keep-last 1` run for a busy
+    /// volume keeps the other volume's only snapshot, whose bytes all stay restorable.
+    @Test func pruneKeepsEachVolumesSnapshotsByItsOwnCount() throws {
+        let (a, b, _, bSnapshot) = try twoVolumes()
+        for round in 1...3 {
+            try a.touchLibrary(every: 3, round: round)
+            try a.addEvent("round \(round)")
+            try a.backup()
+        }
+        let aNewest = try #require(try a.repository().snapshots().snapshots.last { $0.header.dbPath == a.volume.dbPath }).id
+        var pruner = Pruner(repository: a.repo, policy: KeepPolicy(last: 1))
+        let report = try pruner.run()
+        #expect(report.kept.map(\.id).sorted() == [aNewest, bSnapshot].sorted(), "\(report.text())")
+        #expect(report.forgotten.count == 3)
+        #expect(try a.verifyRepository().findings.isEmpty)
+        var restorer = Restorer(configuration: try b.configuration([
+            .repo: a.repo, .dbPath: b.volume.directory.child("back/db.sqlite"), .mediaRoot: b.volume.directory.child("back/media"),
+        ]))
+        restorer.snapshot = bSnapshot
+        #expect(try restorer.run().snapshot == bSnapshot)
+        var recorded = Set<PathBytes>()
+        let repository = try a.repository()
+        try repository.reader(for: try repository.resolve(bSnapshot)).files { recorded.insert($0.path) }
+        let restored = try TreeSnapshot(b.volume.directory.child("back/media"))
+        #expect(restored.items == (try TreeSnapshot(b.volume.mediaRoot) { !recorded.contains($0) }).items)
+        #expect(restored.items.count == recorded.count && !recorded.isEmpty)
+        #expect(try tableRows(b.volume.directory.child("back/db.sqlite"), "jobs") == tableRows(b.volume.dbPath, "jobs"))
+    }
+
     /// Two hosts back up the same paths (two machines set up alike): a third host with those
     /// paths does not get either's by default, nor does its status show either's age.
     @Test func twoHostsWithTheSamePathsAreNotGuessedBetween() throws {
