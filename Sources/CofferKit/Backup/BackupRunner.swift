@@ -109,8 +109,14 @@ public struct BackupRunner {
         let copyPath = scratch + "/db-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sqlite"
         defer { DatabaseCopy.remove(copyPath) }
         // The copy is the first thing written: it must fit (at most the database and its log).
+        // Beside the database it is on the pipeline's disk, and must leave MIN_FREE_SPACE_GB
+        // free there (below it the pipeline stops taking jobs), as a drill must.
         let databaseSize = [layout.dbPath, layout.walPath].reduce(Int64(0)) { $0 + ((try? FileSystem.status($1).get().size) ?? 0) }
-        try checkSpace(for: databaseSize, in: scratch)
+        if scratchFolder != nil {
+            try checkReserve(for: databaseSize, in: scratch)
+        } else {
+            try checkSpace(for: databaseSize, in: scratch)
+        }
         let copy = try DatabaseCopy.take(from: source, source: layout.dbPath, to: copyPath)
         try afterCopying?()
         report.databaseBytes = copy.size
@@ -247,7 +253,9 @@ public struct BackupRunner {
             recordedBytes += file.size
         }
         // Record lines in order; a stored file's line waits for its digest from the pipeline.
-        var waiting: [(file: Snapshot.File, entry: Int?)] = []
+        // `listed` false: a dropped entry (its reading failed), for the summary, not a line.
+        var waiting: [(file: Snapshot.File, entry: Int?, listed: Bool)] = []
+        var dropped: [Snapshot.File] = []
         var head = 0
         func recordReady(waitingForAll: Bool) throws {
             if waitingForAll { pipeline.drain() }
@@ -256,7 +264,7 @@ public struct BackupRunner {
                     guard let digest = pipeline.takeDigest(entry) else { break }
                     waiting[head].file.sha256 = digest.hex
                 }
-                try recordLine(waiting[head].file)
+                if waiting[head].listed { try recordLine(waiting[head].file) } else { dropped.append(waiting[head].file) }
                 head += 1
             }
             if head >= 4096 { waiting.removeFirst(head); head = 0 }
@@ -272,11 +280,12 @@ public struct BackupRunner {
             if let reuse = candidate.reuse {
                 waiting.append((Snapshot.File(path: candidate.relative, size: candidate.info.size, mode: reuse.mode,
                                               mtime: candidate.info.modified, inode: candidate.info.inode, sha256: reuse.sha256.hex,
-                                              pack: packNames[Int(reuse.pack)], offset: reuse.offset), nil))
+                                              pack: packNames[Int(reuse.pack)], offset: reuse.offset), nil, true))
             } else {
-                if let stored = try store(candidate, descriptor: opened.descriptor, root: files.root, pack: packName, writer: writer, pipeline: pipeline,
-                                          entry: entries, report: &report, problems: &problems) {
-                    waiting.append((stored, entries))
+                let stored = try store(candidate, descriptor: opened.descriptor, root: files.root, pack: packName, writer: writer, pipeline: pipeline,
+                                       entry: entries, report: &report, problems: &problems)
+                if let stored {
+                    waiting.append((stored.file, entries, stored.listed))
                     entries += 1
                 }
             }
@@ -325,7 +334,7 @@ public struct BackupRunner {
             database: database, problems: Array(problems.prefix(recordedListLimit)), findings: Array(findings.prefix(recordedListLimit)),
             seconds: timings.all.merging(["total": Date().timeIntervalSince(started)]) { $1 },
             problemsTotal: problems.count > recordedListLimit ? problems.count : nil,
-            findingsTotal: findings.count > recordedListLimit ? findings.count : nil)
+            findingsTotal: findings.count > recordedListLimit ? findings.count : nil, dropped: dropped.isEmpty ? nil : dropped)
         try snapshotWriter.summary(summary)
         try snapshotWriter.flush()
         try repository.storage.commit(record)
@@ -664,6 +673,17 @@ public struct BackupRunner {
         }
     }
 
+    /// Whether the database copy fits beside the database leaving MIN_FREE_SPACE_GB free.
+    func checkReserve(for bytes: Int64, in folder: String) throws {
+        guard case .success(let space) = FileSystem.freeSpace(folder) else { return }
+        let available = Int64(clamping: space.available)
+        let reserve = Int64(clamping: configuration.minFreeSpaceBytes)
+        guard available - bytes < reserve else { return }
+        throw CofferError(.failed, operation: "check free space in", subject: folder,
+                          cause: "the database copy (about \(Formatting.bytes(bytes))) would leave \(Formatting.bytes(max(0, available - bytes))) free on the database's disk, below MIN_FREE_SPACE_GB (\(Formatting.bytes(reserve)))",
+                          hint: "free space there (`coffer cleanup`, `coffer export-jobs --purge`), or back up into a local repository (the copy is then made in its tmp/); nothing was written")
+    }
+
     /// Copies a whole file (the compressed database) into the pack as one entry.
     func appendFile(_ path: String, entry: PathBytes, digest: String, to writer: ArchiveWriter, pipeline: HashPipeline) throws -> Int64 {
         let fd = try RawIO.openForReading(path)
@@ -689,9 +709,16 @@ public struct BackupRunner {
     /// Its record comes back without its SHA-256: the pipeline has it under `entry`.
     /// `descriptor` is the file opened (``MediaPrefetch``), closed here, or minus the errno of
     /// its opening.
+    ///
+    /// Nil when nothing was written (the file could not be opened, or is no longer a file).
+    ///
+    /// A file whose reading fails (an I/O error of a failing disk) is not in the snapshot: its
+    /// entry, begun, is filled with zeros to keep the pack whole, and comes back not `listed`
+    /// (the summary's `dropped`), so that no later backup takes those zeros for the file (its
+    /// path, size, mtime and inode unchanged) instead of reading it again.
     func store(_ candidate: Candidate, descriptor fd: Int32, root: PathBytes, pack: String, writer: ArchiveWriter,
                pipeline: HashPipeline, entry: Int, report: inout BackupReport,
-               problems: inout [Snapshot.Problem]) throws -> Snapshot.File? {
+               problems: inout [Snapshot.Problem]) throws -> (file: Snapshot.File, listed: Bool)? {
         // Built only when needed (a message): for 100,000 small files it was 7% of the run.
         var shown: String { PathText.display(root.appendingComponent(candidate.relative)) }
         guard fd >= 0 else {
@@ -721,12 +748,15 @@ public struct BackupRunner {
             try Interruption.check("backup")
             let buffer = pipeline.acquire()
             let want = Int(min(Int64(buffer.count), remaining))
-            var n: Int
-            do {
-                n = try RawIO.read(fd, buffer.baseAddress!, want, path: shown)
-            } catch let error as CofferError {
-                readFailure = error.cause
-                n = 0
+            var n = 0
+            // After a failed read nothing more is read (what follows would land at the wrong
+            // place): the rest of the entry is zeros.
+            if readFailure == nil {
+                do {
+                    n = try RawIO.read(fd, buffer.baseAddress!, want, path: shown)
+                } catch let error as CofferError {
+                    readFailure = "\(error.cause) after \(before.size - remaining) of \(before.size) bytes"
+                }
             }
             report.bytesRead += Int64(n)
             if n == 0 {
@@ -746,15 +776,19 @@ public struct BackupRunner {
             let after = FileInfo(st)
             if after.size != before.size || after.modified != before.modified { changed = true }
         }
+        let file = Snapshot.File(path: candidate.relative, size: before.size, mode: before.mode & 0o777, mtime: before.modified,
+                                 inode: before.inode, sha256: "", pack: pack, offset: offset)
         if let readFailure {
-            problems.append(.init(kind: "unreadable", path: shown, jobID: nil, message: "read failed: \(readFailure); stored padded with zeros"))
-        } else if changed {
+            problems.append(.init(kind: "unreadable", path: shown, jobID: nil,
+                                  message: "read failed: \(readFailure); not in this snapshot (the next backup reads it again)"))
+            return (file, false)
+        }
+        if changed {
             problems.append(.init(kind: "changed", path: shown, jobID: nil,
                                   message: "changed while it was read (size or mtime moved); stored as read"))
         }
         report.bytesAdded += before.size
-        return Snapshot.File(path: candidate.relative, size: before.size, mode: before.mode & 0o777, mtime: before.modified,
-                             inode: before.inode, sha256: "", pack: pack, offset: offset)
+        return (file, true)
     }
 }
 

@@ -151,6 +151,10 @@ public struct Snapshot: Sendable {
         /// lists (``listLimit``; a MEDIA_ROOT pointed at the wrong place gives one per file).
         public var problemsTotal: Int?
         public var findingsTotal: Int?
+        /// Entries of this snapshot's pack that no file line lists: files whose reading failed
+        /// midway (their entries padded with zeros), left out of the snapshot. Listed so that
+        /// the pack's digest, which counts every entry's digest, can be checked.
+        public var dropped: [File]?
         /// How many problems and findings the record lists, when they were counted rather than
         /// decoded (``SnapshotReader/snapshot()``: `problems` and `findings` are then empty).
         var countedProblems: Int?
@@ -165,7 +169,7 @@ public struct Snapshot: Sendable {
 
         enum CodingKeys: String, CodingKey {
             case type, files, bytes, bytesAdded = "bytes_added", bytesRead = "bytes_read", pack, database, problems, findings, seconds, repacked
-            case problemsTotal = "problems_total", findingsTotal = "findings_total"
+            case problemsTotal = "problems_total", findingsTotal = "findings_total", dropped
         }
     }
 
@@ -178,9 +182,10 @@ public struct Snapshot: Sendable {
     public var packs: Set<String> = []
 
     /// Makes a sortable id from the time: `20261125T160102Z-3fa9c1d2`.
-    public static func makeID(_ date: Date) -> String {
-        UTCTime.compact(date) + "-" + String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
-    }
+    public static func makeID(_ date: Date) -> String { UTCTime.compact(date) + "-" + randomPart() }
+
+    /// An id's part after its time: 8 random hex digits.
+    static func randomPart() -> String { String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8) }
 }
 
 /// Writes a snapshot record line by line into a pending object.

@@ -175,6 +175,19 @@ public struct Pruner {
 
     static func paddedSize(_ size: Int64) -> Int64 { (size + 511) / 512 * 512 }
 
+    /// The name of the pack that replaces `pack`: its time, a new random part. Packs sort by
+    /// name in the order their content was written, rewritten ones included, so that
+    /// extracting a snapshot's packs in name order (FORMAT.md, restoring by hand) lays each
+    /// file's newer version over an older one. (Named by the prune's time, a rewritten pack
+    /// holding an older version sorted after the pack with the newer one.)
+    static func repackedName(of pack: String) -> String {
+        let id = pack.dropFirst("packs/".count).dropLast(".tar".count)
+        guard pack.hasPrefix("packs/"), pack.hasSuffix(".tar"), let dash = id.lastIndex(of: "-") else {
+            return "packs/\(Snapshot.makeID(Date())).tar"
+        }
+        return "packs/\(id[..<dash])-\(Snapshot.randomPart()).tar"
+    }
+
     /// What a needed entry of a repacked pack is, from a record that refers to it.
     struct RepackEntry {
         var name: PathBytes
@@ -188,7 +201,8 @@ public struct Pruner {
     /// that refers to it. Returns the new pack and old offset -> new offset.
     func repack(_ pack: String, entries described: [Int64: RepackEntry], repository: Repository) throws
         -> (Snapshot.Pack, [Int64: Int64]) {
-        let name = "packs/\(Snapshot.makeID(Date())).tar"
+        var name = Self.repackedName(of: pack)
+        while try repository.storage.size(name) != nil { name = Self.repackedName(of: pack) }
         let pending = try repository.storage.create(name)
         var committed = false
         defer { if !committed { repository.storage.discard(pending) } }

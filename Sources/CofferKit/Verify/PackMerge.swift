@@ -62,7 +62,8 @@ final class PackMerge {
         var hasher = SHA256()
         /// An entry past the end was skipped: the pack digest cannot be compared.
         var skipped = false
-        /// Database copies in this pack, largest offset first.
+        /// Entries no file line lists in this pack (database copies, dropped entries), largest
+        /// offset first.
         var databases: [Stored] = []
         let window: UnsafeMutableRawBufferPointer
         var windowStart: Int64 = 0
@@ -79,10 +80,17 @@ final class PackMerge {
     func run() throws {
         guard snapshots.count <= Self.mostOpen, packs.count <= Self.mostOpen else { throw OutOfOrder() }
         defer { states = [:] }
+        // Entries no file line lists, known by their offset: the database copies, and the
+        // entries of files whose reading failed (``Snapshot/Summary/dropped``).
         var databases: [String: [Stored]] = [:]
-        for snap in snapshots where packs[snap.summary.database.pack] != nil {
+        for snap in snapshots {
             let db = snap.summary.database
-            databases[db.pack, default: []].append(Stored(offset: db.offset, size: db.storedSize, sha256: SHA256Value(hex: db.storedSha256)))
+            if packs[db.pack] != nil {
+                databases[db.pack, default: []].append(Stored(offset: db.offset, size: db.storedSize, sha256: SHA256Value(hex: db.storedSha256)))
+            }
+            for entry in snap.summary.dropped ?? [] where packs[entry.pack] != nil {
+                databases[entry.pack, default: []].append(Stored(offset: entry.offset, size: entry.size, sha256: SHA256Value(hex: entry.sha256)))
+            }
         }
         for name in packs.keys.sorted() {
             let state = try open(name)

@@ -225,6 +225,7 @@ public struct RepositoryVerifier {
         for snap in all {
             let db = snap.summary.database
             add(db.pack, db.offset, db.storedSize, db.storedSha256)
+            for entry in snap.summary.dropped ?? [] { add(entry.pack, entry.offset, entry.size, entry.sha256) }
             try repository.reader(for: snap).files { add($0.pack, $0.offset, $0.size, $0.sha256) }
         }
         let merge = PackMerge(repository: repository, snapshots: all, packs: usable, digests: digests, progress: progress)
@@ -249,6 +250,9 @@ public struct RepositoryVerifier {
         for snap in all {
             let db = snap.summary.database
             if packs.contains(db.pack) { entries[EntryKey(pack: db.pack, offset: db.offset)] = (db.storedSize, PathBytes(db.entry.utf8)) }
+            for entry in snap.summary.dropped ?? [] where packs.contains(entry.pack) {
+                entries[EntryKey(pack: entry.pack, offset: entry.offset)] = (entry.size, entry.entryName)
+            }
             try repository.reader(for: snap).files {
                 if packs.contains($0.pack) { entries[EntryKey(pack: $0.pack, offset: $0.offset)] = ($0.size, $0.entryName) }
             }

@@ -702,6 +702,42 @@ import Testing
         }
     }
 
+    /// A backup whose database copy goes beside the database (a dry run here; a backup into a
+    /// bucket does the same) leaves MIN_FREE_SPACE_GB free on that disk, the pipeline's: a
+    /// copy that would take the disk below it is refused up front (exit 2, naming the setting),
+    /// with nothing left there; with the threshold lower, the same run goes through.
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func aCopyBesideTheDatabaseKeepsTheMinimumFreeSpace() throws {
+        let base = try TemporaryDirectory("coffer-reserve")
+        guard let disk = try SmallDisk(megabytes: 48, in: base.child("small")) else { return }
+        defer { withExtendedLifetime(disk) {} } // mounted until the end
+        let fixture = try BackupFixture(jobs: 400, hostile: false, maxFileBytes: 1024, base: disk.path)
+        try DatabaseQueue(path: fixture.volume.dbPath).write { db in
+            try db.execute(sql: "CREATE TABLE attachments (data BLOB); INSERT INTO attachments VALUES (randomblob(4 * 1024 * 1024))")
+        }
+        let databaseBytes = try FileSystem.status(fixture.volume.dbPath).get().size + ((try? FileSystem.status(fixture.volume.dbPath + "-wal").get().size) ?? 0)
+        let available = Int64(try FileSystem.freeSpace(fixture.volume.dbPath).get().available)
+        func gigabytes(_ bytes: Int64) -> String { String(format: "%.6f", Double(bytes) / CofferConfiguration.bytesPerGB) }
+        func dryRun(reserve: Int64) throws -> BackupReport {
+            var runner = BackupRunner(configuration: try fixture.configuration([.minFreeSpaceGB: gigabytes(reserve), .alertFreeSpaceGB: gigabytes(reserve)]))
+            runner.dryRun = true
+            return try runner.run()
+        }
+        let folder = PathText.parent(fixture.volume.dbPath)
+        // Not SQLite's own -wal and -shm (a reader of the database may leave them).
+        func listing() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: folder).filter { !$0.hasSuffix("-wal") && !$0.hasSuffix("-shm") }.sorted()
+        }
+        let before = try listing()
+        // Room for the copy, but not for the copy and the reserve.
+        let error = #expect(throws: CofferError.self) { try dryRun(reserve: available - databaseBytes / 2) }
+        #expect(error?.status == .failed)
+        #expect(error?.message.contains("below MIN_FREE_SPACE_GB") == true, "\(error?.message ?? "")")
+        #expect(try listing() == before)
+        #expect(try dryRun(reserve: available - databaseBytes * 2).dryRun)
+        #expect(try listing() == before)
+    }
+
     /// Files that change between the walk and their reading, as the pipeline may: one removed,
     /// one swapped for a link, one for a FIFO, and a whole folder swapped for a link to a copy
     /// of it (its files are not read through the link). Each is recorded as a problem of its
@@ -1050,15 +1086,5 @@ import Testing
             #expect(FileManager.default.contents(atPath: fixture.volume.directory.child("restored/media/" + relative))
                     == FileManager.default.contents(atPath: fixture.volume.mediaRoot + "/" + relative), "\(relative)")
         }
-    }
-
-    func run(_ command: [String], in directory: String) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command[0])
-        process.arguments = Array(command.dropFirst())
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
     }
 }

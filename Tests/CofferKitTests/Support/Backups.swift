@@ -115,6 +115,17 @@ func resealRecord(_ path: String) throws {
     try Data(bytes).write(to: URL(fileURLWithPath: path))
 }
 
+/// Runs a tool (`tar`, `bsdtar`, `sh`) in `directory`; its exit status.
+func run(_ command: [String], in directory: String) throws -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: command[0])
+    process.arguments = Array(command.dropFirst())
+    process.currentDirectoryURL = URL(fileURLWithPath: directory)
+    try process.run()
+    process.waitUntilExit()
+    return process.terminationStatus
+}
+
 /// Flips one byte of a file at `offset`.
 func flipByte(_ path: String, at offset: Int64) throws {
     chmod(path, 0o644)
