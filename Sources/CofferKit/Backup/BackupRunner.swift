@@ -17,7 +17,8 @@ import Glibc
 /// Guarantees: nothing in the repository changes in place. The pack is written under `tmp/`
 /// and published whole, then the snapshot record; a run that fails or is killed leaves no
 /// partial pack and no snapshot, and earlier snapshots intact. A file missing, unreadable or
-/// changed while read is recorded in the snapshot and the run ends with findings (exit 1).
+/// changed while read is recorded in the snapshot and the run ends with findings (exit 1); one
+/// whose reading failed or that shrank while read is left out of it.
 public struct BackupRunner {
     public var configuration: CofferConfiguration
     public var full = false
@@ -712,10 +713,11 @@ public struct BackupRunner {
     ///
     /// Nil when nothing was written (the file could not be opened, or is no longer a file).
     ///
-    /// A file whose reading fails (an I/O error of a failing disk) is not in the snapshot: its
-    /// entry, begun, is filled with zeros to keep the pack whole, and comes back not `listed`
-    /// (the summary's `dropped`), so that no later backup takes those zeros for the file (its
-    /// path, size, mtime and inode unchanged) instead of reading it again.
+    /// A file whose reading fails (an I/O error of a failing disk), or ends before the size it
+    /// had when opened (it shrank while read), is not in the snapshot: its entry, begun, is
+    /// filled with zeros to keep the pack whole, and comes back not `listed` (the summary's
+    /// `dropped`): no snapshot lists bytes the file never had, and no later backup takes those
+    /// zeros for the file (its path, size, mtime and inode unchanged) instead of reading it again.
     func store(_ candidate: Candidate, descriptor fd: Int32, root: PathBytes, pack: String, writer: ArchiveWriter,
                pipeline: HashPipeline, entry: Int, report: inout BackupReport,
                problems: inout [Snapshot.Problem]) throws -> (file: Snapshot.File, listed: Bool)? {
@@ -744,6 +746,7 @@ public struct BackupRunner {
                                           mode: before.mode, modified: before.modified)
         var remaining = before.size
         var readFailure: String?
+        var endedEarly: Int64?
         while remaining > 0 {
             try Interruption.check("backup")
             let buffer = pipeline.acquire()
@@ -751,9 +754,10 @@ public struct BackupRunner {
             var n = 0
             // After a failed read nothing more is read (what follows would land at the wrong
             // place): the rest of the entry is zeros.
-            if readFailure == nil {
+            if readFailure == nil, endedEarly == nil {
                 do {
                     n = try RawIO.read(fd, buffer.baseAddress!, want, path: shown)
+                    if n == 0 { endedEarly = before.size - remaining }
                 } catch let error as CofferError {
                     readFailure = "\(error.cause) after \(before.size - remaining) of \(before.size) bytes"
                 }
@@ -761,7 +765,6 @@ public struct BackupRunner {
             report.bytesRead += Int64(n)
             if n == 0 {
                 // The file shrank (or failed) while read: the entry keeps its declared size.
-                changed = true
                 memset(buffer.baseAddress!, 0, want)
                 n = want
             }
@@ -781,6 +784,11 @@ public struct BackupRunner {
         if let readFailure {
             problems.append(.init(kind: "unreadable", path: shown, jobID: nil,
                                   message: "read failed: \(readFailure); not in this snapshot (the next backup reads it again)"))
+            return (file, false)
+        }
+        if let endedEarly {
+            problems.append(.init(kind: "changed", path: shown, jobID: nil,
+                                  message: "shrank while it was read (it ended after \(endedEarly) of \(before.size) bytes); not in this snapshot (the next backup reads it again)"))
             return (file, false)
         }
         if changed {
