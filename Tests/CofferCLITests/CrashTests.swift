@@ -59,6 +59,8 @@ import Testing
         // The first run's time, taken while other tests may load the machine, can be far longer
         // than the next runs: a run that ends before its kill halves the window for the next.
         var window = duration
+        var before = try Repository.open(v.repo).snapshots().snapshots.map(\.id)
+        #expect(before.count == 1)
         for round in 0..<6 {
             let delay = Double.random(in: 0.05...max(0.1, window)) * (round % 2 == 0 ? 1 : 0.5)
             if try killed(["backup", "--full"] + v.flags, after: delay) { kills += 1 } else { window /= 2 }
@@ -66,6 +68,11 @@ import Testing
             try verifyClean(v.repo)
             let listed = try Repository.open(v.repo).snapshots()
             #expect(listed.damaged.isEmpty)
+            // None listed before the kill is gone; at most the killed run's own was added.
+            let after = listed.snapshots.map(\.id)
+            #expect(Set(before).isSubset(of: Set(after)), "round \(round): \(before) before, \(after) after")
+            #expect(after.count - before.count <= 1, "round \(round): \(before) before, \(after) after")
+            before = after
         }
         #expect(kills > 0, "no run was killed while working: the volume is too small for this machine")
         // The lock died with its holders, and the next run sweeps what they left in tmp/.
@@ -456,21 +463,33 @@ import Testing
 
     @Test func twoConcurrentBackupsOneRunsOneIsRefused() throws {
         let v = try volume(jobs: 300, maxFileBytes: 256 * 1024)
-        let processes = (0..<2).map { _ -> Process in
-            let process = Process()
-            process.executableURL = CofferBinary.url
-            process.arguments = ["backup", "--quiet"] + v.flags
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            return process
+        // The first is slowed (a pause at each of its checks for a stop), so the second surely
+        // starts while it runs: once the first has written itself into the lock file.
+        let first = Process()
+        first.executableURL = CofferBinary.url
+        first.arguments = ["backup", "--quiet"] + v.flags
+        first.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "COFFER_TEST_CHECK_DELAY": "0.01"]
+        first.standardOutput = FileHandle.nullDevice
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
+        var holding = false
+        for _ in 0..<600 where first.isRunning && !holding {
+            let text = (try? String(contentsOfFile: v.repo + "/lock", encoding: .utf8)) ?? ""
+            holding = text.contains("\"pid\":\(first.processIdentifier)")
+            if !holding { Thread.sleep(forTimeInterval: 0.01) }
         }
-        for process in processes { try process.run() }
-        for process in processes { process.waitUntilExit() }
-        let codes = processes.map(\.terminationStatus).sorted()
-        // Either the second found the lock taken (0, 3), or the first had already finished (0, 0).
-        #expect(codes == [0, 3] || codes == [0, 0], "\(codes)")
+        #expect(holding, "the first backup never took the lock")
+        let second = try CofferBinary.run(["backup", "--quiet"] + v.flags)
+        let stillRunning = first.isRunning
+        first.waitUntilExit()
+        #expect(stillRunning, "the first backup ended before the second was refused: the test proves nothing")
+        #expect(first.terminationStatus == 0)
+        #expect(second.status == 3, "\(second.status): \(second.stderr)")
+        #expect(second.stderr.contains("error: lock repository \(v.repo): held by coffer backup, pid \(first.processIdentifier) on \(ProcessInfo.processInfo.hostName), started 20"),
+                "\(second.stderr)")
         let snapshots = try Repository.open(v.repo).snapshots()
-        #expect(snapshots.snapshots.count == codes.filter { $0 == 0 }.count)
+        #expect(snapshots.snapshots.count == 1)
         #expect(snapshots.damaged.isEmpty)
         try verifyClean(v.repo)
     }

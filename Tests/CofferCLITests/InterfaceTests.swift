@@ -95,9 +95,12 @@ import Testing
         #expect(seen == Set(documented.keys), "JSON.md sections not exercised: \(Set(documented.keys).subtracting(seen))")
     }
 
-    /// Runs coffer under a real pseudo-terminal (util-linux `script`): stdout and stderr are a tty.
-    func underTerminal(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let quoted = ([CofferBinary.url.path] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+    /// Runs coffer under a real pseudo-terminal (util-linux `script`): stdout and stderr are a
+    /// tty, unless one of them is sent to a file (`stdoutTo`, `stderrTo`).
+    func underTerminal(_ arguments: [String], stdoutTo: String? = nil, stderrTo: String? = nil) throws -> (status: Int32, output: String) {
+        func quote(_ word: String) -> String { "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let quoted = ([CofferBinary.url.path] + arguments).map(quote)
+            + (stdoutTo.map { [">" + quote($0)] } ?? []) + (stderrTo.map { ["2>" + quote($0)] } ?? [])
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
         process.arguments = ["-q", "-e", "-f", "-c", quoted.joined(separator: " "), "/dev/null"]
@@ -133,6 +136,21 @@ import Testing
         let restore = try underTerminal(["restore", "--repo", repo, "--db", scratch.child("r/db.sqlite"), "--media-root", scratch.child("r/media")])
         #expect(restore.status == 0, "\(restore.output)")
         #expect(restore.output.contains("\rrestore ") && restore.output.contains("/s, ETA "), "\(restore.output)")
+        // The progress is on stderr: a terminal's stdout sent to a file (`coffer backup > report`)
+        // gets the report alone, while stderr still shows the progress; stderr sent to a file
+        // (a log) gets none, nor does the terminal.
+        let report = scratch.child("report.txt")
+        let toFile = try underTerminal(["backup", "--full"] + flags, stdoutTo: report)
+        #expect(toFile.status == 0, "\(toFile.output)")
+        #expect(toFile.output.contains("\rbackup ") && toFile.output.contains("/s, ETA "), "\(toFile.output)")
+        let reported = try String(contentsOfFile: report, encoding: .utf8)
+        #expect(!reported.isEmpty && !reported.contains("\r") && !reported.contains("ETA"), "\(reported)")
+        let log = scratch.child("stderr.txt")
+        let logged = try underTerminal(["backup", "--full"] + flags, stderrTo: log)
+        #expect(logged.status == 0, "\(logged.output)")
+        #expect(!logged.output.contains("ETA") && !logged.output.contains("\rbackup"), "\(logged.output)")
+        let errors = try String(contentsOfFile: log, encoding: .utf8)
+        #expect(!errors.contains("ETA") && !errors.contains("\r"), "\(errors)")
 
         // A pipe (cron, a script): the report, no progress, no carriage returns.
         let piped = try CofferBinary.run(["backup", "--full"] + flags)

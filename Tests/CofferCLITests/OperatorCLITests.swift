@@ -56,6 +56,43 @@ import Testing
         #expect(missing.stderr.contains("nowhere") && missing.stderr.contains("hint:"))
     }
 
+    /// A drill killed with `kill -9` cannot remove its scratch (a restored copy of the volume,
+    /// beside MEDIA_ROOT): the next drill does, and leaves alone the scratch of a drill whose
+    /// process still runs.
+    @Test func aKilledDrillsScratchIsRemovedByTheNext() throws {
+        let scratch = try Scratch()
+        let (flags, _) = try cliVolume(scratch, jobs: 200)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        let parent = scratch.child("v")
+        let process = Process()
+        process.executableURL = CofferBinary.url
+        process.arguments = ["drill", "--quiet"] + flags
+        // Slowed (a pause at each of its checks for a stop), so that it is killed mid-restore.
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "COFFER_TEST_CHECK_DELAY": "0.01"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var started = false
+        for _ in 0..<1000 where process.isRunning && !started {
+            started = (try leftovers(parent)).contains { name in
+                (try? FileManager.default.contentsOfDirectory(atPath: parent + "/" + name))?.isEmpty == false
+            }
+            if !started { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(started && process.terminationReason == .uncaughtSignal, "the drill ended before it was killed")
+        let killed = try leftovers(parent)
+        #expect(killed.count == 1, "\(killed)")
+        // A drill that is still running (this test's own pid stands for it) keeps its scratch.
+        let live = parent + "/.coffer-drill-20260101T000000Z-0000-\(getpid())"
+        #expect(mkdir(live, 0o700) == 0)
+
+        let next = try CofferBinary.run(["drill", "--json"] + flags)
+        #expect(next.status == 0, "\(next.stdout) \(next.stderr)")
+        #expect(try leftovers(parent) == [(live as NSString).lastPathComponent])
+    }
+
     /// A drill restores beside MEDIA_ROOT: it refuses to push that filesystem below
     /// MIN_FREE_SPACE_GB (the pipeline would stop taking jobs). Findings the snapshot already
     /// recorded (a file gone before the backup) are the source's, not a failed restore.
