@@ -47,6 +47,20 @@ import Testing
         #expect(try tableRows(newDB, "media").filter { !$0.contains("Data") } == oldMedia.filter { !$0.contains("Data") })
         #expect(restored.pathsRewritten > 0)
         #expect(try FileSystem.status(newDB).get().mode & 0o777 == 0o644)
+        // The database the pipeline opens again: its schema (tables, indexes, any trigger), version
+        // and the settings kept in the file (write-ahead log, page size, auto-vacuum, encoding)
+        // are the source's.
+        func shape(_ path: String) throws -> [String] {
+            try DatabaseQueue(path: path, configuration: DatabaseAccess.configuration(readOnly: true)).read { db in
+                try String.fetchAll(db, sql: "SELECT type || ' ' || name || ' ' || tbl_name || ': ' || ifnull(sql, '') FROM sqlite_master ORDER BY type, name")
+                    + ["journal_mode", "user_version", "application_id", "page_size", "auto_vacuum", "encoding"].map { pragma in
+                        "\(pragma) = \(try String.fetchOne(db, sql: "PRAGMA \(pragma)") ?? "")"
+                    }
+            }
+        }
+        let sourceShape = try shape(fixture.volume.dbPath)
+        #expect(sourceShape.contains("journal_mode = wal") && sourceShape.contains { $0.hasPrefix("index ") }, "\(sourceShape)")
+        #expect(try shape(newDB) == sourceShape)
     }
 
     /// Restore checks the database part of the result on its staged copy while the media are
