@@ -363,3 +363,72 @@ import Testing
         #expect(try #require(recorded).sha256 == Digest.hex(SHA256.hash(data: bytes)))
     }
 }
+
+/// A disk that fails to make writes durable: every `fsync` of a backup, or every `syncfs` of a
+/// restore, returns EIO (injected by strace into the real system calls). The run fails (exit 2)
+/// naming what it could not sync, and nothing it wrote is taken for whole: no snapshot, no
+/// restored target.
+@Suite struct FailingSyncTests {
+    static let strace = "/usr/bin/strace"
+
+    func snapshotIDs(_ repo: String) throws -> [String] { try Repository.open(repo).snapshots().snapshots.map(\.id) }
+
+    /// Whether strace can trace here (a container may forbid ptrace): asked apart, so that a
+    /// run that ignores the injected error fails the test instead of passing for a skip.
+    static func straceWorks() -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: strace)
+        process.arguments = ["-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync", "-e", "inject=fsync:error=EIO", "/bin/true"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: strace), "strace is missing (`make test` installs it)"))
+    func aBackupWhoseFsyncFailsCommitsNothing() throws {
+        guard Self.straceWorks() else { return print("skipped: strace cannot trace here (ptrace not permitted?)") }
+        let scratch = try Scratch()
+        let (flags, repo) = try cliVolume(scratch, jobs: 30, videoSizes: VolumeSpec.testVideoSizes)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        let before = try snapshotIDs(repo)
+        let failing = try CofferBinary.run(["backup", "--full"] + flags, wrapper: [
+            Self.strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO",
+        ])
+        #expect(failing.status == 2, "\(failing.stdout)\(failing.stderr)")
+        #expect(failing.stderr.contains("error: ") && failing.stderr.contains("Input/output error") && failing.stderr.contains(repo), "\(failing.stderr)")
+        // The earlier snapshot alone, whole; the failed run's pack is not published.
+        #expect(try snapshotIDs(repo) == before)
+        let packs = try FileManager.default.contentsOfDirectory(atPath: repo + "/packs")
+        #expect(packs.count == 1, "\(packs)")
+        let verify = try CofferBinary.run(["verify", "--repo", repo, "--read-data"])
+        #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        // On a sound disk the next run succeeds and leaves nothing of the failed one in tmp/.
+        let next = try CofferBinary.run(["backup", "--quiet", "--full"] + flags)
+        #expect(next.status == 0, "\(next.stderr)")
+        #expect(try snapshotIDs(repo).count == 2)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/tmp").isEmpty)
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: strace), "strace is missing (`make test` installs it)"))
+    func aRestoreWhoseSyncFailsLeavesNoTarget() throws {
+        guard Self.straceWorks() else { return print("skipped: strace cannot trace here (ptrace not permitted?)") }
+        let scratch = try Scratch()
+        let (flags, repo) = try cliVolume(scratch, jobs: 30, videoSizes: VolumeSpec.testVideoSizes)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        let target = scratch.child("restored")
+        let failing = try CofferBinary.run(["restore", "--repo", repo, "--db", target + "/data/db.sqlite", "--media-root", target + "/media",
+                                            "--min-free-space-gb", "0", "--alert-free-space-gb", "0"], wrapper: [
+            Self.strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=syncfs,fsync,fdatasync", "-e", "inject=syncfs,fsync,fdatasync:error=EIO",
+        ])
+        #expect(failing.status == 2, "\(failing.stdout)\(failing.stderr)")
+        #expect(failing.stderr.contains("Input/output error"), "\(failing.stderr)")
+        // Neither target, nor any staging folder, is left.
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: target + "/data")) ?? []
+        #expect(!left.contains("db.sqlite"), "\(left)")
+        #expect(!FileManager.default.fileExists(atPath: target + "/media"))
+        let hidden = ((try? FileManager.default.contentsOfDirectory(atPath: target)) ?? []) + left
+        #expect(!hidden.contains { $0.hasPrefix(".coffer-") }, "\(hidden)")
+    }
+}
