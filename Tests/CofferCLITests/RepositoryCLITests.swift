@@ -398,6 +398,7 @@ import Testing
         ])
         #expect(failing.status == 2, "\(failing.stdout)\(failing.stderr)")
         #expect(failing.stderr.contains("error: ") && failing.stderr.contains("Input/output error") && failing.stderr.contains(repo), "\(failing.stderr)")
+        #expect(failing.stderr.contains("hint: the disk or filesystem reported an error: check it (`dmesg`"), "\(failing.stderr)")
         // The earlier snapshot alone, whole; the failed run's pack is not published.
         #expect(try snapshotIDs(repo) == before)
         let packs = try FileManager.default.contentsOfDirectory(atPath: repo + "/packs")

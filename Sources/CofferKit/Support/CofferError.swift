@@ -68,7 +68,11 @@ public struct CofferError: Error, LocalizedError, Equatable, Sendable {
     static func defaultHint(errno code: Int32) -> String? {
         switch code {
         case ENOSPC: return "free space on that filesystem, then run again"
+        case EDQUOT: return "a disk quota of this user is full there: free space or raise the quota, then run again"
         case EFBIG: return "this process has a file size limit (`ulimit -f`): raise it, or run without it"
+        case EIO: return "the disk or filesystem reported an error: check it (`dmesg`, its SMART data) before running again"
+        case EROFS: return "that filesystem is read-only (a filesystem remounted read-only after errors? see `dmesg`): make it writable, or choose another path"
+        case EACCES, EPERM: return "the user running coffer may not do this there: check the owner and mode of that path and of the folders above it"
         default: return nil
         }
     }

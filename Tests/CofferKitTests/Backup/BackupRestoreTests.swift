@@ -544,6 +544,45 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: media + "/keep.txt"))
     }
 
+    /// A repository, or restore targets, on a read-only filesystem (one the kernel remounted
+    /// read-only after errors, at 3 a.m.): the run fails (exit 2) naming the path, the cause and
+    /// what to look at, and writes nothing anywhere.
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func aReadOnlyDiskIsNamedWithWhatToDo() throws {
+        let fixture = try BackupFixture(jobs: 10, hostile: false)
+        try fixture.backup()
+        guard let disk = try SmallDisk(megabytes: 8, in: fixture.volume.directory.child("ro"), options: "ro") else { return }
+        defer { withExtendedLifetime(disk) {} }
+        func failure(_ run: () throws -> Void) -> CofferError? {
+            do { try run() } catch let error as CofferError { return error } catch { Issue.record("\(error)") }
+            return nil
+        }
+        var runner = BackupRunner(configuration: try fixture.configuration([.repo: disk.path + "/repo"]))
+        runner.full = true
+        let backup = try #require(failure { _ = try runner.run() })
+        var restorer = Restorer(configuration: try fixture.configuration([.dbPath: disk.path + "/data/db.sqlite", .mediaRoot: disk.path + "/media"]))
+        restorer.snapshot = "latest"
+        let restore = try #require(failure { _ = try restorer.run() })
+        for error in [backup, restore] {
+            #expect(error.status == .failed && error.errno == EROFS, "\(error.message)")
+            #expect(error.message.contains(disk.path) && error.message.contains("Read-only file system"), "\(error.message)")
+            #expect(error.hint?.contains("read-only") == true && error.hint?.contains("dmesg") == true, "\(error.hint ?? "no hint")")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: disk.path).isEmpty)
+        #expect(try fixture.repository().snapshots().snapshots.count == 1)
+    }
+
+    /// Every system error an operator can act on says what to do.
+    @Test func systemErrorsAnOperatorCanActOnSayWhatToDo() {
+        for (code, words) in [(ENOSPC, "free space"), (EDQUOT, "quota"), (EFBIG, "ulimit -f"), (EIO, "dmesg"), (EROFS, "read-only"),
+                              (EACCES, "owner and mode"), (EPERM, "owner and mode")] {
+            let error = CofferError.system("write", "/srv/x", errno: code)
+            #expect(error.hint?.contains(words) == true, "\(code): \(error.hint ?? "no hint")")
+            #expect(error.errno == code)
+        }
+        #expect(CofferError.system("write", "/srv/x", errno: EINVAL).hint == nil)
+    }
+
     /// The disk of the repository, then of the restore's targets, fills in the middle of a run,
     /// after the free-space check passed: a file the pipeline is still writing grows past what
     /// the check counted, and another writer takes the space a restore was promised. Each run
