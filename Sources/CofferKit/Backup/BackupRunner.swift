@@ -745,21 +745,26 @@ public struct BackupRunner {
         let offset = try writer.beginFile(path: PathBytes("media/".utf8) + candidate.relative, size: before.size,
                                           mode: before.mode, modified: before.modified)
         var remaining = before.size
-        var readFailure: String?
-        var endedEarly: Int64?
+        // Why the file is left out of the snapshot: its reading failed, or it ended early.
+        var leftOut: Snapshot.Problem?
         while remaining > 0 {
             try Interruption.check("backup")
             let buffer = pipeline.acquire()
             let want = Int(min(Int64(buffer.count), remaining))
             var n = 0
-            // After a failed read nothing more is read (what follows would land at the wrong
-            // place): the rest of the entry is zeros.
-            if readFailure == nil, endedEarly == nil {
+            // After a failed or short read nothing more is read (what follows would land at the
+            // wrong place): the rest of the entry is zeros.
+            if leftOut == nil {
+                let done = before.size - remaining
                 do {
                     n = try RawIO.read(fd, buffer.baseAddress!, want, path: shown)
-                    if n == 0 { endedEarly = before.size - remaining }
+                    if n == 0 {
+                        leftOut = .init(kind: "changed", path: shown, jobID: nil,
+                                        message: "shrank while it was read (it ended after \(done) of \(before.size) bytes); not in this snapshot (the next backup reads it again)")
+                    }
                 } catch let error as CofferError {
-                    readFailure = "\(error.cause) after \(before.size - remaining) of \(before.size) bytes"
+                    leftOut = .init(kind: "unreadable", path: shown, jobID: nil,
+                                    message: "read failed: \(error.cause) after \(done) of \(before.size) bytes; not in this snapshot (the next backup reads it again)")
                 }
             }
             report.bytesRead += Int64(n)
@@ -781,14 +786,8 @@ public struct BackupRunner {
         }
         let file = Snapshot.File(path: candidate.relative, size: before.size, mode: before.mode & 0o777, mtime: before.modified,
                                  inode: before.inode, sha256: "", pack: pack, offset: offset)
-        if let readFailure {
-            problems.append(.init(kind: "unreadable", path: shown, jobID: nil,
-                                  message: "read failed: \(readFailure); not in this snapshot (the next backup reads it again)"))
-            return (file, false)
-        }
-        if let endedEarly {
-            problems.append(.init(kind: "changed", path: shown, jobID: nil,
-                                  message: "shrank while it was read (it ended after \(endedEarly) of \(before.size) bytes); not in this snapshot (the next backup reads it again)"))
+        if let leftOut {
+            problems.append(leftOut)
             return (file, false)
         }
         if changed {
