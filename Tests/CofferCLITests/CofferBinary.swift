@@ -23,6 +23,25 @@ struct CofferBinary {
         fatalError("the coffer executable is not built: run `swift build` (make test does) before the tests")
     }()
 
+    /// A clean environment with `environment` added: the machine's own DB_PATH or MEDIA_ROOT
+    /// must not leak in.
+    static func cleanEnvironment(_ environment: [String: String]) -> [String: String] {
+        ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()].merging(environment) { $1 }
+    }
+
+    /// Starts `coffer arguments...` in the background (its output discarded), for a test that
+    /// acts while it runs (kills it, starts another beside it); the caller waits for it.
+    static func start(_ arguments: [String], environment: [String: String] = [:]) throws -> Process {
+        let process = Process()
+        process.executableURL = url
+        process.arguments = arguments
+        process.environment = cleanEnvironment(environment)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
     /// Runs `coffer arguments...`; with `wrapper`, runs `wrapper... coffer arguments...`
     /// (e.g. `setpriv` to run it as another user).
     /// `executable`: another program of the build folder (`coffer-fixtures`) instead of coffer.
@@ -37,10 +56,7 @@ struct CofferBinary {
             process.executableURL = URL(fileURLWithPath: program)
             process.arguments = arguments
         }
-        // A clean environment: the machine's own DB_PATH or MEDIA_ROOT must not leak in.
-        var env = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()]
-        env.merge(environment) { $1 }
-        process.environment = env
+        process.environment = cleanEnvironment(environment)
         if let workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory) }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

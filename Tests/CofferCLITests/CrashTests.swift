@@ -465,13 +465,7 @@ import Testing
         let v = try volume(jobs: 300, maxFileBytes: 256 * 1024)
         // The first is slowed (a pause at each of its checks for a stop), so the second surely
         // starts while it runs: once the first has written itself into the lock file.
-        let first = Process()
-        first.executableURL = CofferBinary.url
-        first.arguments = ["backup", "--quiet"] + v.flags
-        first.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "COFFER_TEST_CHECK_DELAY": "0.01"]
-        first.standardOutput = FileHandle.nullDevice
-        first.standardError = FileHandle.nullDevice
-        try first.run()
+        let first = try CofferBinary.start(["backup", "--quiet"] + v.flags, environment: ["COFFER_TEST_CHECK_DELAY": "0.01"])
         defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
         var holding = false
         for _ in 0..<600 where first.isRunning && !holding {
@@ -504,13 +498,7 @@ import Testing
         func scratchFolders() -> [String] {
             ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix(".coffer-backup-") }.sorted()
         }
-        let process = Process()
-        process.executableURL = CofferBinary.url
-        process.arguments = ["backup", "--dry-run", "--quiet"] + v.flags
-        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "COFFER_TEST_CHECK_DELAY": "0.01"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try CofferBinary.start(["backup", "--dry-run", "--quiet"] + v.flags, environment: ["COFFER_TEST_CHECK_DELAY": "0.01"])
         // Killed once its copy is there.
         var copied = false
         for _ in 0..<400 where process.isRunning {

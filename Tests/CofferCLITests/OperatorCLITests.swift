@@ -64,14 +64,8 @@ import Testing
         let (flags, _) = try cliVolume(scratch, jobs: 200)
         #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
         let parent = scratch.child("v")
-        let process = Process()
-        process.executableURL = CofferBinary.url
-        process.arguments = ["drill", "--quiet"] + flags
         // Slowed (a pause at each of its checks for a stop), so that it is killed mid-restore.
-        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "COFFER_TEST_CHECK_DELAY": "0.01"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try CofferBinary.start(["drill", "--quiet"] + flags, environment: ["COFFER_TEST_CHECK_DELAY": "0.01"])
         var started = false
         for _ in 0..<1000 where process.isRunning && !started {
             started = (try leftovers(parent)).contains { name in

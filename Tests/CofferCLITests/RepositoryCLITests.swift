@@ -386,12 +386,21 @@ import Testing
         return process.terminationStatus == 0
     }
 
+    /// A volume in `scratch`, backed up once; nil (saying so) where strace cannot trace.
+    func backedUpVolume(in scratch: Scratch) throws -> (flags: [String], repo: String)? {
+        guard Self.straceWorks() else {
+            print("skipped: strace cannot trace here (ptrace not permitted?)")
+            return nil
+        }
+        let volume = try cliVolume(scratch, jobs: 30, videoSizes: VolumeSpec.testVideoSizes)
+        #expect(try CofferBinary.run(["backup", "--quiet"] + volume.flags).status == 0)
+        return volume
+    }
+
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: strace), "strace is missing (`make test` installs it)"))
     func aBackupWhoseFsyncFailsCommitsNothing() throws {
-        guard Self.straceWorks() else { return print("skipped: strace cannot trace here (ptrace not permitted?)") }
         let scratch = try Scratch()
-        let (flags, repo) = try cliVolume(scratch, jobs: 30, videoSizes: VolumeSpec.testVideoSizes)
-        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        guard let (flags, repo) = try backedUpVolume(in: scratch) else { return }
         let before = try snapshotIDs(repo)
         let failing = try CofferBinary.run(["backup", "--full"] + flags, wrapper: [
             Self.strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO",
@@ -414,10 +423,8 @@ import Testing
 
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: strace), "strace is missing (`make test` installs it)"))
     func aRestoreWhoseSyncFailsLeavesNoTarget() throws {
-        guard Self.straceWorks() else { return print("skipped: strace cannot trace here (ptrace not permitted?)") }
         let scratch = try Scratch()
-        let (flags, repo) = try cliVolume(scratch, jobs: 30, videoSizes: VolumeSpec.testVideoSizes)
-        #expect(try CofferBinary.run(["backup", "--quiet"] + flags).status == 0)
+        guard let (flags, repo) = try backedUpVolume(in: scratch) else { return }
         let target = scratch.child("restored")
         let failing = try CofferBinary.run(["restore", "--repo", repo, "--db", target + "/data/db.sqlite", "--media-root", target + "/media",
                                             "--min-free-space-gb", "0", "--alert-free-space-gb", "0"], wrapper: [

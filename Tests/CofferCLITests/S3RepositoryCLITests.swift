@@ -197,14 +197,8 @@ import Testing
         let client = S3Client(bucket: bucket, endpoint: try S3Endpoint.fromEnvironment(environment),
                               credentials: ObjectStoreCredentials.fromEnvironment(environment)!)
 
-        let process = Process()
-        process.executableURL = CofferBinary.url
-        process.arguments = ["backup", "--quiet", "--full"] + flags
-        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory(), "COFFER_TEST_CHECK_DELAY": "0.02"]
-            .merging(environment) { $1 }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try CofferBinary.start(["backup", "--quiet", "--full"] + flags,
+                                             environment: ["COFFER_TEST_CHECK_DELAY": "0.02"].merging(environment) { $1 })
         // Killed once its pack's upload has begun (a part is in the bucket, unlisted).
         var begun = false
         for _ in 0..<200 where process.isRunning {

@@ -33,7 +33,7 @@ import Testing
         let process = Process()
         process.executableURL = CofferBinary.url
         process.arguments = arguments
-        process.environment = ["PATH": "/usr/bin:/bin", "HOME": NSTemporaryDirectory()].merging(environment) { $1 }
+        process.environment = CofferBinary.cleanEnvironment(environment)
         process.standardOutput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         func logged() -> String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
