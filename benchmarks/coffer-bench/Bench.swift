@@ -282,22 +282,19 @@ final class Bench {
         compare("verify every byte", bytes: repoBytes, verify)
 
         // Restore.
-        var restore: [(String, prepare: () -> Void, command: () -> Sample)] = [
-            ("coffer restore", { self.nextRun(); self.evict([self.root + "/repo"]) }, {
-                Measure.run([self.coffer, "restore", "--quiet", "--repo", self.root + "/repo", "--db", self.runBase + "/r/db.sqlite", "--media-root", self.runBase + "/r/media"],
-                            environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"])
-            }),
-        ]
+        let fromRepository = { self.nextRun(); self.evict([self.root + "/repo"]) }
+        let fromTar = { self.nextRun(); self.evict([self.root + "/tar/media.tar"]) }
+        let cofferWhole: (String, prepare: () -> Void, command: () -> Sample) = ("coffer restore", fromRepository, { self.cofferRestore() })
+        // Made durable as Coffer's restore is (one syncfs before it renames into place).
+        let bsdtarSynced: (String, prepare: () -> Void, command: () -> Sample) = ("bsdtar -xf + sync", fromTar, {
+            Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: true))
+        })
+        var restore = [cofferWhole]
         if hasBsdtar {
-            restore.append(("bsdtar -xf", { self.nextRun(); self.evict([self.root + "/tar/media.tar"]) }, {
+            restore.append(("bsdtar -xf", fromTar, {
                 Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: false))
             }))
-        }
-        if hasBsdtar {
-            // The same, made durable as Coffer's restore is (one syncfs before it renames into place).
-            restore.append(("bsdtar -xf + sync", { self.nextRun(); self.evict([self.root + "/tar/media.tar"]) }, {
-                Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: true))
-            }))
+            restore.append(bsdtarSynced)
         }
         if hasRestic {
             restore.append(("restic restore", { self.nextRun(); self.evict([self.root + "/restic"]) }, { Measure.run(["restic", "restore", "-q", "latest", "-r", self.root + "/restic", "--target", self.runBase + "/rr"], environment: self.env("")) }))
@@ -309,17 +306,9 @@ final class Bench {
         // whole restore again beside it, in the same rounds: restoring less must not take longer.
         if hasBsdtar {
             compare("restore, media only", bytes: mediaBytes, rounds: restoreRuns, reversing: true, [
-                ("coffer restore --only media", { self.nextRun(); self.evict([self.root + "/repo"]) }, {
-                    Measure.run([self.coffer, "restore", "--quiet", "--only", "media", "--repo", self.root + "/repo", "--db", self.runBase + "/r/db.sqlite", "--media-root", self.runBase + "/r/media"],
-                                environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"])
-                }),
-                ("coffer restore (database too)", { self.nextRun(); self.evict([self.root + "/repo"]) }, {
-                    Measure.run([self.coffer, "restore", "--quiet", "--repo", self.root + "/repo", "--db", self.runBase + "/r/db.sqlite", "--media-root", self.runBase + "/r/media"],
-                                environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"])
-                }),
-                ("bsdtar -xf + sync", { self.nextRun(); self.evict([self.root + "/tar/media.tar"]) }, {
-                    Measure.shell(self.bsdtarExtract(self.root + "/tar/media.tar", into: self.runBase + "/x", sync: true))
-                }),
+                ("coffer restore --only media", fromRepository, { self.cofferRestore(["--only", "media"]) }),
+                ("coffer restore (database too)", cofferWhole.prepare, cofferWhole.command),
+                bsdtarSynced,
             ])
         }
         releaseRuns()
@@ -332,6 +321,13 @@ final class Bench {
         try writerLoad()
         try liveVerify()
         return report(seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Coffer's restore of `repo` (the local repository by default) into this run's folder;
+    /// `options` such as `--only media`.
+    func cofferRestore(_ options: [String] = [], repo: String? = nil, environment: [String: String] = [:]) -> Sample {
+        Measure.run([coffer, "restore", "--quiet"] + options + ["--repo", repo ?? root + "/repo", "--db", runBase + "/r/db.sqlite", "--media-root", runBase + "/r/media"],
+                    environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"].merging(environment) { $1 })
     }
 
     /// One more restore, untimed, with `--verbose`: when each of its phases ended, as a note
@@ -415,8 +411,7 @@ final class Bench {
         compare("backup to S3 (\(server.name) on loopback)", bytes: mediaBytes, backup)
         var restore: [(String, prepare: () -> Void, command: () -> Sample)] = [
             ("coffer restore from S3", { self.nextRun() }, {
-                Measure.run([self.coffer, "restore", "--quiet", "--repo", cofferRepo, "--db", self.runBase + "/r/db.sqlite", "--media-root", self.runBase + "/r/media"],
-                            environment: ["MIN_FREE_SPACE_GB": "0", "ALERT_FREE_SPACE_GB": "0"].merging(s3) { $1 })
+                self.cofferRestore(repo: cofferRepo, environment: s3)
             }),
         ]
         if hasRestic {
