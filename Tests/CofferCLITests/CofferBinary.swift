@@ -78,6 +78,18 @@ struct CofferBinary {
     }
 }
 
+extension Process {
+    /// Asks `condition` up to `attempts` times, `interval` seconds apart, while the process
+    /// runs: whether it held before the process ended (or the attempts ran out).
+    func whileRunning(attempts: Int, every interval: Double, until condition: () throws -> Bool) rethrows -> Bool {
+        for _ in 0..<attempts where isRunning {
+            if try condition() { return true }
+            Thread.sleep(forTimeInterval: interval)
+        }
+        return false
+    }
+}
+
 /// A temp folder for one test, removed afterwards unless COFFER_KEEP_TEMP is set.
 final class Scratch {
     let path: String

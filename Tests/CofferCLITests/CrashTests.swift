@@ -467,11 +467,8 @@ import Testing
         // starts while it runs: once the first has written itself into the lock file.
         let first = try CofferBinary.start(["backup", "--quiet"] + v.flags, environment: ["COFFER_TEST_CHECK_DELAY": "0.01"])
         defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
-        var holding = false
-        for _ in 0..<600 where first.isRunning && !holding {
-            let text = (try? String(contentsOfFile: v.repo + "/lock", encoding: .utf8)) ?? ""
-            holding = text.contains("\"pid\":\(first.processIdentifier)")
-            if !holding { Thread.sleep(forTimeInterval: 0.01) }
+        let holding = first.whileRunning(attempts: 600, every: 0.01) {
+            ((try? String(contentsOfFile: v.repo + "/lock", encoding: .utf8)) ?? "").contains("\"pid\":\(first.processIdentifier)")
         }
         #expect(holding, "the first backup never took the lock")
         let second = try CofferBinary.run(["backup", "--quiet"] + v.flags)
@@ -500,14 +497,9 @@ import Testing
         }
         let process = try CofferBinary.start(["backup", "--dry-run", "--quiet"] + v.flags, environment: ["COFFER_TEST_CHECK_DELAY": "0.01"])
         // Killed once its copy is there.
-        var copied = false
-        for _ in 0..<400 where process.isRunning {
-            if let name = scratchFolders().first,
-               ((try? FileManager.default.contentsOfDirectory(atPath: folder + "/" + name)) ?? []).contains(where: { $0.hasSuffix(".sqlite") }) {
-                copied = true
-                break
-            }
-            Thread.sleep(forTimeInterval: 0.01)
+        let copied = process.whileRunning(attempts: 400, every: 0.01) {
+            guard let name = scratchFolders().first else { return false }
+            return ((try? FileManager.default.contentsOfDirectory(atPath: folder + "/" + name)) ?? []).contains { $0.hasSuffix(".sqlite") }
         }
         let stillRunning = process.isRunning
         kill(process.processIdentifier, SIGKILL)

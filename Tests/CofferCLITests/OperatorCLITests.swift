@@ -66,12 +66,10 @@ import Testing
         let parent = scratch.child("v")
         // Slowed (a pause at each of its checks for a stop), so that it is killed mid-restore.
         let process = try CofferBinary.start(["drill", "--quiet"] + flags, environment: ["COFFER_TEST_CHECK_DELAY": "0.01"])
-        var started = false
-        for _ in 0..<1000 where process.isRunning && !started {
-            started = (try leftovers(parent)).contains { name in
+        let started = try process.whileRunning(attempts: 1000, every: 0.01) {
+            try leftovers(parent).contains { name in
                 (try? FileManager.default.contentsOfDirectory(atPath: parent + "/" + name))?.isEmpty == false
             }
-            if !started { Thread.sleep(forTimeInterval: 0.01) }
         }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()

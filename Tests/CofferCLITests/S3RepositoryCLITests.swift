@@ -200,11 +200,7 @@ import Testing
         let process = try CofferBinary.start(["backup", "--quiet", "--full"] + flags,
                                              environment: ["COFFER_TEST_CHECK_DELAY": "0.02"].merging(environment) { $1 })
         // Killed once its pack's upload has begun (a part is in the bucket, unlisted).
-        var begun = false
-        for _ in 0..<200 where process.isRunning {
-            if try !client.listMultipartUploads(prefix: "killed/packs/").isEmpty { begun = true; break }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
+        let begun = try process.whileRunning(attempts: 200, every: 0.05) { try !client.listMultipartUploads(prefix: "killed/packs/").isEmpty }
         let stillRunning = process.isRunning
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
